@@ -27,7 +27,7 @@ from dataclasses import replace
 
 def _eval_script(task) -> str:
     """The classic SWE-bench eval script for a pytest repository."""
-    from swe_srl.tasks import test_command
+    from swe_srl.tasks import task_test_command
 
     files = " ".join(task.test_files)
     delimiter = f"EOF_{uuid.uuid4().hex[:12]}"
@@ -38,7 +38,7 @@ def _eval_script(task) -> str:
         f"git checkout {task.base_commit} {files}",
         f"git apply -v - <<'{delimiter}'\n{task.test_patch.rstrip(chr(10))}\n{delimiter}",
         ": '>>>>> Start Test Output'",
-        test_command(task),
+        task_test_command(task),
         ": '>>>>> End Test Output'",
         f"git checkout {task.base_commit} {files}",
     ]) + "\n"
@@ -67,7 +67,7 @@ def swebench_once(task, spec, client) -> float:
 
 
 def swe_srl_once(task) -> float:
-    from swe_srl.rewards.tests import grade
+    from swe_srl.sandbox.grading import grade
 
     start = time.perf_counter()
     report = grade(task, task.patch)
@@ -103,9 +103,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from swe_srl import tasks
+    from swe_srl.sandbox.images import ensure_image
 
     task = tasks.load_tasks("demo", ids=[args.task])[0]
-    task = replace(task, image=tasks.ensure_image(task))  # built once, outside the timings
+    task = replace(task, image=ensure_image(task))  # built once, outside the timings
     ours, theirs = run(task, args.runs)
     import swebench
 

@@ -1,6 +1,6 @@
 """GRPO step time: swe-srl's loop against TRL's ``GRPOTrainer`` on the same work.
 
-Same tiny model (``swe_srl.policy.tiny``), same prompts (step targets rendered with the
+Same tiny model (``swe_srl.tiny_model``), same prompts (step targets rendered with the
 model's chat template), same G, same completion budget, same similarity reward, beta 0,
 one update per generation batch, float32 on CPU. Dynamic sampling is off in our loop
 (every group is kept, one sampling round) so both do exactly one generation and one
@@ -105,8 +105,9 @@ def run_trl(model_dir: Path, targets, args, steps: int) -> dict:
 
 def run_ours(model_dir: Path, data_dir: Path, args, steps: int) -> dict:
     """Step times of swe-srl's loop (sample -> score -> filter -> update), from metrics.jsonl."""
-    from swe_srl.config import TrainConfig, load_config
-    from swe_srl.rl.logging import read_jsonl
+    from swe_srl.config import TrainConfig
+    from swe_srl.config_loader import load_config
+    from swe_srl.rl.run_log import read_jsonl
     from swe_srl.rl.trainer import train
 
     with tempfile.TemporaryDirectory(prefix="grpo-bench-ours-") as out:
@@ -115,8 +116,8 @@ def run_ours(model_dir: Path, data_dir: Path, args, steps: int) -> dict:
             "data.shuffle": False, "run.out_dir": out, "run.max_steps": steps, "run.eval_every": 0,
             "run.save_every": 0, "run.progress": False, "run.tensorboard": False, "run.seed": args.seed,
             "optim.batch_size": args.prompts, "optim.lr": 1e-6, "optim.max_grad_norm": 1.0,
-            "grpo.num_generations": args.generations, "grpo.max_new_tokens": args.max_new_tokens,
-            "grpo.temperature": 1.0, "grpo.dynamic_sampling_eps": -1.0, "grpo.max_resample_rounds": 1,
+            "grpo.num_generations": args.generations, "generation.max_new_tokens": args.max_new_tokens,
+            "generation.temperature": 1.0, "grpo.dynamic_sampling_eps": -1.0, "grpo.max_resample_rounds": 1,
             "grpo.beta": 0.0,
         })
         train(config)
@@ -142,7 +143,7 @@ def main() -> None:
     import trl
 
     from swe_srl.dataset import SplitWriter
-    from swe_srl.policy.tiny import make_tiny_model
+    from swe_srl.tiny_model import make_tiny_model
 
     work = Path(tempfile.mkdtemp(prefix="grpo-bench-"))
     model_dir = make_tiny_model(work / "model", seed=args.seed)

@@ -20,7 +20,7 @@ def main() -> None:
     import torch
 
     from swe_srl.policy import GenerationConfig, PolicyConfig, load_policy
-    from swe_srl.policy.tiny import make_tiny_model
+    from swe_srl.tiny_model import make_tiny_model
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)

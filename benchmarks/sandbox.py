@@ -8,7 +8,7 @@
    through str_replace_editor, run the tests, diff, remove);
 4. leaked containers after the run: must be zero (asserted).
 
-Grading (``swe_srl.rewards.tests.grade`` vs SWE-bench's ``run_instance``) is measured by
+Grading (``swe_srl.sandbox.grading.grade`` vs SWE-bench's ``run_instance``) is measured by
 benchmarks/grading.py, owned by the grading engineer.
 
     .venv/bin/python benchmarks/sandbox.py [--task swe-srl-demo__datekit-1] [--exec-n 40] [--runs 3]

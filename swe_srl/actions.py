@@ -25,6 +25,9 @@ from .errors import ActionParseError
 from .schemas import Action
 
 Syntax = Literal["auto", "xml", "bash_block", "command"]
+# The syntaxes a policy writes its action in and step targets are rendered in (canonical XML
+# function calls, or one fenced bash block for bash-only scaffolds).
+ActionSyntax = Literal["xml", "bash_block"]
 
 # Tool names other scaffolds use for the same thing.
 TOOL_ALIASES = {

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal, Optional
 
-from .actions import is_submit, render_xml
+from .actions import ActionSyntax, is_submit, render_xml
 from .dataset import truncate_middle
 from .errors import ConfigError, InfrastructureError
 from .policy.base import GenerationConfig, Policy, Sample
@@ -56,20 +56,18 @@ class AgentConfig:
     """Characters of each observation shown in later prompts (head + tail)."""
     command_timeout: float = 60.0
     """Seconds per tool call in the sandbox."""
-    syntax: Literal["xml", "bash_block"] = "xml"
+    syntax: ActionSyntax = "xml"
     """Action syntax the policy writes."""
     allow_prose: bool = True
     """Accept prose around the action after </think> (rollouts are lenient; the SRL reward is not)."""
-    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(temperature=0.0, max_new_tokens=512))
-    """Sampling per turn; greedy by default."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise ConfigError("agent.max_steps must be >= 1")
         if self.max_format_errors < 0 or self.context_rounds < 0:
             raise ConfigError("agent.max_format_errors and agent.context_rounds must be >= 0")
-        if self.generation.n != 1:
-            raise ConfigError("agent.generation.n must be 1: an episode follows one sample per turn")
+        if min(self.max_wall_time, self.command_timeout) <= 0 or self.max_tokens < 0:
+            raise ConfigError("agent.max_wall_time and agent.command_timeout must be > 0, agent.max_tokens >= 0")
 
 
 @dataclass
@@ -101,9 +99,16 @@ def _observation_text(result: ExecResult) -> str:
     return text
 
 
+# Greedy turns of up to 512 tokens: what an evaluated agent does unless told otherwise.
+GREEDY = GenerationConfig(temperature=0.0, max_new_tokens=512)
+
+
 def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfig = AgentConfig(),
-                *, model_name: str = "") -> Episode:
-    """Run the policy on ``task`` inside ``sandbox`` until it submits or hits a limit."""
+                generation: GenerationConfig = GREEDY, *, model_name: str = "") -> Episode:
+    """Run the policy on ``task`` inside ``sandbox`` until it submits or hits a limit; each
+    turn samples one completion with ``generation``."""
+    if generation.n != 1:
+        raise ConfigError("an episode follows one sample per turn: generation.n must be 1")
     start = time.monotonic()
     rounds: list[tuple[Action | str, str]] = []
     steps: list[Step] = []
@@ -125,7 +130,7 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
         messages = build_messages(task.problem_statement, rounds[-config.context_rounds:] if config.context_rounds else [],
                                   syntax=config.syntax)
         t0 = time.monotonic()
-        sample = policy.generate([messages], config.generation)[0][0]
+        sample = policy.generate([messages], generation)[0][0]
         stats["model_time"] += time.monotonic() - t0
         stats["prompt_tokens"] += len(sample.prompt_ids)
         stats["completion_tokens"] += len(sample.completion_ids)

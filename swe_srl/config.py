@@ -1,43 +1,47 @@
-"""Typed, frozen configuration: dataclasses loaded from YAML with dotted command-line overrides.
+"""The configuration tree of ``swe-srl train``: typed, frozen dataclasses, one per section.
 
-:func:`load_config` is generic: any frozen dataclass (nested dataclasses, ``Literal`` modes,
-enums, ``Optional``, tuples) can be loaded from a named preset shipped in
-``swe_srl/configs/<name>.yaml``, a YAML file, or a mapping, then patched with overrides such as
-``grpo.num_generations=4``. Values are checked against the annotations once, here, and every
-problem becomes one :class:`~swe_srl.errors.ConfigError` a user can act on.
-
-:class:`TrainConfig` is the configuration of ``swe-srl train``.
+Loading (presets in ``swe_srl/configs``, YAML files, dotted ``--set`` overrides, validation
+against the annotations) is generic and lives in :mod:`swe_srl.config_loader`. Each setting
+is defined once and nested where it is used: the sampling settings are the policy's
+:class:`~swe_srl.policy.base.GenerationConfig` (``generation``), the way an episode is run and
+graded is the harness's :class:`~swe_srl.harness.HarnessConfig` (``episodes.harness``, the
+same one ``swe-srl eval`` uses), the similarity modes are the reward's.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import enum
-import os
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar
-
-import yaml
+from enum import Enum
+from typing import Literal
 
 from .errors import ConfigError
-
-C = TypeVar("C")
-
-PRESETS_DIR = Path(__file__).resolve().parent / "configs"
+from .harness import HarnessConfig
+from .policy.base import GenerationConfig
+from .rewards.episode import TestRewardShape
+from .rewards.similarity import SimilarityMode
 
 Method = Literal["sft", "srl", "rlvr", "hybrid"]
 Schedule = Literal["constant", "cosine", "linear"]
 Precision = Literal["auto", "bf16", "fp32"]
-SimilarityMode = Literal["difflib", "cydifflib", "lcs"]
-# The values of swe_srl.rl.grpo's enums (kept as Literals so loading a config imports no torch).
-LossAggregation = Literal["seq-mean-token-mean", "token-mean", "seq-mean-token-sum-norm"]
-AdvantageScale = Literal["group", "batch", "none"]
+
+
+class AdvantageScale(str, Enum):
+    """What GRPO divides the centred rewards by."""
+
+    GROUP = "group"  # the group's std (GRPO)
+    BATCH = "batch"  # the std of all valid rewards in the batch (less noisy for small G)
+    NONE = "none"  # nothing (Dr. GRPO: std scaling up-weights near-solved prompts)
+
+
+class LossAggregation(str, Enum):
+    """How GRPO's per-token losses become one scalar."""
+
+    SEQ_MEAN_TOKEN_MEAN = "seq-mean-token-mean"  # GRPO / SRL papers: mean per sequence, then mean
+    TOKEN_MEAN = "token-mean"  # DAPO: every token of the batch weighs the same
+    SEQ_MEAN_TOKEN_SUM_NORM = "seq-mean-token-sum-norm"  # Dr. GRPO: token sum / (sequences * max_tokens)
+
+
 SFTTarget = Literal["action", "thought_action"]
-TestRewardShape = Literal["resolved", "f2p_fraction"]
 EPISODE_METHODS = ("rlvr", "hybrid")
 
 
@@ -88,20 +92,18 @@ class GRPOConfig:
     """Sampling, rewards and the GRPO objective of SRL training."""
 
     num_generations: int = 8
-    """G: completions sampled per step target (a group)."""
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 512
+    """G: completions sampled per step target (a group); temperature, top_p and the token
+    budget are the run's ``generation`` settings."""
     beta: float = 0.0
     """KL coefficient to a frozen reference model (0 = no reference is loaded)."""
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
     """Upper clip range of the ratio (DAPO's clip-higher uses e.g. 0.28)."""
-    loss_aggregation: LossAggregation = "seq-mean-token-mean"
+    loss_aggregation: LossAggregation = LossAggregation.SEQ_MEAN_TOKEN_MEAN
     """seq-mean-token-mean: mean over each completion's tokens, then over completions (the
     paper); token-mean: every token of the batch weighs the same (DAPO);
     seq-mean-token-sum-norm: token sum / (completions x max_new_tokens) (Dr. GRPO)."""
-    advantage_scale: AdvantageScale = "group"
+    advantage_scale: AdvantageScale = AdvantageScale.GROUP
     """Divide centred rewards by the group std (group), the batch std (batch), or not (none)."""
     dynamic_sampling_eps: float = 1e-4
     """Groups whose reward std is <= this carry no signal and are dropped (negative = keep all)."""
@@ -113,10 +115,6 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         if self.num_generations < 2:
             raise ConfigError("grpo.num_generations must be >= 2: advantages compare completions within a group")
-        if self.temperature < 0 or not 0 < self.top_p <= 1:
-            raise ConfigError("grpo.temperature must be >= 0 and grpo.top_p in (0, 1]")
-        if self.max_new_tokens < 1:
-            raise ConfigError("grpo.max_new_tokens must be >= 1")
         if self.beta < 0 or self.clip_eps_low < 0 or self.clip_eps_high < 0:
             raise ConfigError("grpo.beta and the clip ranges must be >= 0")
         if self.max_resample_rounds < 1:
@@ -205,8 +203,8 @@ class RewardWeights:
 
 @dataclass(frozen=True)
 class EpisodeConfig:
-    """Whole agent episodes in Docker for ``--method rlvr`` / ``hybrid``: which tasks, the
-    agent's limits, parallelism, and how an episode is rewarded."""
+    """Whole agent episodes in Docker for ``--method rlvr`` / ``hybrid``: which tasks, how each
+    is run and graded (``harness``, as in ``swe-srl eval``), parallelism, and the reward."""
 
     tasks: str = "demo"
     """Task source: 'demo' (bundled tasks), a task folder, or a SWE-bench rows file."""
@@ -216,16 +214,8 @@ class EpisodeConfig:
     """Keep instance ids matching this regex (empty = all)."""
     slice: str = ""
     """'start:stop' over the selected tasks (empty = all)."""
-    max_steps: int = 30
-    """Policy turns per episode (format errors count as turns)."""
-    max_new_tokens: int = 512
-    """Completion tokens per turn (temperature and top_p come from ``grpo``)."""
-    command_timeout: float = 60.0
-    """Seconds per tool call in the sandbox."""
-    max_wall_time: float = 1800.0
-    """Seconds per episode."""
-    context_rounds: int = 2
-    """Earlier (action, observation) rounds shown in each prompt, as in the step targets."""
+    harness: HarnessConfig = field(default_factory=HarnessConfig)
+    """The agent's limits, the grading limits and the sandbox of each episode."""
     workers: int = 1
     """Episodes run in parallel threads (sandbox and grading overlap; generation is serial)."""
     update_chunk_turns: int = 8
@@ -236,22 +226,10 @@ class EpisodeConfig:
     test_reward: TestRewardShape = "resolved"
     """resolved: 1 when every FAIL_TO_PASS and PASS_TO_PASS test passes, else 0;
     f2p_fraction: the fraction of FAIL_TO_PASS tests passing, 0 when any PASS_TO_PASS fails."""
-    test_timeout: float = 600.0
-    """Seconds the task's tests may run when grading."""
-    harness_timeout: float = 1800.0
-    """Seconds for one whole grading run; past it the episode's reward is None (infra)."""
-    mem_limit: str = "2g"
-    """Memory of each agent container."""
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1 or self.max_new_tokens < 1:
-            raise ConfigError("episodes.max_steps and episodes.max_new_tokens must be >= 1")
         if self.workers < 1 or self.update_chunk_turns < 1:
             raise ConfigError("episodes.workers and episodes.update_chunk_turns must be >= 1")
-        if min(self.command_timeout, self.max_wall_time, self.test_timeout, self.harness_timeout) <= 0:
-            raise ConfigError("episodes.command_timeout, max_wall_time, test_timeout and harness_timeout must be > 0")
-        if self.context_rounds < 0:
-            raise ConfigError("episodes.context_rounds must be >= 0")
         if not self.tasks:
             raise ConfigError("episodes.tasks must name a task source ('demo', a task folder or a rows file)")
 
@@ -262,6 +240,9 @@ class TrainConfig:
 
     method: Method = "srl"
     model: ModelConfig = field(default_factory=ModelConfig)
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=512))
+    """How the policy samples: SRL completions, every turn of an rlvr/hybrid episode, and (at
+    temperature 0) validation. ``n`` stays 1: the group size is ``grpo.num_generations``."""
     data: DataConfig = field(default_factory=DataConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
@@ -270,6 +251,8 @@ class TrainConfig:
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
 
     def __post_init__(self) -> None:
+        if self.generation.n != 1:
+            raise ConfigError("generation.n must be 1: the group size is grpo.num_generations")
         w = self.episodes.weights
         if self.method == "hybrid" and w.similarity == 0 and w.tests == 0:
             raise ConfigError("--method hybrid needs a nonzero episodes.weights.similarity or episodes.weights.tests")
@@ -280,201 +263,3 @@ class TrainConfig:
         return self.method in EPISODE_METHODS
 
 
-# --------------------------------------------------------------------------- generic loading
-
-
-def _type_name(tp: Any) -> str:
-    if typing.get_origin(tp) is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Check ``value`` (parsed YAML) against annotation ``tp``; return it in that type."""
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {tp}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: {value!r} is not one of {_type_name(tp)}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, where) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
-    if dataclasses.is_dataclass(tp):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
-        return from_mapping(tp, value, prefix=f"{where}.")
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        try:
-            return value if isinstance(value, tp) else tp(value)
-        except ValueError:
-            raise ConfigError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from None
-    if tp in (bool, int, float, str):
-        return _coerce_scalar(tp, value, where)
-    if tp in (dict, Mapping) or origin in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
-    return value
-
-
-def _coerce_scalar(tp: type, value: Any, where: str) -> Any:
-    """bool / int / float / str, strictly: ``1`` is not ``true`` and ``2.5`` is not an int."""
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
-        return str(value)
-    return value
-
-
-def from_mapping(cls: type[C], data: Mapping[str, Any], *, prefix: str = "") -> C:
-    """Build dataclass ``cls`` from a (nested) mapping; unknown keys are errors with a hint."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    kwargs = {}
-    for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(names)})"
-            raise ConfigError(f"unknown config key {prefix}{key}{hint}")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{cls.__name__}: {exc}") from exc
-
-
-def to_mapping(config: Any) -> dict[str, Any]:
-    """The plain-YAML view of a config (enums as values, tuples as lists)."""
-
-    def plain(value: Any) -> Any:
-        if dataclasses.is_dataclass(value):
-            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        if isinstance(value, enum.Enum):
-            return value.value
-        if isinstance(value, (list, tuple)):
-            return [plain(v) for v in value]
-        if isinstance(value, Mapping):
-            return {k: plain(v) for k, v in value.items()}
-        return value
-
-    return plain(config)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``a.b=value`` -> (["a", "b"], value); the value is read as YAML (``4``, ``true``, ``[1, 2]``)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise ConfigError(f"override {text!r} must look like section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def apply_overrides(data: dict[str, Any], overrides: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
-    """Return a copy of ``data`` with dotted overrides set (nested mappings are created)."""
-    out = _deep_copy(data)
-    items = overrides.items() if isinstance(overrides, Mapping) else (parse_override(o) for o in overrides)
-    for path, value in items:
-        keys = path.split(".") if isinstance(path, str) else list(path)
-        node = out
-        for k in keys[:-1]:
-            child = node.get(k)
-            if child is None:
-                child = node[k] = {}
-            elif not isinstance(child, dict):
-                raise ConfigError(f"override {'.'.join(keys)}: {k} is a value, not a section")
-            node = child
-        node[keys[-1]] = value
-    return out
-
-
-def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
-
-
-def presets() -> list[str]:
-    """Names of the presets shipped in ``swe_srl/configs``."""
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-
-
-def read_yaml(source: str | os.PathLike) -> dict[str, Any]:
-    """A preset name or a YAML file path -> its top-level mapping."""
-    path = Path(source)
-    if not path.suffix and not path.exists():
-        path = PRESETS_DIR / f"{source}.yaml"
-        if not path.exists():
-            raise ConfigError(f"unknown config preset {str(source)!r} (presets: {', '.join(presets())}; or give a YAML file)")
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}:{where} is not valid YAML") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return data
-
-
-def load_config(
-    cls: type[C],
-    source: str | os.PathLike | Mapping[str, Any] | None = None,
-    overrides: Sequence[str] | Mapping[str, Any] = (),
-) -> C:
-    """Load dataclass ``cls`` from a preset name / YAML path / mapping (None = defaults),
-    then apply dotted ``overrides`` (``["grpo.num_generations=4"]`` or ``{"run.seed": 1}``)."""
-    if source is None:
-        data: dict[str, Any] = {}
-    elif isinstance(source, Mapping):
-        data = _deep_copy(source)
-    else:
-        data = read_yaml(source)
-    return from_mapping(cls, apply_overrides(data, overrides))
-
-
-def save_config(config: Any, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML (what ``load_config(type(config), path)`` reads back)."""
-    Path(path).write_text(yaml.safe_dump(to_mapping(config), sort_keys=False), encoding="utf-8")

@@ -28,9 +28,13 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from .actions import EDITOR_COMMANDS, is_submit, make_action, render_xml
+from .agent import AgentConfig
 from .errors import ConfigError, InfrastructureError, InputError
+from .evaluate import EvalConfig, InstanceResult, evaluate_tasks, instance_dir, read_result
+from .harness import HarnessConfig
 from .paths import EXPERT_TRAJECTORIES_DIR, REPO_ROOT
-from .policy.base import Conversation
+from .policy.base import Conversation, GenerationConfig
+from .sandbox.grading import GradingConfig
 from .prompts import format_completion
 from .schemas import Action, Task, Trajectory
 
@@ -204,29 +208,31 @@ class ExpertRecording:
     records: dict = field(default_factory=dict)
 
 
-def _failure(task: Task, record: Optional[dict], trajectory: Optional[Trajectory], script_len: int) -> Optional[str]:
+def _failure(task: Task, record: Optional[InstanceResult], trajectory: Optional[Trajectory],
+             script_len: int) -> Optional[str]:
     """Why this expert episode cannot be kept, or None when it is a verified success."""
     if record is None or trajectory is None:
         return "no result was written"
-    if record.get("infra_error"):
-        return f"infrastructure failure: {record['infra_error']}"
-    if record.get("exit_reason") != "submitted":
-        return f"episode ended by {record.get('exit_reason')!r}, not by the script's submit"
+    if record.infra_error:
+        return f"infrastructure failure: {record.infra_error}"
+    if record.exit_reason != "submitted":
+        return f"episode ended by {record.exit_reason!r}, not by the script's submit"
     if len(trajectory.steps) != script_len:
         return f"{len(trajectory.steps)} steps ran but the script has {script_len}"
-    if not record.get("resolved"):
-        report = record.get("report") or {}
+    if not record.resolved:
+        report = record.report or {}
         return (f"not resolved (FAIL_TO_PASS {report.get('fail_to_pass', 0):.0%}, PASS_TO_PASS "
                 f"{report.get('pass_to_pass', 0):.0%}, patch applied: {report.get('patch_applied')})")
     return None
 
 
-def _expert_trajectory(task: Task, trajectory: Trajectory, record: dict, script: Path, recorded_at: str) -> Trajectory:
+def _expert_trajectory(task: Task, trajectory: Trajectory, record: InstanceResult, script: Path,
+                       recorded_at: str) -> Trajectory:
     try:
         script_name = str(script.resolve().relative_to(REPO_ROOT))
     except ValueError:
         script_name = str(script)
-    report = record.get("report") or {}
+    report = record.report or {}
     return dataclasses.replace(
         trajectory, trajectory_id=f"{task.instance_id}.expert", source="expert-replay",
         resolved=True, model=EXPERT_MODEL_NAME, exit_status="submitted",
@@ -247,13 +253,12 @@ def write_trajectories(path: Path, trajectories: Sequence[Trajectory]) -> None:
 
 
 def _collect(tasks: Sequence[Task], work: Path) -> tuple[dict, dict]:
-    from .evaluate import instance_dir
-
     records, trajectories = {}, {}
     for task in tasks:
         folder = instance_dir(work, task.instance_id)
-        if (folder / "result.json").is_file():
-            records[task.instance_id] = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        record = read_result(work, task.instance_id)
+        if record is not None:
+            records[task.instance_id] = record
         if (folder / "trajectory.json").is_file():
             data = json.loads((folder / "trajectory.json").read_text(encoding="utf-8"))
             trajectories[task.instance_id] = Trajectory.from_dict(data)
@@ -267,21 +272,17 @@ def record_experts(tasks: Sequence[Task], out_path: str | os.PathLike = DEFAULT_
 
     Raises InputError when an expert does not resolve its task (or does not end by its own
     submit) and InfrastructureError when the harness failed; nothing is written then."""
-    from .agent import AgentConfig
-    from .evaluate import EvalConfig, evaluate_tasks
-    from .policy.base import GenerationConfig
-    from .rewards.tests import GradingConfig
-
     scripts = load_scripts(tasks, scripts_dir)
     replay = ExpertReplay.from_scripts(scripts, tasks)
     longest = max(len(steps) for steps in scripts.values())
     eval_config = EvalConfig(
         workers=config.workers, model_name=EXPERT_MODEL_NAME,
+        generation=GenerationConfig(temperature=0.0, max_new_tokens=4096),
         # No format errors are tolerated and no turn beyond the script: a script that does not
         # end the episode by its own submit is a broken expert, not something to paper over.
-        agent=AgentConfig(max_steps=longest, max_format_errors=0, command_timeout=config.command_timeout,
-                          generation=GenerationConfig(temperature=0.0, max_new_tokens=4096)),
-        grading=GradingConfig(test_timeout=config.test_timeout),
+        harness=HarnessConfig(
+            agent=AgentConfig(max_steps=longest, max_format_errors=0, command_timeout=config.command_timeout),
+            grading=GradingConfig(test_timeout=config.test_timeout)),
     )
     with tempfile.TemporaryDirectory(prefix="swe-srl-experts-") as scratch:
         work = Path(config.work_dir) if config.work_dir is not None else Path(scratch)

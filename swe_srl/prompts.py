@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Mapping, Sequence, Union
 
-from .actions import parse_action, render_bash_block, render_xml
+from .actions import ActionSyntax, parse_action, render_bash_block, render_xml
 from .errors import ActionParseError, ConfigError
 from .schemas import Action, ContextRound, StepTarget
 
 logger = logging.getLogger(__name__)
 
-PromptSyntax = Literal["xml", "bash_block"]
 Message = dict[str, str]
 # A round of history: a dataset ContextRound (or its dict), or (action, observation) from a
 # live agent.
@@ -107,7 +106,7 @@ def _describe_tool(spec: ToolSpec) -> str:
     return "\n".join(lines)
 
 
-def system_prompt(syntax: PromptSyntax = "xml", tools: Sequence[str] = DEFAULT_TOOLS) -> str:
+def system_prompt(syntax: ActionSyntax = "xml", tools: Sequence[str] = DEFAULT_TOOLS) -> str:
     """The system message for ``syntax``; ``tools`` names entries of :data:`TOOLS`
     (ignored for ``bash_block``, whose only tool is bash)."""
     _check_syntax(syntax)
@@ -122,7 +121,7 @@ def system_prompt(syntax: PromptSyntax = "xml", tools: Sequence[str] = DEFAULT_T
 SYSTEM_PROMPT = system_prompt()
 
 
-def render_action(action: Action | str, syntax: PromptSyntax = "xml") -> str:
+def render_action(action: Action | str, syntax: ActionSyntax = "xml") -> str:
     """An action (or action text in any syntax) as the policy is asked to write it.
 
     Text that does not parse as an action is shown unchanged: a history may hold a broken
@@ -145,7 +144,7 @@ def _round_parts(item: Round) -> tuple[Action | str, str]:
 
 
 def format_user_message(problem_statement: str, rounds: Sequence[Round] = (),
-                        syntax: PromptSyntax = "xml") -> str:
+                        syntax: ActionSyntax = "xml") -> str:
     """The user turn: the issue, then each earlier round (oldest first) as its action and
     the observation it produced. Observations are shown as given: callers truncate them."""
     parts = [f"<issue>\n{problem_statement.strip()}\n</issue>"]
@@ -162,7 +161,7 @@ def format_user_message(problem_statement: str, rounds: Sequence[Round] = (),
 
 
 def build_messages(problem_statement: str, rounds: Sequence[Round] = (), *,
-                   syntax: PromptSyntax = "xml", tools: Sequence[str] = DEFAULT_TOOLS,
+                   syntax: ActionSyntax = "xml", tools: Sequence[str] = DEFAULT_TOOLS,
                    system: str | None = None) -> list[Message]:
     """The chat for one policy step: ``[system, user]``.
 
@@ -176,7 +175,7 @@ def build_messages(problem_statement: str, rounds: Sequence[Round] = (), *,
     ]
 
 
-def messages_for_target(step_target: StepTarget, syntax: PromptSyntax = "xml") -> list[Message]:
+def messages_for_target(step_target: StepTarget, syntax: ActionSyntax = "xml") -> list[Message]:
     """The chat a step target asks the policy to answer."""
     return build_messages(step_target.problem_statement, step_target.context, syntax=syntax)
 
@@ -186,7 +185,7 @@ def format_completion(thought: str, action_text: str) -> str:
     return f"{THINK_OPEN}\n{thought.strip()}\n{THINK_CLOSE}\n{action_text.strip()}"
 
 
-def target_completion(step_target: StepTarget, syntax: PromptSyntax = "xml") -> str:
+def target_completion(step_target: StepTarget, syntax: ActionSyntax = "xml") -> str:
     """The expert's answer to a step target (SFT label): its thought and its action."""
     return format_completion(step_target.expert_thought, render_action(step_target.target, syntax))
 

@@ -1,6 +1,6 @@
 """`swe-srl report RUN_DIR`: plots and a markdown summary of a training run.
 
-Reads ``metrics.jsonl`` and ``rollouts.jsonl`` (written by :mod:`swe_srl.rl.logging`) and writes
+Reads ``metrics.jsonl`` and ``rollouts.jsonl`` (written by :mod:`swe_srl.rl.run_log`) and writes
 into ``RUN_DIR/report/``: ``reward.png`` (train reward per step and greedy val reward; the loss
 for SFT runs), ``filter_rate.png`` (share of groups dropped by dynamic sampling),
 ``reward_hist.png`` (rewards of the first and last quarter of the run), ``length.png`` (mean
@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import yaml
 
 from .errors import ConfigError, InputError
-from .rl.logging import METRICS_FILE, ROLLOUTS_FILE, read_jsonl
+from .rl.run_log import METRICS_FILE, ROLLOUTS_FILE, read_jsonl
 
 REPORT_DIR = "report"
 

@@ -1,7 +1,7 @@
 """Load tasks: SWE-bench-style rows (jsonl / json / parquet / ``datasets``), the bundled demo
 tasks in ``environments/tasks/``, named subsets, and selection (ids, slice, regex, repo,
-difficulty, shuffle). Also: SWE-bench image names, test commands and log parsers per repo,
-and :func:`ensure_image` (a task's image present locally, or a clear InfrastructureError).
+difficulty, shuffle). Also: SWE-bench image names, test commands and log parsers per repo.
+(Making a task's image present in the engine is :func:`swe_srl.sandbox.images.ensure_image`.)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-from .errors import ConfigError, InfrastructureError, InputError, RecordError
+from .errors import ConfigError, InputError, RecordError
 from .paths import TASKS_DIR
 from .schemas import Task
 
@@ -81,7 +81,7 @@ def _test_list(value: Any, field_name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def test_files_from_patch(patch: str) -> tuple[str, ...]:
+def files_in_patch(patch: str) -> tuple[str, ...]:
     """Files a diff creates or changes (the ``b/`` side; deletions are left out)."""
     files = []
     for match in re.finditer(r"^diff --git a/(\S+) b/(\S+)$", patch, re.MULTILINE):
@@ -89,8 +89,6 @@ def test_files_from_patch(patch: str) -> tuple[str, ...]:
     deleted = set(re.findall(r"^--- a/(\S+)\n\+\+\+ /dev/null$", patch, re.MULTILINE))
     return tuple(dict.fromkeys(f for f in files if f not in deleted))
 
-
-test_files_from_patch.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 def swebench_image_name(instance_id: str) -> str:
@@ -141,7 +139,7 @@ def task_from_row(row: Mapping[str, Any], *, source: str = "swebench") -> Task:
     f2p = _test_list(row.get("FAIL_TO_PASS", row.get("fail_to_pass")), "FAIL_TO_PASS")
     p2p = _test_list(row.get("PASS_TO_PASS", row.get("pass_to_pass")), "PASS_TO_PASS")
     test_patch = str(row.get("test_patch") or "")
-    test_files = tuple(row.get("test_files") or ()) or test_files_from_patch(test_patch)
+    test_files = tuple(row.get("test_files") or ()) or files_in_patch(test_patch)
     local = source == "local"
     test_cmd = str(row.get("test_cmd") or "")
     if not test_cmd:
@@ -169,7 +167,7 @@ def task_from_row(row: Mapping[str, Any], *, source: str = "swebench") -> Task:
     )
 
 
-def test_command(task: Task) -> str:
+def task_test_command(task: Task) -> str:
     """The shell command that runs ``task``'s test files in its workdir."""
     repo = "" if task.source == "local" else task.repo
     command = " ".join([task.test_cmd, *map(shlex.quote, _directives(repo, task.test_files))])
@@ -178,8 +176,6 @@ def test_command(task: Task) -> str:
         command = f"{_SWEBENCH_ENV_SETUP} && {command}"
     return command
 
-
-test_command.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
 
 
 # ---------------------------------------------------------------- sources
@@ -360,34 +356,3 @@ def load_tasks(
         raise InputError(f"no tasks left in {source!s:.80} after the selection {selection}")
     return tasks
 
-
-# ---------------------------------------------------------------- images
-
-
-def ensure_image(task: Task) -> str:
-    """The image tag to grade ``task`` in, present in the local engine: a bundled task's image
-    is built (cached by content); another task's image is pulled where a registry answers.
-
-    Raises InfrastructureError ("image X is not present and cannot be pulled: ...")."""
-    from .sandbox.client import docker_client, infra_error
-
-    client = docker_client()
-    task_dir = task.metadata.get("task_dir") if isinstance(task.metadata, dict) else None
-    if task.source == "local" and task_dir and not task.image:
-        from .sandbox.images import build_task_image
-
-        return build_task_image(task_dir)
-    if not task.image:
-        raise InfrastructureError(f"task {task.instance_id} names no image")
-    try:
-        client.images.get(task.image)
-        return task.image
-    except Exception as exc:
-        if type(exc).__name__ != "ImageNotFound":
-            raise infra_error(f"cannot inspect image {task.image}", exc) from exc
-    try:
-        client.images.pull(task.image)
-    except Exception as exc:
-        msg = " ".join(str(getattr(exc, "explanation", None) or exc).split())[:200]
-        raise InfrastructureError(f"image {task.image} is not present and cannot be pulled: {msg}") from exc
-    return task.image

@@ -6,11 +6,35 @@ from __future__ import annotations
 import os
 import textwrap
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Iterator[Path]:
+    """The tiny offline model (small vocab, seed 0), made once per test session and shared:
+    tests only read it (training writes to its own run folder). Tests that need a model with
+    other settings, or one they write into, make their own. Fails at teardown if a test
+    changed it."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from swe_srl.tiny_model import make_tiny_model
+
+    path = make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+    before = _tree_digest(path)
+    yield path
+    assert _tree_digest(path) == before, f"a test wrote into the shared tiny model at {path}"
 
 
 @pytest.fixture(scope="session")

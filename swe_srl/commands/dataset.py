@@ -33,43 +33,52 @@ def _load_resolved_ids(path: Path) -> set[str]:
 def build_dataset_command(
     inputs: Optional[List[Path]] = typer.Argument(
         None, help="Trajectory files or folders (json, jsonl, traj, parquet). Default: the bundled samples + demo expert runs."),
-    out: Path = typer.Option(None, "-o", "--out", help="Output folder [default: runs/dataset]."),
+    out: Path = typer.Option(None, "-o", "--out", help="Output folder.", show_default="runs/dataset"),
     fmt: str = typer.Option("auto", "--format", help="Source format, or 'auto' to detect it per record."),
-    context_rounds: int = typer.Option(2, "-k", "--context-rounds", help="K earlier (action, observation) rounds in the context."),
-    observation_budget: int = typer.Option(2000, help="Characters kept per observation (head+tail); 0 = all."),
-    resolved_only: bool = typer.Option(True, "--resolved-only/--keep-unresolved", help="Drop trajectories known to have failed."),
-    require_resolved: bool = typer.Option(False, help="Also drop trajectories whose outcome is unknown."),
+    config_source: Optional[str] = typer.Option(
+        None, "--config", "-c", metavar="PRESET_OR_YAML",
+        help="A preset name or YAML file; its `dataset:` section is read. Without it: the defaults below."),
+    overrides: List[str] = typer.Option(
+        [], "--set", "-s", help="Override of the dataset config, repeatable: --set context_rounds=3"),
+    # The options below are DatasetConfig fields: None = not given (the config's value stands);
+    # a given one wins over --set. The defaults shown are DatasetConfig's (typer's show_default:
+    # brackets in a help text are eaten as rich markup).
+    context_rounds: Optional[int] = typer.Option(None, "-k", "--context-rounds", help="K earlier (action, observation) rounds in the context.", show_default="2"),
+    observation_budget: Optional[int] = typer.Option(None, help="Characters kept per observation (head+tail); 0 = all.", show_default="2000"),
+    resolved_only: Optional[bool] = typer.Option(None, "--resolved-only/--keep-unresolved", help="Drop trajectories known to have failed.", show_default="resolved-only"),
+    require_resolved: Optional[bool] = typer.Option(None, help="Also drop trajectories whose outcome is unknown.", show_default="no-require-resolved"),
     resolved_ids: Optional[Path] = typer.Option(None, help="File of resolved instance ids; fills in unknown outcomes."),
-    include_submit: bool = typer.Option(True, "--include-submit/--exclude-submit", help="Keep the final submit step as a target."),
-    val_fraction: float = typer.Option(0.05, help="Share of tasks put in the val split."),
-    split_by: str = typer.Option("task", help="Split unit: task or trajectory."),
-    seed: int = typer.Option(0, help="Salt of the deterministic split."),
-    syntax: str = typer.Option("xml", help="Target syntax: xml (canonical) or bash_block."),
+    include_submit: Optional[bool] = typer.Option(None, "--include-submit/--exclude-submit", help="Keep the final submit step as a target.", show_default="include-submit"),
+    val_fraction: Optional[float] = typer.Option(None, help="Share of tasks put in the val split.", show_default="0.05"),
+    split_by: Optional[str] = typer.Option(None, help="Split unit: task or trajectory.", show_default="task"),
+    seed: Optional[int] = typer.Option(None, help="Salt of the deterministic split.", show_default="0"),
+    syntax: Optional[str] = typer.Option(None, help="Target syntax: xml (canonical) or bash_block.", show_default="xml"),
     output: str = typer.Option("both", help="Write jsonl, parquet or both."),
     strict: bool = typer.Option(False, help="Fail on the first unreadable record instead of skipping it."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or table."),
 ) -> None:
     """Cut agent trajectories into step targets: context = issue + last K rounds, target = the expert's next action."""
+    from ..config_loader import load_config
     from ..dataset import DatasetConfig, build_dataset
     from ..paths import DEFAULT_DATASET_DIR, EXPERT_TRAJECTORIES_DIR, SAMPLES_DIR
 
     if output not in ("jsonl", "parquet", "both"):
         raise InputError(f"--output must be jsonl, parquet or both, not {output!r}")
+    given = {"context_rounds": context_rounds, "observation_budget": observation_budget,
+             "resolved_only": resolved_only, "require_resolved": require_resolved,
+             "include_submit": include_submit, "val_fraction": val_fraction, "split_by": split_by,
+             "seed": seed, "syntax": syntax}
+    cfg = load_config(DatasetConfig, config_source, overrides, section="dataset",
+                      flags={k: v for k, v in given.items() if v is not None})
     if not inputs:
         if not SAMPLES_DIR.is_dir():
             raise InputError(f"no INPUT given and the bundled samples are missing ({SAMPLES_DIR})")
         # The format samples plus the recorded expert runs of the demo tasks (what train/eval use).
         inputs = [SAMPLES_DIR] + [p for p in (EXPERT_TRAJECTORIES_DIR / "demo-experts.jsonl",) if p.is_file()]
-    config = DatasetConfig(
-        context_rounds=context_rounds, observation_budget=observation_budget,
-        resolved_only=resolved_only, require_resolved=require_resolved,
-        include_submit=include_submit, val_fraction=val_fraction, split_by=split_by,  # type: ignore[arg-type]
-        seed=seed, syntax=syntax,  # type: ignore[arg-type]
-    )
     ids = _load_resolved_ids(resolved_ids) if resolved_ids else None
     out_dir = out or DEFAULT_DATASET_DIR
     with _progress(quiet) as tick:
-        result = build_dataset(inputs, out_dir, config, fmt=fmt, output=output,  # type: ignore[arg-type]
+        result = build_dataset(inputs, out_dir, cfg, fmt=fmt, output=output,  # type: ignore[arg-type]
                                strict=strict, resolved_ids=ids, on_trajectory=tick)
     if not quiet:
         print_summary(result)

@@ -3,6 +3,7 @@ held-out step targets (`--mode steps`)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -15,29 +16,6 @@ from ..errors import InputError
 class Mode(str, Enum):
     tasks = "tasks"
     steps = "steps"
-
-
-def resolve_model(model: Optional[Path]) -> Path:
-    """A model directory; a training run directory gives its latest checkpoint; nothing
-    given: the latest checkpoint of runs/train, else the tiny offline model (created once)."""
-    from .. import paths
-    from ..rl.checkpoint import latest_checkpoint
-
-    candidates = [model] if model is not None else [paths.DEFAULT_TRAIN_DIR]
-    for candidate in candidates:
-        if (candidate / "config.json").is_file():
-            return candidate
-        if candidate.is_dir():
-            ckpt = latest_checkpoint(candidate)
-            if ckpt is not None:
-                return ckpt.model_dir
-    if model is not None:
-        raise InputError(f"{model} is neither a model directory nor a training run with a checkpoint")
-    if not (paths.DEFAULT_MODEL_DIR / "config.json").is_file():
-        from ..policy.tiny import make_tiny_model
-
-        make_tiny_model(paths.DEFAULT_MODEL_DIR)
-    return paths.DEFAULT_MODEL_DIR
 
 
 def eval_command(
@@ -55,11 +33,13 @@ def eval_command(
     backend: str = typer.Option("hf", help="Policy backend: hf, openai (any OpenAI-compatible server), vllm."),
     base_url: str = typer.Option("http://127.0.0.1:8000/v1", help="Server URL for --backend openai."),
     served_model: Optional[str] = typer.Option(None, help="Model name the server knows (--backend openai)."),
-    workers: int = typer.Option(1, "-j", "--workers", help="Instances in parallel."),
-    max_steps: int = typer.Option(30, help="Policy turns per episode."),
-    max_new_tokens: int = typer.Option(512, help="Tokens per policy turn."),
-    temperature: float = typer.Option(0.0, help="0 = greedy (default)."),
-    sandbox: str = typer.Option("docker", help="docker (isolated) or local (no isolation)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A preset name or YAML file; its `eval:` section is read."),
+    overrides: List[str] = typer.Option([], "--set", "-s", help="Dotted override of the eval config, repeatable: --set harness.agent.max_steps=10"),
+    workers: Optional[int] = typer.Option(None, "-j", "--workers", help="Instances in parallel [default: 1]."),
+    max_steps: Optional[int] = typer.Option(None, help="Policy turns per episode [default: 30]."),
+    max_new_tokens: Optional[int] = typer.Option(None, help="Tokens per policy turn [default: 512]."),
+    temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0]."),
+    sandbox: Optional[str] = typer.Option(None, help="docker (isolated) or local (no isolation) [default: docker]."),
     data: Optional[Path] = typer.Option(None, help="--mode steps: step targets [default: runs/dataset/val.jsonl]."),
     limit: int = typer.Option(0, help="--mode steps: score at most this many step targets (0 = all)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder [default: runs/eval]."),
@@ -70,12 +50,18 @@ def eval_command(
     from rich.console import Console
 
     from .. import paths
-    from ..agent import AgentConfig
-    from ..evaluate import EvalConfig, evaluate_steps, evaluate_tasks
-    from ..policy.base import GenerationConfig, PolicyConfig, load_policy
+    from ..config_loader import load_config
+    from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
+    from ..policy.base import PolicyConfig, load_policy
+    from ..rl.checkpoint import resolve_model_dir
 
     console = Console()
-    generation = GenerationConfig(temperature=temperature, max_new_tokens=max_new_tokens)
+    # The options a user gave win over --set (their values are mappings: a path never goes
+    # through YAML).
+    given = {"workers": workers, "harness.agent.max_steps": max_steps, "generation.max_new_tokens": max_new_tokens,
+             "generation.temperature": temperature, "harness.sandbox": sandbox}
+    cfg = load_config(EvalConfig, config, overrides, section="eval",
+                      flags={k: v for k, v in given.items() if v is not None})
     # Inputs first: a typo in a subset, regex or path must not cost a model load.
     if mode is Mode.steps:
         from ..dataset import load_step_targets
@@ -91,27 +77,26 @@ def eval_command(
         task_list = load_tasks(tasks, subset=subset, ids=tuple(i.strip() for i in ids.split(",")) if ids else None,
                                slice=slice_, filter=filter_, repo=repo, difficulty=difficulty, shuffle=shuffle,
                                seed=seed)
-    model_dir = str(resolve_model(model)) if backend != "openai" or model else ""
+    model_dir = str(resolve_model_dir(model, fallback_runs=(paths.DEFAULT_TRAIN_DIR,))) if backend != "openai" or model else ""
     policy = load_policy(PolicyConfig(backend=backend, model=model_dir, base_url=base_url,  # type: ignore[arg-type]
                                       served_model_name=served_model))
     out_dir = out or paths.DEFAULT_EVAL_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     if mode is Mode.steps:
-        scores = evaluate_steps(policy, targets, generation=generation)
+        scores = evaluate_steps(policy, targets, generation=cfg.generation)
         (out_dir / "steps_summary.json").write_text(json.dumps(scores, indent=2) + "\n")
         console.print(f"{scores['step_targets']} step targets: mean reward {scores['mean_reward']:.3f}, "
                       f"mean similarity {scores['mean_similarity']:.3f}, format errors {scores['format_error_rate']:.1%}")
         return
-    config = EvalConfig(workers=workers, sandbox_backend=sandbox,
-                        agent=AgentConfig(max_steps=max_steps, generation=generation),
-                        model_name=served_model or model_dir or backend)
+    if cfg.model_name == EvalConfig.model_name:  # not named by the config: say which model ran
+        cfg = replace(cfg, model_name=served_model or model_dir or backend)
 
-    def show(record: dict) -> None:
-        verdict = "[red]infra failure[/]" if record.get("infra_error") else (
-            "[green]resolved[/]" if record.get("resolved") else "not resolved")
-        console.print(f"{record['instance_id']}: {verdict} ({record.get('exit_reason')}, {record.get('steps', 0)} steps)")
+    def show(record: InstanceResult) -> None:
+        verdict = "[red]infra failure[/]" if record.infra_error else (
+            "[green]resolved[/]" if record.resolved else "not resolved")
+        console.print(f"{record.instance_id}: {verdict} ({record.exit_reason}, {record.steps} steps)")
 
-    summary = evaluate_tasks(policy, task_list, out_dir, config, on_result=show,
+    summary = evaluate_tasks(policy, task_list, out_dir, cfg, on_result=show,
                              thread_safe_policy=backend == "openai")
     console.print(f"resolved {summary['resolved']}/{summary['graded']} ({summary['resolved_rate']:.1%}); "
                   f"infrastructure failures {summary['infrastructure_failures']}; "

@@ -4,9 +4,12 @@ Docker, verify each one resolves its task, and write the trajectories (swe-srl J
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+if TYPE_CHECKING:  # the command imports the library when it runs: `swe-srl --help` stays light
+    from ..evaluate import InstanceResult
 
 
 def record_experts_command(
@@ -31,11 +34,10 @@ def record_experts_command(
     task_list = load_tasks(tasks, ids=selected)
     config = RecordConfig(workers=workers, work_dir=work_dir)
 
-    def show(record: dict) -> None:
-        verdict = "[red]infra failure[/]" if record.get("infra_error") else (
-            "[green]resolved[/]" if record.get("resolved") else "[red]NOT resolved[/]")
-        console.print(f"{record['instance_id']}: {verdict} ({record.get('steps', 0)} steps, "
-                      f"{record.get('wall_time', 0):.1f}s)")
+    def show(record: "InstanceResult") -> None:
+        verdict = "[red]infra failure[/]" if record.infra_error else (
+            "[green]resolved[/]" if record.resolved else "[red]NOT resolved[/]")
+        console.print(f"{record.instance_id}: {verdict} ({record.steps} steps, {record.wall_time:.1f}s)")
 
     recording = record_experts(task_list, out or DEFAULT_OUTPUT, scripts_dir=scripts or SCRIPTS_DIR,
                                config=config, on_result=show)

@@ -29,7 +29,7 @@ def init_model(
 ) -> None:
     """Create a tiny Qwen2 causal LM and tokenizer offline (no hub access needed)."""
     from ..errors import ConfigError
-    from ..policy.tiny import make_tiny_model
+    from ..tiny_model import make_tiny_model
 
     if not tiny:
         raise ConfigError("only --tiny models can be created; pass a model directory to train instead")

@@ -9,6 +9,9 @@ from typing import List, Optional
 
 import typer
 
+# Each command imports the library when it runs, so `swe-srl --help` and the commands that
+# need no torch (build-dataset, eval --backend openai) never load it.
+
 
 class MethodChoice(str, Enum):
     sft = "sft"
@@ -40,7 +43,8 @@ def train_command(
 ) -> None:
     """Train a policy on step targets or on sandboxed episodes; writes config, metrics,
     TensorBoard events and checkpoints."""
-    from ..config import TrainConfig, apply_overrides, load_config, read_yaml
+    from ..config import TrainConfig
+    from ..config_loader import load_config
     from ..paths import DEFAULT_TRAIN_DIR
     from ..rl.trainer import train
 
@@ -55,7 +59,7 @@ def train_command(
         flags["model.path"] = str(model)
     if tasks is not None:
         flags["episodes.tasks"] = tasks
-    cfg = load_config(TrainConfig, apply_overrides(read_yaml(config), overrides), flags)
+    cfg = load_config(TrainConfig, config, overrides, flags=flags)
     result = train(cfg, resume=resume)
     val = "  ".join(f"{k} {v:.4g}" for k, v in result.val_metrics.items() if k != "val/n")
     typer.echo(f"{cfg.method}: {result.steps} steps in {result.run_dir}"

@@ -12,7 +12,8 @@ pulls in neither torch nor vllm.
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field, fields
+import threading
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..errors import ConfigError
@@ -96,6 +97,19 @@ class Policy(Protocol):
     ) -> list[list[Sample]]:
         """Return, for each conversation, ``config.n`` samples (in order)."""
         ...
+
+
+class SerialPolicy:
+    """Serialises ``generate`` calls to a policy that is not thread-safe (one in-process
+    model shared by episode threads): callers take turns."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self._lock = threading.Lock()
+
+    def generate(self, conversations: Sequence[Conversation], config: GenerationConfig) -> list[list[Sample]]:
+        with self._lock:
+            return self.policy.generate(conversations, config)
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
-"""Rewards as pure functions of text and test reports (no torch, no model).
+"""Rewards as pure functions of text and test reports: no torch, no docker, no sandbox (a
+test in tests/unit/test_testlog.py holds every module here to that).
 
 ``similarity`` (the SRL step reward) and ``combine`` (weighted sums with None = left out)
 are re-exported here, except the function ``similarity`` (it would shadow its module's
-name). ``rewards.tests`` (grading in a sandbox) is imported on its own, so importing the
-text rewards never pulls in the sandbox layer.
+name). ``testlog`` (test logs -> statuses -> score) is imported on its own; the harness that
+runs the tests in a container is :mod:`swe_srl.sandbox.grading`.
 """
 
 from .combine import CombinedReward, RewardFn, RewardValue, check_weights, combine, reward_name
 from .similarity import (
     FORMAT_VIOLATION,
     SIMILARITY_MODES,
-    CompletionSyntax,
     FormatReward,
     ParsedCompletion,
     SimilarityMode,
@@ -23,7 +23,7 @@ from .similarity import (
 )
 
 __all__ = [
-    "FORMAT_VIOLATION", "SIMILARITY_MODES", "CombinedReward", "CompletionSyntax", "FormatReward",
+    "FORMAT_VIOLATION", "SIMILARITY_MODES", "CombinedReward", "FormatReward",
     "ParsedCompletion", "RewardFn", "RewardValue", "SimilarityMode", "SimilarityReward",
     "ToolMismatch", "canonical_target", "check_weights", "combine", "parse_completion",
     "reward_name", "similarities", "srl_reward",

@@ -36,8 +36,9 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 from rapidfuzz.distance import Indel
 
-from ..actions import find_fenced_blocks, find_xml_calls, make_action, parse_action, render_xml
+from ..actions import ActionSyntax, find_fenced_blocks, find_xml_calls, make_action, parse_action, render_xml
 from ..errors import ActionParseError, ConfigError, InputError
+from ..prompts import THINK_CLOSE, THINK_OPEN
 from ..schemas import Action
 
 try:  # compiled difflib; a core dependency, but the exact stdlib path must keep working
@@ -49,12 +50,9 @@ SimilarityMode = Literal["difflib", "cydifflib", "lcs"]
 # What a completion calling another tool than the expert scores: the plain text similarity
 # (the tool name is part of the canonical text, so it already costs), or 0.
 ToolMismatch = Literal["text", "zero"]
-CompletionSyntax = Literal["xml", "bash_block"]
 SIMILARITY_MODES: tuple[str, ...] = ("difflib", "cydifflib", "lcs")
 FORMAT_VIOLATION = -1.0
 
-_THINK_OPEN = "<think>"
-_THINK_CLOSE = "</think>"
 _FUNCTION_OPEN_RE = re.compile(r"<function=")
 _cydifflib_warned = False
 
@@ -70,14 +68,14 @@ class ParsedCompletion:
 
 def _split_think(text: str) -> tuple[str, str] | None:
     """(thought, rest after ``</think>``), or None when the think block is malformed."""
-    if text.count(_THINK_CLOSE) != 1:
+    if text.count(THINK_CLOSE) != 1:
         return None
-    head, rest = text.split(_THINK_CLOSE)
-    opens = head.count(_THINK_OPEN)
-    if opens > 1 or _THINK_OPEN in rest:
+    head, rest = text.split(THINK_CLOSE)
+    opens = head.count(THINK_OPEN)
+    if opens > 1 or THINK_OPEN in rest:
         return None
     if opens == 1:
-        before, head = head.split(_THINK_OPEN)
+        before, head = head.split(THINK_OPEN)
         if before.strip():
             return None
     return head.strip(), rest
@@ -106,7 +104,7 @@ def _bash_block_action(rest: str, allow_prose: bool) -> Action | None:
     return make_action("bash", {"command": command}, raw=body)
 
 
-def parse_completion(text: str, *, syntax: CompletionSyntax = "xml",
+def parse_completion(text: str, *, syntax: ActionSyntax = "xml",
                      allow_prose: bool = False) -> ParsedCompletion | None:
     """The thought and the single action of a policy completion, or None for a format
     violation (see the module docstring for the contract)."""
@@ -202,7 +200,7 @@ class SimilarityReward:
 
     mode: SimilarityMode = "cydifflib"
     tool_mismatch: ToolMismatch = "text"
-    syntax: CompletionSyntax = "xml"
+    syntax: ActionSyntax = "xml"
     allow_prose: bool = False
     target_key: str = "target"
 
@@ -241,7 +239,7 @@ class FormatReward:
     """``valid`` for a well-formed completion, ``invalid`` otherwise (defaults 1 / 0, so its
     batch mean is the well-formed fraction)."""
 
-    syntax: CompletionSyntax = "xml"
+    syntax: ActionSyntax = "xml"
     allow_prose: bool = False
     valid: float = 1.0
     invalid: float = 0.0
@@ -257,7 +255,7 @@ class FormatReward:
 
 
 def srl_reward(completion: str, target: str, mode: SimilarityMode = "cydifflib", *,
-               tool_mismatch: ToolMismatch = "text", syntax: CompletionSyntax = "xml",
+               tool_mismatch: ToolMismatch = "text", syntax: ActionSyntax = "xml",
                allow_prose: bool = False) -> float:
     """The SRL reward of one completion against one expert action, in [-1, 1]."""
     fn = SimilarityReward(mode, tool_mismatch, syntax, allow_prose)

@@ -23,9 +23,11 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
+from ..paths import DEFAULT_MODEL_DIR
+from ..tiny_model import make_tiny_model
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -235,3 +237,29 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
         if latest is not None and ckpt.path == latest.path:
             continue
         shutil.rmtree(ckpt.path, ignore_errors=True)
+
+
+def resolve_model_dir(path: str | os.PathLike | None, *, fallback_runs: Sequence[Path] = (),
+                      make_default: bool = True) -> Path:
+    """The model folder to load, for ``train --model`` and ``eval --model`` alike.
+
+    A model folder (config.json) is itself; a training run folder gives its latest
+    checkpoint's model (SFT -> SRL, SRL -> RLVR, a run -> eval). With no path: the latest
+    checkpoint of the first of ``fallback_runs`` that has one, else the tiny offline model
+    (created once when ``make_default``; in a multi-process run only rank 0 creates it)."""
+    if path:
+        given = Path(path)
+        if (given / "config.json").is_file():
+            return given
+        found = latest_checkpoint(given) if given.is_dir() else None
+        if found is not None:
+            return found.model_dir
+        raise InputError(f"{given} is neither a model directory nor a training run with a checkpoint "
+                         "(no config.json, no checkpoints/); run `swe-srl init-model` or pass --model")
+    for run in fallback_runs:
+        found = latest_checkpoint(run) if Path(run).is_dir() else None
+        if found is not None:
+            return found.model_dir
+    if make_default and not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        make_tiny_model(DEFAULT_MODEL_DIR)
+    return DEFAULT_MODEL_DIR

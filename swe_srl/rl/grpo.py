@@ -14,29 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
+from ..config import AdvantageScale, LossAggregation
 from ..errors import ConfigError, InputError
-
-
-class AdvantageScale(str, Enum):
-    """What the centred reward is divided by."""
-
-    GROUP = "group"  # the group's std (GRPO)
-    BATCH = "batch"  # the std of all valid rewards in the batch (less noisy for small G)
-    NONE = "none"  # nothing (Dr. GRPO: std scaling up-weights near-solved prompts)
-
-
-class LossAggregation(str, Enum):
-    """How per-token losses become one scalar."""
-
-    SEQ_MEAN_TOKEN_MEAN = "seq-mean-token-mean"  # GRPO / SRL papers: mean per sequence, then mean
-    TOKEN_MEAN = "token-mean"  # DAPO: every token of the batch weighs the same
-    SEQ_MEAN_TOKEN_SUM_NORM = "seq-mean-token-sum-norm"  # Dr. GRPO: token sum / (sequences * max_tokens)
 
 
 def rewards_tensor(rewards: Sequence[float | None], device: torch.device | str | None = None) -> Tensor:
@@ -66,9 +50,22 @@ def group_stats(rewards: Tensor, group_size: int) -> tuple[Tensor, Tensor, Tenso
     return mean, std, count
 
 
+def std_from_moments(count: float, total: float, squares: float) -> float:
+    """Population std from (count, sum, sum of squares): how a std over every rank's rewards
+    is computed from three all-reduced numbers."""
+    if count <= 0:
+        return 0.0
+    mean = total / count
+    return math.sqrt(max(squares / count - mean * mean, 0.0))
+
+
 def group_advantages(rewards: Tensor, group_size: int, *,
-                     scale: AdvantageScale | str = AdvantageScale.GROUP, eps: float = 1e-4) -> Tensor:
-    """``(r - group mean) / (std + eps)`` per sample, ``[B]``; 0 where the reward is NaN."""
+                     scale: AdvantageScale | str = AdvantageScale.GROUP, eps: float = 1e-4,
+                     batch_std: float | None = None) -> Tensor:
+    """``(r - group mean) / (std + eps)`` per sample, ``[B]``; 0 where the reward is NaN.
+
+    With ``scale="batch"`` the std is ``batch_std`` when given (a std over every process's
+    batch, see :func:`std_from_moments`), else the std of this tensor's valid rewards."""
     scale = AdvantageScale(scale)
     grouped = _grouped(rewards, group_size)
     valid = torch.isfinite(grouped)
@@ -77,8 +74,9 @@ def group_advantages(rewards: Tensor, group_size: int, *,
     if scale is AdvantageScale.GROUP:
         centred = centred / (std[:, None] + eps)
     elif scale is AdvantageScale.BATCH:
-        finite = rewards[torch.isfinite(rewards)].float()
-        batch_std = finite.std(correction=0) if finite.numel() else torch.zeros(())
+        if batch_std is None:
+            finite = rewards[torch.isfinite(rewards)].float()
+            batch_std = float(finite.std(correction=0)) if finite.numel() else 0.0
         centred = centred / (batch_std + eps)
     return centred.reshape(-1)
 
@@ -89,7 +87,7 @@ def dynamic_sampling_mask(rewards: Tensor, group_size: int, threshold: float = 1
     A group whose samples all scored the same has zero advantage everywhere and only adds
     noise to the normaliser (DAPO's dynamic sampling drops it and samples more). The
     default threshold is just above float noise, since a mean of equal floats is not
-    always exactly equal to them."""
+    always exactly equal to them. A negative threshold keeps every group."""
     _, std, _ = group_stats(rewards, group_size)
     return std > threshold
 

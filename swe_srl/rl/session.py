@@ -1,32 +1,46 @@
-"""One training run's state, shared by the GRPO loops (srl, rlvr, hybrid) and the SFT baseline.
+"""One training run's state, shared by every method (sft, srl, rlvr, hybrid).
 
 A :class:`Session` owns the process group, the run directory (config.yaml, metrics,
-checkpoints), the policy whose ``.model`` is trained, the optimizer, the resumable data order
-(over step targets, or over tasks for the episode methods) and the step counter. It knows
-how to resume a killed run, save a checkpoint, and validate the policy on held-out step
-targets (greedy decoding, mean similarity reward, format errors).
+checkpoints), the policy whose ``.model`` is trained, the optimizer, the data items with their
+resumable order (step targets, or tasks for the episode methods) and the step counter. It knows
+how to resume a killed run, log a step, save a checkpoint, and validate the policy on held-out
+step targets (greedy decoding, mean similarity reward, format errors). The loop itself is
+:func:`swe_srl.rl.trainer.train`.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from .. import paths
-from ..config import TrainConfig, save_config, to_mapping
+from ..config import TrainConfig
+from ..config_loader import save_config, to_mapping
+from ..dataset import load_step_targets
 from ..errors import ConfigError, InputError
-from ..schemas import StepTarget
+from ..policy import PolicyConfig, load_policy
+from ..prompts import messages_for_target
+from ..rewards.similarity import SimilarityReward, StepScores
+from ..schemas import StepTarget, Task
+from ..tasks import load_tasks
 from . import checkpoint as ckpt
-from .logging import ProgressView, RunLogger
-from .runtime import DataOrder, Dist, build_optimizer, init_distributed, resolve_precision, seed_everything, shard
+from .data_order import DataOrder
+from .distributed import init_distributed, seed_everything, shard
+from .logprobs import resolve_precision
+from .optim import build_optimizer
+from .records import DrawLog
+from .run_log import ProgressView, RunLogger
 
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+# What the progress line shows of each method's metrics, and which count gives tokens/s.
+PROGRESS = {"sft": (("loss", "train/loss"),), "grpo": (("reward", "reward/mean"), ("filtered", "filter_rate"))}
+TOKENS_KEY = {"sft": "train/tokens", "grpo": "completion_tokens"}
 
 
 @dataclass(frozen=True)
@@ -39,84 +53,42 @@ class TrainResult:
     val_metrics: dict
 
 
-def resolve_data_paths(config: TrainConfig) -> tuple[Path, Path | None]:
-    """(train file, val file or None) from the data config and build-dataset's defaults."""
-    train = Path(config.data.train) if config.data.train else paths.DEFAULT_DATASET_DIR
-    if train.is_dir():
-        train = train / "train.jsonl"
-    if not train.exists():
-        raise InputError(f"no step targets at {train}: run `swe-srl build-dataset` first or pass --data")
-    if config.data.val:
-        val = Path(config.data.val)
-        if val.is_dir():
-            val = val / "val.jsonl"
-        if not val.exists():
-            raise InputError(f"validation step targets not found: {val}")
-        return train, val
-    sibling = train.with_name("val" + "".join(train.suffixes))
-    return train, (sibling if sibling.exists() and sibling != train else None)
+def _target_file(path: str | Path, name: str) -> Path:
+    path = Path(path)
+    return path / name if path.is_dir() else path
 
 
-def load_val_targets(config: TrainConfig) -> list[StepTarget]:
-    """Held-out step targets of an episode run: only those ``data.val`` names (episodes need
-    no step targets; validating on them is an option, e.g. for hybrid)."""
-    from ..dataset import load_step_targets
-
-    if not config.data.val:
-        return []
-    path = Path(config.data.val)
-    if path.is_dir():
-        path = path / "val.jsonl"
-    if not path.exists():
-        raise InputError(f"validation step targets not found: {path}")
-    val = load_step_targets(path)
-    return val[: config.data.val_limit] if config.data.val_limit else val
-
-
-def load_targets(config: TrainConfig) -> tuple[list[StepTarget], list[StepTarget]]:
-    from ..dataset import load_step_targets
-
-    train_path, val_path = resolve_data_paths(config)
-    train = load_step_targets(train_path)
-    if config.data.limit:
-        train = train[: config.data.limit]
-    if not train:
-        raise InputError(f"{train_path} holds no step targets")
+def load_items(config: TrainConfig) -> tuple[list[StepTarget] | list[Task], list[StepTarget]]:
+    """(train items, val step targets): step targets for sft/srl, tasks for rlvr/hybrid (which
+    validate on step targets only when ``data.val`` names them)."""
+    if config.on_episodes:
+        e = config.episodes
+        items: list[Any] = load_tasks(e.tasks, ids=e.ids or None, filter=e.filter or None, slice=e.slice or None)
+        val_path = _target_file(config.data.val, "val.jsonl") if config.data.val else None
+    else:
+        train_path = _target_file(config.data.train or paths.DEFAULT_DATASET_DIR, "train.jsonl")
+        if not train_path.exists():
+            raise InputError(f"no step targets at {train_path}: run `swe-srl build-dataset` first or pass --data")
+        items = load_step_targets(train_path)
+        if config.data.limit:
+            items = items[: config.data.limit]
+        if not items:
+            raise InputError(f"{train_path} holds no step targets")
+        val_path = _target_file(config.data.val, "val.jsonl") if config.data.val else None
+        if val_path is None:
+            sibling = train_path.with_name("val" + "".join(train_path.suffixes))
+            val_path = sibling if sibling.exists() and sibling != train_path else None
+    if val_path is not None and not val_path.exists():
+        raise InputError(f"validation step targets not found: {val_path}")
     val = load_step_targets(val_path) if val_path is not None else []
-    if config.data.val_limit:
-        val = val[: config.data.val_limit]
-    return train, val
-
-
-def resolve_model_path(config: TrainConfig, d: Dist) -> Path:
-    """The model to start from: a model folder, or a run folder (its latest checkpoint);
-    without one, the tiny offline model (created once)."""
-    if config.model.path:
-        path = Path(config.model.path)
-        trained = ckpt.latest_checkpoint(path) if not (path / "config.json").is_file() else None
-        if trained is not None:  # a run folder: start from its latest checkpoint (SFT -> SRL)
-            return trained.model_dir
-        if not (path / "config.json").is_file():
-            raise InputError(f"{path} is not a model directory (no config.json); run `swe-srl init-model` or pass --model")
-        return path
-    path = paths.DEFAULT_MODEL_DIR
-    if d.is_main and not (path / "config.json").is_file():
-        from ..policy.tiny import make_tiny_model
-
-        log.info("no --model given: creating the tiny offline model in %s", path)
-        make_tiny_model(path)
-    d.barrier()
-    return path
+    return items, (val[: config.data.val_limit] if config.data.val_limit else val)
 
 
 def _quiet_transformers() -> None:
     """No tqdm bars for every checkpoint load/save in the training log."""
-    try:
-        from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # a train dependency, loaded with the model
 
-        hf_logging.disable_progress_bar()
-    except ImportError:  # pragma: no cover - transformers is a train dependency
-        pass
+    hf_logging.disable_progress_bar()
 
 
 class Session:
@@ -135,16 +107,9 @@ class Session:
             raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be a multiple of the "
                               f"{self.dist.world_size} processes")
         seed_everything(config.run.seed + self.dist.rank)
-        self.tasks: list[Any] = []
-        if config.on_episodes:
-            from .episodes import load_episode_tasks
-
-            self.tasks = load_episode_tasks(config.episodes)
-            self.train_targets, self.val_targets = [], load_val_targets(config)
-        else:
-            self.train_targets, self.val_targets = load_targets(config)
+        self.items, self.val_targets = load_items(config)
         self.resumed_from = found
-        model_path = found.model_dir if found is not None else resolve_model_path(config, self.dist)
+        model_path = found.model_dir if found is not None else self._start_model()
         self.policy = self._load_policy(model_path)
         self.model = self.policy.model
         # Who samples rollouts: the trained policy itself, or a given Policy (a scripted one in
@@ -155,7 +120,7 @@ class Session:
         self.bf16 = resolve_precision(config.run.precision, self.dist.device)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.step = 0
-        self.order = DataOrder(self.num_items, config.run.seed, config.data.shuffle)
+        self.order = DataOrder(len(self.items), config.run.seed, config.data.shuffle)
         if found is not None:
             self._restore(found)
         if self.dist.is_main:
@@ -169,18 +134,18 @@ class Session:
         self.progress = ProgressView(config.run.max_steps, self.step, label=config.method,
                                      enabled=self.dist.is_main and config.run.progress)
 
-    @property
-    def num_items(self) -> int:
-        """What the data order walks over: tasks (episode methods) or step targets."""
-        return len(self.tasks) if self.config.on_episodes else len(self.train_targets)
-
     def item_id(self, index: int) -> str:
         """The id of data item ``index`` (for the rollout log)."""
-        return self.tasks[index].instance_id if self.config.on_episodes else self.train_targets[index].id
+        item = self.items[index]
+        return item.instance_id if isinstance(item, Task) else item.id
+
+    def _start_model(self) -> Path:
+        """The model a fresh run starts from (rank 0 creates the tiny default model)."""
+        path = ckpt.resolve_model_dir(self.config.model.path or None, make_default=self.dist.is_main)
+        self.dist.barrier()
+        return path
 
     def _load_policy(self, model_path: Path) -> Any:
-        from ..policy import PolicyConfig, load_policy
-
         cfg = self.config.model
         dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
         policy = load_policy(PolicyConfig(backend="hf", model=str(model_path), dtype=dtype,
@@ -192,7 +157,7 @@ class Session:
     def _restore(self, found: ckpt.Checkpoint) -> None:
         self.optimizer.load_state_dict(found.optimizer_state())
         self.step = found.step
-        self.order = DataOrder.from_state(self.num_items, self.config.run.seed,
+        self.order = DataOrder.from_state(len(self.items), self.config.run.seed,
                                           self.config.data.shuffle, found.state["data_position"])
         states = found.rng_states()
         # RNG last: loading weights above may have drawn random numbers.
@@ -221,6 +186,19 @@ class Session:
     def due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
 
+    def log_step(self, metrics: dict[str, Any], drawn: DrawLog, elapsed: float) -> None:
+        """metrics.jsonl / TensorBoard (every ``run.log_every`` steps and the last), the draw
+        log (rollouts.jsonl, every step: it is what a resumed run's data order is checked
+        against) and the progress line."""
+        kind = "sft" if self.config.method == "sft" else "grpo"
+        metrics.update(step_time=elapsed, epoch=self.order.epoch)
+        metrics["tokens_per_s"] = metrics[TOKENS_KEY[kind]] / elapsed
+        if self.due(self.config.run.log_every) or self.step == self.config.run.max_steps:
+            self.logger.log(self.step, metrics)
+        self.logger.log_rollouts(self.step, {"data_position": self.order.state(), **drawn.to_dict()})
+        self.progress.update(self.step, {label: metrics[key] for label, key in PROGRESS[kind]}
+                             | {"tok/s": metrics["tokens_per_s"]})
+
     # ------------------------------------------------------------------ validation
 
     @torch.no_grad()
@@ -229,12 +207,8 @@ class Session:
         mean similarity of the well-formed ones, exact-match rate (all over ranks)."""
         if not self.val_targets:
             return {}
-        from ..policy import GenerationConfig
-        from ..prompts import messages_for_target
-        from ..rewards.similarity import SimilarityReward, StepScores
-
         mine: Sequence[StepTarget] = shard(self.val_targets, self.dist)
-        gen = GenerationConfig(max_new_tokens=self.config.grpo.max_new_tokens, temperature=0.0, n=1)
+        gen = replace(self.config.generation, temperature=0.0, n=1)
         samples = [group[0] for group in self.policy.generate([messages_for_target(t) for t in mine], gen)] if mine else []
         rewards = SimilarityReward(mode=self.config.grpo.similarity)(
             [s.text for s in samples], [{"target": t.target} for t in mine])

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from ..config import SFTConfig, TrainConfig
+from ..config import SFTConfig
+from ..prompts import format_completion, messages_for_target, render_prompt
 from ..schemas import StepTarget
-from .runtime import TokenBatch, autocast, chunks, completion_logprobs, lr_at, optimizer_step, shard
-from .session import Session, TrainResult
+from .distributed import shard
+from .logprobs import TokenBatch, autocast, chunks, completion_logprobs
+from .optim import lr_at, optimizer_step
+from .session import Session
 
 END_OF_TURN = "<|im_end|>"
 
@@ -33,8 +36,6 @@ def end_of_turn_id(tokenizer: Any) -> int:
 
 def sft_completion(target: StepTarget, config: SFTConfig) -> str:
     """The label text of one step target."""
-    from ..prompts import format_completion
-
     thought = target.expert_thought if config.target == "thought_action" else ""
     return format_completion(thought, target.target)
 
@@ -45,8 +46,6 @@ def encode_example(tokenizer: Any, target: StepTarget, config: SFTConfig) -> tup
     Prompt and label are tokenised apart and concatenated, so the loss mask is exact. A
     sequence too long loses the start of its prompt (the system prompt and issue come first;
     the most recent rounds, closest to the action, are kept)."""
-    from ..prompts import messages_for_target, render_prompt
-
     prompt = tokenizer(render_prompt(tokenizer, messages_for_target(target)), add_special_tokens=False)["input_ids"]
     label = tokenizer(sft_completion(target, config), add_special_tokens=False)["input_ids"]
     label = list(label)[: config.max_length - 1] + [end_of_turn_id(tokenizer)]
@@ -57,7 +56,7 @@ def encode_example(tokenizer: Any, target: StepTarget, config: SFTConfig) -> tup
 def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
     """One optimizer step of token-mean cross-entropy over the global batch ``indices``."""
     cfg, d = session.config, session.dist
-    examples = [encode_example(session.tokenizer, session.train_targets[i], cfg.sft) for i in shard(indices, d)]
+    examples = [encode_example(session.tokenizer, session.items[i], cfg.sft) for i in shard(indices, d)]
     (global_tokens,) = d.all_sum([sum(len(label) for _, label in examples)])
     loss_sum = 0.0
     for part in chunks(examples, cfg.optim.grad_accumulation):
@@ -73,16 +72,3 @@ def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
     (loss_total,) = d.all_sum([loss_sum])
     return {"train/loss": loss_total, "train/grad_norm": grad_norm, "train/lr": lr,
             "train/tokens": global_tokens}
-
-
-def train_sft(config: TrainConfig, *, resume: bool = False) -> TrainResult:
-    """Supervised fine-tuning on step targets; same run directory machinery as SRL."""
-    from .trainer import run_loop  # the one loop; trainer imports this module lazily
-
-    with Session(config, resume=resume) as session:
-        def step() -> tuple[dict[str, Any], dict[str, Any]]:
-            indices = session.order.take(config.optim.batch_size)
-            metrics = sft_step(session, indices)
-            return metrics, {"_rollouts": {"ids": [session.train_targets[i].id for i in indices]}}
-
-        return run_loop(session, step, progress=(("loss", "train/loss"),), tokens_key="train/tokens")

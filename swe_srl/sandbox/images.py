@@ -10,6 +10,9 @@ an unchanged one is never rebuilt:
 A task image is the base image with ``repo/`` copied to /testbed and committed once with fixed
 author, dates and message (:data:`BASE_COMMIT_ENV`), so the base commit hash depends only on
 the files: :func:`compute_base_commit` gives the same hash on the host.
+
+:func:`ensure_image` makes the image a task is graded in present: a bundled task's is built,
+any other (an official SWE-bench image) is pulled.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Callable, Literal
 
 from ..errors import ConfigError, InfrastructureError, InputError
 from ..paths import REPO_ROOT, TASKS_DIR
+from ..schemas import Task
 from .client import docker_client, infra_error
 
 log = logging.getLogger(__name__)
@@ -282,6 +286,31 @@ def build_all(tasks_dir: Path | str = TASKS_DIR, only: str | None = None, *,
     for folder in task_dirs(tasks_dir, only):
         tags[folder.name] = build_task_image(folder, base_tag=tags["base"], force=force, echo=echo)
     return tags
+
+
+def ensure_image(task: Task) -> str:
+    """The image tag to grade ``task`` in, present in the local engine: a bundled task's image
+    is built (cached by content); another task's image is pulled where a registry answers.
+
+    Raises InfrastructureError ("image X is not present and cannot be pulled: ...")."""
+    client = docker_client()
+    task_dir = task.metadata.get("task_dir") if isinstance(task.metadata, dict) else None
+    if task.source == "local" and task_dir and not task.image:
+        return build_task_image(task_dir)
+    if not task.image:
+        raise InfrastructureError(f"task {task.instance_id} names no image")
+    try:
+        client.images.get(task.image)
+        return task.image
+    except Exception as exc:
+        if type(exc).__name__ != "ImageNotFound":
+            raise infra_error(f"cannot inspect image {task.image}", exc) from exc
+    try:
+        client.images.pull(task.image)
+    except Exception as exc:
+        msg = " ".join(str(getattr(exc, "explanation", None) or exc).split())[:200]
+        raise InfrastructureError(f"image {task.image} is not present and cannot be pulled: {msg}") from exc
+    return task.image
 
 
 def compute_base_commit(repo_dir: Path | str) -> str:

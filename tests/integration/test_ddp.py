@@ -19,7 +19,7 @@ if not torch.distributed.is_available():  # pragma: no cover - depends on the to
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
 from swe_srl.rl import checkpoint as ckpt  # noqa: E402
-from swe_srl.rl.logging import read_jsonl  # noqa: E402
+from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from tests.integration.test_train import assert_same_update, metric_rows, state_dict, write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = textwrap.dedent("""
     import sys
     from transformers import AutoTokenizer
-    from swe_srl.config import TrainConfig, load_config
+    from swe_srl.config import TrainConfig
+    from swe_srl.config_loader import load_config
     from swe_srl.rl.trainer import train
     from tests.integration.test_train import _scripted, small_overrides
 
@@ -39,13 +40,6 @@ SCRIPT = textwrap.dedent("""
     sampler = _scripted(AutoTokenizer.from_pretrained(model)) if method == "srl" else None
     train(cfg, sampler=sampler)
 """)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from swe_srl.policy.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 def free_port() -> int:
@@ -75,12 +69,12 @@ def launch(script: Path, method: str, data: Path, model: Path, out: Path, procs:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["sft", "srl"])
-def test_two_processes_take_the_same_step_as_one(method, tiny_model, tmp_path):
+def test_two_processes_take_the_same_step_as_one(method, tiny_model_dir, tmp_path):
     data = write_dataset(tmp_path / "data")
     script = tmp_path / "run.py"
     script.write_text(SCRIPT)
-    launch(script, method, data, tiny_model, tmp_path / "one", 1)
-    launch(script, method, data, tiny_model, tmp_path / "two", 2)
+    launch(script, method, data, tiny_model_dir, tmp_path / "one", 1)
+    launch(script, method, data, tiny_model_dir, tmp_path / "two", 2)
     one, two = tmp_path / "one", tmp_path / "two"
 
     for key in ("train/loss", "train/grad_norm", "val/reward"):

@@ -14,10 +14,11 @@ import pytest
 
 from swe_srl.actions import make_action, render_xml
 from swe_srl.cli import main
-from swe_srl.evaluate import EvalConfig, evaluate_tasks, instance_dir
+from swe_srl.evaluate import EvalConfig, InstanceResult, evaluate_tasks, instance_dir
+from swe_srl.harness import HarnessConfig
 from swe_srl.experts import DEFAULT_OUTPUT, ExpertReplay, load_scripts
 from swe_srl.prompts import format_completion
-from swe_srl.rewards.tests import GradingConfig
+from swe_srl.sandbox.grading import GradingConfig
 from swe_srl.schemas import Trajectory
 from swe_srl.tasks import load_tasks
 
@@ -47,10 +48,10 @@ def expert_eval(docker_client, base_image, tmp_path_factory):
 
 def _unresolved(out: Path) -> dict:
     """What went wrong per unresolved instance, for the assertion message."""
-    records = (json.loads(p.read_text()) for p in out.glob("instances/*/result.json"))
-    return {r["instance_id"]: {"infra": r.get("infra_error"), "exit": r.get("exit_reason"),
-                               "log": ((r.get("report") or {}).get("log_tail") or "")[-800:]}
-            for r in records if not r.get("resolved")}
+    records = (InstanceResult.from_dict(json.loads(p.read_text())) for p in out.glob("instances/*/result.json"))
+    return {r.instance_id: {"infra": r.infra_error, "exit": r.exit_reason,
+                            "log": ((r.report or {}).get("log_tail") or "")[-800:]}
+            for r in records if not r.resolved}
 
 
 @docker
@@ -112,7 +113,7 @@ def test_wrong_solutions_resolve_nothing(docker_client, base_image, tmp_path):
 @docker
 def test_killed_container_and_missing_image_are_infra_failures_not_misses(docker_client, base_image, tmp_path):
     from swe_srl.sandbox.reaper import LABEL_PID
-    from swe_srl.tasks import ensure_image
+    from swe_srl.sandbox.images import ensure_image
 
     killed, fine = BY_ID["swe-srl-demo__pagekit-1"], BY_ID["swe-srl-demo__durations-1"]
     missing = dataclasses.replace(BY_ID["swe-srl-demo__datekit-1"], image="swe-srl/no-such-image:missing",
@@ -149,7 +150,7 @@ def test_harness_timeouts_are_infra_failures(docker_client, base_image, tmp_path
     task = BY_ID["swe-srl-demo__lrucache-1"]
     if slow_tests:
         task = dataclasses.replace(task, test_cmd="sleep 30; " + task.test_cmd)
-    summary = evaluate_tasks(_replay([task]).policy(), [task], tmp_path, EvalConfig(grading=grading))
+    summary = evaluate_tasks(_replay([task]).policy(), [task], tmp_path, EvalConfig(harness=HarnessConfig(grading=grading)))
     assert summary["infrastructure_failures"] == 1 and summary["graded"] == 0 and summary["resolved_rate"] == 0.0
     assert "timed out" in summary["infrastructure_errors"][task.instance_id]
     result = json.loads((instance_dir(tmp_path, task.instance_id) / "result.json").read_text())
@@ -188,18 +189,11 @@ def _cli(args, capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from swe_srl.policy.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
-
-
-def test_eval_steps_mode_scores_the_tiny_model_on_expert_step_targets(tiny_model, tmp_path, capsys):
+def test_eval_steps_mode_scores_the_tiny_model_on_expert_step_targets(tiny_model_dir, tmp_path, capsys):
     from swe_srl.dataset import DatasetConfig, build_dataset
 
     build_dataset([DEFAULT_OUTPUT], tmp_path / "ds", DatasetConfig(val_fraction=0.25), output="jsonl")
-    code, out, err = _cli(["--mode", "steps", "--model", tiny_model, "--data", tmp_path / "ds" / "val.jsonl",
+    code, out, err = _cli(["--mode", "steps", "--model", tiny_model_dir, "--data", tmp_path / "ds" / "val.jsonl",
                            "--limit", 3, "--max-new-tokens", 16, "-o", tmp_path / "eval"], capsys)
     assert code == 0, err
     scores = json.loads((tmp_path / "eval" / "steps_summary.json").read_text())

@@ -10,7 +10,8 @@ from dataclasses import replace
 import pytest
 
 from swe_srl import tasks
-from swe_srl.rewards.tests import GradingConfig, grade
+from swe_srl.sandbox.grading import GradingConfig, grade
+from swe_srl.sandbox.images import ensure_image
 
 pytestmark = pytest.mark.docker
 
@@ -113,7 +114,7 @@ def test_missing_image_is_an_infra_error(task_images):
 
 def test_ensure_image_builds_a_local_task_image(task_images):
     task = DEMO[0]
-    assert tasks.ensure_image(task) == task_images[task.instance_id]
+    assert ensure_image(task) == task_images[task.instance_id]
 
 
 def test_large_patch_goes_by_archive_copy_and_resolves(task_images):

@@ -17,10 +17,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from swe_srl.actions import make_action, render_xml  # noqa: E402
-from swe_srl.config import TrainConfig, load_config  # noqa: E402
+from swe_srl.config import TrainConfig  # noqa: E402
+from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.errors import ConfigError, InputError  # noqa: E402
 from swe_srl.rl import checkpoint as ckpt  # noqa: E402
-from swe_srl.rl.logging import read_jsonl  # noqa: E402
+from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.trainer import train  # noqa: E402
 from swe_srl.schemas import ContextRound, StepTarget  # noqa: E402
 
@@ -59,7 +60,7 @@ def small_overrides(data: Path, model: Path, out: Path, **extra: Any) -> list[st
     settings = {
         "data.train": str(data), "model.path": str(model), "run.out_dir": str(out),
         "run.progress": False, "run.max_steps": 3, "run.save_every": 2, "run.eval_every": 3,
-        "optim.batch_size": 4, "optim.lr": 1e-3, "grpo.num_generations": 3, "grpo.max_new_tokens": 12,
+        "optim.batch_size": 4, "optim.lr": 1e-3, "grpo.num_generations": 3, "generation.max_new_tokens": 12,
         "grpo.max_resample_rounds": 2, "data.val_limit": 4, "sft.max_length": 512,
     }
     settings.update(extra)
@@ -70,10 +71,8 @@ def small_overrides(data: Path, model: Path, out: Path, **extra: Any) -> list[st
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from swe_srl.policy.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
+def tiny_model(tiny_model_dir) -> Path:
+    return tiny_model_dir  # the session's shared tiny model (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +162,7 @@ def test_trainer_logprobs_are_the_samplers_on_the_exact_token_ids(tiny_model, da
     from swe_srl.policy import GenerationConfig, PolicyConfig, load_policy
     from swe_srl.prompts import messages_for_target
     from swe_srl.dataset import load_step_targets
-    from swe_srl.rl.runtime import TokenBatch, completion_logprobs
+    from swe_srl.rl.logprobs import TokenBatch, completion_logprobs
 
     policy = load_policy(PolicyConfig(backend="hf", model=str(tiny_model), dtype="float32", device="cpu"))
     targets = load_step_targets(dataset / "train.jsonl")[:3]
@@ -234,7 +233,7 @@ def test_cli_train_then_report(tiny_model, dataset, tmp_path):
     out = tmp_path / "cli"
     args = ["train", "--method", "sft", "--data", str(dataset), "--model", str(tiny_model), "-o", str(out),
             "--set", "run.max_steps=2", "--set", "run.progress=false", "--set", "run.eval_every=2",
-            "--set", "optim.batch_size=4", "--set", "data.val_limit=2", "--set", "grpo.max_new_tokens=8"]
+            "--set", "optim.batch_size=4", "--set", "data.val_limit=2", "--set", "generation.max_new_tokens=8"]
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 0
@@ -259,7 +258,7 @@ def test_report_of_an_srl_run_has_every_plot(tiny_model, dataset, tmp_path):
     from swe_srl.report import write_report
 
     run(dataset, tiny_model, tmp_path / "srl", "srl", sampler=_scripted(AutoTokenizer.from_pretrained(tiny_model)),
-        **{"run.max_steps": 2, "run.eval_every": 2, "grpo.max_new_tokens": 8})
+        **{"run.max_steps": 2, "run.eval_every": 2, "generation.max_new_tokens": 8})
     report = write_report(tmp_path / "srl")
     assert {p.name for p in report.plots} == {"reward.png", "loss.png", "filter_rate.png", "reward_hist.png",
                                               "length.png"}
@@ -271,7 +270,7 @@ def test_report_of_an_srl_run_has_every_plot(tiny_model, dataset, tmp_path):
 def test_bad_inputs_are_one_line_errors(tiny_model, dataset, tmp_path):
     with pytest.raises(InputError, match="no step targets at"):
         run(tmp_path / "missing", tiny_model, tmp_path / "x")
-    with pytest.raises(InputError, match="not a model directory"):
+    with pytest.raises(InputError, match="neither a model directory nor a training run"):
         run(dataset, tmp_path, tmp_path / "y")
     with pytest.raises(InputError, match="is neither 'demo', a file, a folder"):
         run(dataset, tiny_model, tmp_path / "z", "rlvr", **{"episodes.tasks": "no/such/tasks.jsonl"})
@@ -292,7 +291,7 @@ def test_kl_to_a_frozen_reference_when_beta_is_positive(tiny_model, dataset, tmp
 
 def test_learning_rate_schedules():
     from swe_srl.config import OptimConfig
-    from swe_srl.rl.runtime import lr_at
+    from swe_srl.rl.optim import lr_at
 
     warm = OptimConfig(lr=1.0, warmup_steps=4, schedule="linear")
     assert [lr_at(warm, s, 12) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
@@ -303,7 +302,7 @@ def test_learning_rate_schedules():
 
 
 def test_data_order_is_a_resumable_permutation_per_epoch():
-    from swe_srl.rl.runtime import DataOrder
+    from swe_srl.rl.data_order import DataOrder
 
     order = DataOrder(5, seed=3)
     first = order.take(7)  # crosses into epoch 1

@@ -17,10 +17,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from swe_srl.config import TrainConfig, load_config  # noqa: E402
+from swe_srl.config import TrainConfig  # noqa: E402
+from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.experts import DEFAULT_OUTPUT, ExpertReplay, load_scripts  # noqa: E402
 from swe_srl.rl import checkpoint as ckpt  # noqa: E402
-from swe_srl.rl.logging import read_jsonl  # noqa: E402
+from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.trainer import train  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 
@@ -29,10 +30,8 @@ TASK = "swe-srl-demo__mdtable-1"  # a 7-step expert script
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from swe_srl.policy.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
+def tiny_model(tiny_model_dir) -> Path:
+    return tiny_model_dir  # the session's shared tiny model (tests/conftest.py)
 
 
 def episode_config(model: Path, out: Path, method: str = "hybrid", **extra: Any) -> TrainConfig:
@@ -40,8 +39,8 @@ def episode_config(model: Path, out: Path, method: str = "hybrid", **extra: Any)
         "method": method, "model.path": str(model), "run.out_dir": str(out), "run.progress": False,
         "run.tensorboard": False, "run.max_steps": 2, "run.save_every": 2, "run.eval_every": 0,
         "optim.batch_size": 1, "optim.lr": 1e-3, "grpo.num_generations": 2, "grpo.max_resample_rounds": 1,
-        "grpo.dynamic_sampling_eps": -1.0, "episodes.ids": [TASK], "episodes.max_steps": 3,
-        "episodes.max_new_tokens": 32, "episodes.command_timeout": 20.0, "episodes.harness_timeout": 120.0,
+        "grpo.dynamic_sampling_eps": -1.0, "episodes.ids": [TASK], "episodes.harness.agent.max_steps": 3,
+        "generation.max_new_tokens": 32, "episodes.harness.agent.command_timeout": 20.0, "episodes.harness.grading.harness_timeout": 120.0,
         # One worker: the scripted samplers below hand out completions in call order, which
         # parallel episodes would interleave (the preset may run several).
         "episodes.workers": 1,
@@ -92,7 +91,7 @@ def test_a_resolving_episode_against_a_failing_one_gives_a_graded_signal(demo_re
     from transformers import AutoTokenizer
 
     sampler = _expert_then_nonsense(AutoTokenizer.from_pretrained(tiny_model))
-    cfg = episode_config(tiny_model, tmp_path / "run", **{"run.max_steps": 1, "episodes.max_steps": 9,
+    cfg = episode_config(tiny_model, tmp_path / "run", **{"run.max_steps": 1, "episodes.harness.agent.max_steps": 9,
                                                           "grpo.dynamic_sampling_eps": 1e-4})
     train(cfg, sampler=sampler)
     (row,) = metric_rows(tmp_path / "run")
@@ -136,7 +135,7 @@ def test_cli_rlvr_starts_from_an_srl_run_folder(demo_ready, tiny_model, tmp_path
     out = tmp_path / "rlvr"
     sets = ["run.max_steps=1", "run.eval_every=0", "run.progress=false", "optim.batch_size=1",
             "grpo.num_generations=2", "grpo.max_resample_rounds=1", f"episodes.ids=[{TASK}]",
-            "episodes.max_steps=2", "episodes.max_new_tokens=16"]
+            "episodes.harness.agent.max_steps=2", "generation.max_new_tokens=16"]
     with pytest.raises(SystemExit) as info:
         main(["train", "--method", "rlvr", "--model", str(tmp_path / "srl"), "-o", str(out),
               *[arg for s in sets for arg in ("--set", s)]])

@@ -14,9 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from swe_srl.config import TrainConfig, load_config  # noqa: E402
+from swe_srl.config import TrainConfig  # noqa: E402
+from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.paths import SAMPLES_DIR  # noqa: E402
-from swe_srl.rl.logging import read_jsonl  # noqa: E402
+from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.trainer import train  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def test_sft_then_srl_raises_heldout_similarity_reward(tmp_path):
     if not SAMPLES_DIR.is_dir():
         pytest.skip(f"bundled sample trajectories not found at {SAMPLES_DIR}")
     from swe_srl.dataset import DatasetConfig, build_dataset, load_step_targets
-    from swe_srl.policy.tiny import make_tiny_model
+    from swe_srl.tiny_model import make_tiny_model
 
     # Split by task: the 16 val steps all come from confparse__confparse-31, absent from train.
     data = tmp_path / "data"
@@ -37,7 +38,7 @@ def test_sft_then_srl_raises_heldout_similarity_reward(tmp_path):
     model = make_tiny_model(tmp_path / "model")
 
     common = [f"data.train={data}", "run.progress=false", "run.seed=1", "data.val_limit=0",
-              "grpo.max_new_tokens=64", "sft.max_length=1024", "optim.batch_size=8", "run.save_every=0"]
+              "generation.max_new_tokens=64", "sft.max_length=1024", "optim.batch_size=8", "run.save_every=0"]
     sft = train(load_config(TrainConfig, "tiny-cpu", common + [
         "method=sft", f"model.path={model}", f"run.out_dir={tmp_path / 'sft'}", "run.max_steps=80",
         "run.eval_every=0", "optim.lr=2e-3"]))

@@ -17,18 +17,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from swe_srl.rl import checkpoint as ckpt  # noqa: E402
-from swe_srl.rl.logging import read_jsonl  # noqa: E402
+from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from tests.integration.test_train import assert_same_weights, run, small_overrides, state_dict, write_dataset  # noqa: E402
 
-SETTINGS = {"run.max_steps": 4, "run.save_every": 1, "run.eval_every": 0, "grpo.max_new_tokens": 8,
+SETTINGS = {"run.max_steps": 4, "run.save_every": 1, "run.eval_every": 0, "generation.max_new_tokens": 8,
             "grpo.max_resample_rounds": 1, "grpo.dynamic_sampling_eps": -1.0}
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    from swe_srl.policy.tiny import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 def cli_args(data: Path, model: Path, out: Path) -> list[str]:
@@ -49,11 +42,11 @@ def wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, timeout: float = 
         time.sleep(0.05)
 
 
-def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny_model, tmp_path):
+def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny_model_dir, tmp_path):
     data = write_dataset(tmp_path / "data")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cli_args(data, tiny_model, killed), env=env, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cli_args(data, tiny_model_dir, killed), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:
         wait_for_checkpoint(killed, proc)
@@ -64,12 +57,12 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny_model, tmp_path):
     at_kill = ckpt.latest_checkpoint(killed).step
     assert at_kill < SETTINGS["run.max_steps"], "killed before the end"
 
-    resumed = subprocess.run(cli_args(data, tiny_model, killed) + ["--resume"], env=env,
+    resumed = subprocess.run(cli_args(data, tiny_model_dir, killed) + ["--resume"], env=env,
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert ckpt.latest_checkpoint(killed).step == SETTINGS["run.max_steps"]
 
-    reference = run(data, tiny_model, tmp_path / "reference", "srl", **SETTINGS)
+    reference = run(data, tiny_model_dir, tmp_path / "reference", "srl", **SETTINGS)
 
     def drawn(run_dir: Path) -> list[tuple]:
         return [(r["step"], r["ids"], r["data_position"], r["rewards"])

@@ -99,3 +99,80 @@ def test_directory_input_mixes_formats(tmp_path, capsys):
     stats = json.loads((tmp_path / "o" / "stats.json").read_text())
     assert "swe-srl" in stats["by_format"]
     assert not (tmp_path / "o" / "train.parquet").exists()
+
+
+# ---------------------------------------------------------------- -c / --set / flags
+
+
+def _config_of(out_dir: Path) -> dict:
+    return json.loads((out_dir / "stats.json").read_text())["config"]
+
+
+def test_config_file_dataset_section_then_set(tmp_path, capsys):
+    src = write_trajs(tmp_path / "t.jsonl", [make_traj(task_id=f"r__{i}", n=4) for i in range(10)])
+    cfg = tmp_path / "mine.yaml"
+    # A preset-style file: the train config at the top level (ignored here), then `dataset:`.
+    cfg.write_text("method: sft\ndataset:\n  context_rounds: 0\n  syntax: bash_block\n  val_fraction: 0.5\n")
+    code, _, err = run_cli([src, "-c", cfg, "-o", tmp_path / "o", "-q"], capsys)
+    assert code in (0, None), err
+    got = _config_of(tmp_path / "o")
+    assert (got["context_rounds"], got["syntax"], got["val_fraction"]) == (0, "bash_block", 0.5)
+    first = json.loads((tmp_path / "o" / "train.jsonl").read_text().splitlines()[0])
+    assert first["target"].startswith("```bash")  # the file's syntax reached the targets
+
+    # --set patches the file's section; keys are the section's own (no "dataset." prefix).
+    code, _, err = run_cli([src, "--config", cfg, "--set", "val_fraction=0", "-s", "min_steps=2",
+                            "-o", tmp_path / "o2", "-q"], capsys)
+    assert code in (0, None), err
+    got = _config_of(tmp_path / "o2")
+    assert (got["context_rounds"], got["val_fraction"], got["min_steps"]) == (0, 0.0, 2)
+    stats = json.loads((tmp_path / "o2" / "stats.json").read_text())
+    assert stats["step_targets"].get("val", 0) == 0 and stats["step_targets"]["train"] == 10 * 4
+
+
+def test_flag_wins_over_set(tmp_path, capsys):
+    src = write_trajs(tmp_path / "t.jsonl", [make_traj(task_id=f"r__{i}") for i in range(3)])
+    code, _, err = run_cli([src, "--set", "context_rounds=3", "-o", tmp_path / "o", "-q"], capsys)
+    assert code in (0, None), err
+    assert _config_of(tmp_path / "o")["context_rounds"] == 3
+    code, _, err = run_cli([src, "--set", "context_rounds=3", "-k", "4", "--set", "include_submit=false",
+                            "--include-submit", "-o", tmp_path / "o2", "-q"], capsys)
+    assert code in (0, None), err
+    got = _config_of(tmp_path / "o2")
+    assert (got["context_rounds"], got["include_submit"]) == (4, True)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--set", "context_round=3"], "did you mean context_rounds"),
+    (["--set", "syntax=yaml"], "syntax"),
+    (["--set", "val_fraction=2"], "val_fraction"),
+    (["--set", "no-equals-sign"], "no-equals-sign"),
+    (["--split-by", "repo"], "split_by"),
+    (["-k", "-1"], "context_rounds"),
+    (["-c", "no-such-preset"], "no-such-preset"),
+], ids=["unknown-key", "bad-literal", "out-of-range", "malformed", "bad-flag", "negative-flag", "unknown-preset"])
+def test_bad_config_is_one_line_exit_2(tmp_path, capsys, args, needle):
+    src = write_trajs(tmp_path / "t.jsonl", [make_traj()])
+    code, _, err = run_cli([src, *args, "-o", tmp_path / "o"], capsys)
+    assert code == 2
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(not SAMPLES_DIR.is_dir(), reason="bundled samples missing")
+def test_default_invocation_is_the_default_config(tmp_path, capsys):
+    """No -c, no --set, no flags: exactly DatasetConfig() (the counts of the library call)."""
+    from dataclasses import asdict
+
+    from swe_srl.dataset import DatasetConfig, build_dataset
+    from swe_srl.paths import EXPERT_TRAJECTORIES_DIR
+
+    code, _, err = run_cli(["-o", tmp_path / "cli", "-q"], capsys)
+    assert code in (0, None), err
+    inputs = [SAMPLES_DIR] + [p for p in (EXPERT_TRAJECTORIES_DIR / "demo-experts.jsonl",) if p.is_file()]
+    build_dataset(inputs, tmp_path / "lib", DatasetConfig())
+    cli, lib = (json.loads((tmp_path / d / "stats.json").read_text()) for d in ("cli", "lib"))
+    assert cli["config"] == lib["config"] == asdict(DatasetConfig())
+    for key in ("step_targets", "trajectories_per_split", "dropped_trajectories", "by_format", "target_tools"):
+        assert cli[key] == lib[key], key
+    assert (tmp_path / "cli" / "train.jsonl").read_bytes() == (tmp_path / "lib" / "train.jsonl").read_bytes()

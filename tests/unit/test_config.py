@@ -7,15 +7,9 @@ from typing import Literal
 
 import pytest
 
-from swe_srl.config import (
-    GRPOConfig,
-    TrainConfig,
-    apply_overrides,
-    load_config,
-    parse_override,
-    presets,
-    save_config,
-)
+from swe_srl.config import GRPOConfig, TrainConfig
+from swe_srl.config_loader import apply_overrides, load_config, parse_override, presets, save_config
+from swe_srl.evaluate import EvalConfig
 from swe_srl.errors import ConfigError
 
 
@@ -26,7 +20,7 @@ def test_presets_ship_paper_and_tiny_cpu():
 def test_paper_preset_matches_the_published_hyperparameters():
     cfg = load_config(TrainConfig, "paper")
     assert cfg.method == "srl"
-    assert cfg.grpo.num_generations == 8 and cfg.grpo.temperature == 1.0 and cfg.grpo.beta == 0.0
+    assert cfg.grpo.num_generations == 8 and cfg.generation.temperature == 1.0 and cfg.grpo.beta == 0.0
     assert cfg.optim.lr == 5e-7 and cfg.optim.batch_size == 512 and cfg.optim.max_grad_norm == 1.0
     assert cfg.run.precision == "bf16"
 
@@ -39,7 +33,7 @@ def test_overrides_are_typed_by_yaml_and_nested():
     assert cfg.run.tensorboard is False
     assert cfg.optim.lr == pytest.approx(3e-4)
     # the rest of the preset is untouched
-    assert cfg.grpo.max_new_tokens == load_config(TrainConfig, "tiny-cpu").grpo.max_new_tokens
+    assert cfg.generation.max_new_tokens == load_config(TrainConfig, "tiny-cpu").generation.max_new_tokens
 
 
 def test_mapping_overrides_and_int_to_float():
@@ -66,9 +60,13 @@ def test_yaml_file_round_trip(tmp_path):
     (["episodes.workers=0"], "episodes.workers and episodes.update_chunk_turns must be >= 1"),
     (["episodes.test_reward=passed"], "'resolved' | 'f2p_fraction'"),
     (["episodes.weights.tests=-1"], "must be >= 0"),
-    (["episodes.harness_timeout=0"], "must be > 0"),
+    (["episodes.harness.grading.harness_timeout=0"], "must be > 0"),
+    (["episodes.harness.agent.max_steps=0"], "agent.max_steps must be >= 1"),
+    (["generation.n=4"], "generation.n must be 1"),
+    (["generation.temperature=-1"], "temperature must be >= 0"),
+    (["optim.lr=nan"], "expected a finite number"),
     (["grpo=3"], "expected a mapping"),
-    (["grpo.temperature.x=1"], "is a value, not a section"),
+    (["grpo.beta.x=1"], "is a value, not a section"),
     (["nonsense"], "must look like section.key=value"),
     (["optim.schedule=exponential"], "'constant' | 'cosine' | 'linear'"),
 ])
@@ -126,3 +124,16 @@ def test_load_config_is_generic_over_dataclasses():
 def test_grpo_config_validates_directly():
     with pytest.raises(ConfigError, match="max_resample_rounds"):
         GRPOConfig(max_resample_rounds=0)
+
+
+def test_one_preset_holds_the_train_and_eval_sections():
+    """train ignores the eval: section; eval reads only it, with --set and flags on top."""
+    train = load_config(TrainConfig, "tiny-cpu")
+    assert train.episodes.harness.agent.max_steps == 5
+    cfg = load_config(EvalConfig, "tiny-cpu", ["workers=3", "harness.agent.max_steps=9"], section="eval",
+                      flags={"harness.agent.max_steps": 7})
+    assert cfg.workers == 3 and cfg.generation.temperature == 0.0 and cfg.generation.max_new_tokens == 64
+    assert cfg.harness.agent.max_steps == 7  # a flag wins over --set
+    assert load_config(EvalConfig, "paper", section="eval") == EvalConfig()  # no eval: section = defaults
+    with pytest.raises(ConfigError, match="unknown config key grpo"):
+        load_config(EvalConfig, None, ["grpo.beta=1"], section="eval")

@@ -15,7 +15,6 @@ pytest.importorskip("transformers")
 from swe_srl.errors import ConfigError, InputError  # noqa: E402
 from swe_srl.policy import GenerationConfig, Policy, PolicyConfig, load_policy  # noqa: E402
 from swe_srl.policy.hf import HFPolicy  # noqa: E402
-from swe_srl.policy.tiny import make_tiny_model  # noqa: E402
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Fix the failing test in src/pkg/parse.py"}],
@@ -27,8 +26,8 @@ CONVERSATIONS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+def tiny_dir(tiny_model_dir):
+    return tiny_model_dir  # the session's shared tiny model (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -54,12 +54,8 @@ def test_stop_strings_like_a_model():
     assert sample == Sample(CALL, (), (), None, "stop")
 
 
-def test_tokenises_with_a_tokenizer(tmp_path):
-    pytest.importorskip("transformers")
-    from swe_srl.policy.tiny import make_tiny_model
-
-    model_dir = make_tiny_model(tmp_path / "tiny")
-    policy = load_policy(PolicyConfig(backend="scripted", model=str(model_dir), completions=(CALL,)))
+def test_tokenises_with_a_tokenizer(tiny_model_dir):  # the fixture skips without transformers
+    policy = load_policy(PolicyConfig(backend="scripted", model=str(tiny_model_dir), completions=(CALL,)))
     (sample,) = policy.generate([CONV], GenerationConfig())[0]
     tok = policy.tokenizer
     assert tok.decode(sample.completion_ids) == CALL

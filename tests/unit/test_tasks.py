@@ -40,7 +40,7 @@ def test_demo_tasks_load_with_local_defaults():
         assert task.source == "local" and task.log_parser == "pytest" and task.image == ""
         assert task.fail_to_pass and task.test_files and task.workdir == "/testbed"
         assert Path(task.metadata["task_dir"], "repo").is_dir()
-        assert tasks.test_command(task).startswith(task.test_cmd + " tests/")
+        assert tasks.task_test_command(task).startswith(task.test_cmd + " tests/")
 
 
 def test_fail_to_pass_as_json_string_or_list():
@@ -53,9 +53,9 @@ def test_fail_to_pass_as_json_string_or_list():
 def test_swebench_rows_get_official_image_and_pytest_command():
     task = tasks.task_from_row(_row())
     assert task.image == "swebench/sweb.eval.x86_64.acme_1776_widgets-0:latest"
-    assert tasks.test_command(task) == (
+    assert tasks.task_test_command(task) == (
         "source /opt/miniconda3/bin/activate && conda activate testbed && pytest -rA tests/test_w.py")
-    assert tasks.test_command(replace(task, image="mine:1")) == "pytest -rA tests/test_w.py"
+    assert tasks.task_test_command(replace(task, image="mine:1")) == "pytest -rA tests/test_w.py"
     assert task.log_parser == "pytest"  # swebench knows no parser for acme/widgets
 
 
@@ -217,11 +217,11 @@ def test_swebench_parsers_and_commands_per_repo():
     assert tasks.swebench_test_command("sphinx-doc/sphinx", ["tests/test_ext.py"]).endswith("-- tests/test_ext.py")
 
 
-def test_test_files_from_patch_skips_deletions():
+def test_files_in_patch_skips_deletions():
     patch = ("diff --git a/tests/a.py b/tests/a.py\n--- a/tests/a.py\n+++ b/tests/a.py\n"
              "diff --git a/tests/new.py b/tests/new.py\nnew file mode 100644\n--- /dev/null\n+++ b/tests/new.py\n"
              "diff --git a/tests/old.py b/tests/old.py\ndeleted file mode 100644\n--- a/tests/old.py\n+++ /dev/null\n")
-    assert tasks.test_files_from_patch(patch) == ("tests/a.py", "tests/new.py")
+    assert tasks.files_in_patch(patch) == ("tests/a.py", "tests/new.py")
 
 
 def test_real_swebench_verified_records():
@@ -233,4 +233,4 @@ def test_real_swebench_verified_records():
     assert django and all(t.log_parser == "parse_log_django" for t in django)
     for task in loaded:
         assert task.fail_to_pass and task.image.startswith("swebench/sweb.eval.x86_64.")
-        assert "runtests.py" in tasks.test_command(task)
+        assert "runtests.py" in tasks.task_test_command(task)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from swe_srl import tasks
-from swe_srl.rewards import tests as grading
+from swe_srl.rewards import testlog
+from swe_srl.sandbox.grading import apply_script
 from swe_srl.sandbox.images import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT, compute_base_commit
 
 DEMO = tasks.load_local_tasks()
@@ -40,7 +41,7 @@ def _apply_and_test(task, work: Path, gold: bool) -> tuple[dict, int]:
         model_patch = str(work.parent / "model.patch")
         Path(model_patch).write_text(task.patch)
     (work.parent / "test.patch").write_text(task.test_patch)
-    script = grading.apply_script(model_patch, str(work.parent / "test.patch"), task.test_files)
+    script = apply_script(model_patch, str(work.parent / "test.patch"), task.test_files)
     applied = subprocess.run(["bash", "-c", script], cwd=work, capture_output=True, text=True)
     assert applied.returncode == 0, applied.stdout + applied.stderr
     junit = work.parent / "junit.xml"
@@ -48,9 +49,9 @@ def _apply_and_test(task, work: Path, gold: bool) -> tuple[dict, int]:
     ran = subprocess.run(cmd, cwd=work, capture_output=True, text=True,
                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1",
                               "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"})
-    statuses = grading.merge_statuses(grading.parse_junit_xml(junit.read_text(), task.test_files),
-                                      grading.parse_pytest_log(ran.stdout))
-    assert statuses == grading.parse_pytest_log(ran.stdout)  # both sources agree on real output
+    statuses = testlog.merge_statuses(testlog.parse_junit_xml(junit.read_text(), task.test_files),
+                                      testlog.parse_pytest_log(ran.stdout))
+    assert statuses == testlog.parse_pytest_log(ran.stdout)  # both sources agree on real output
     return statuses, ran.returncode
 
 
@@ -78,12 +79,12 @@ def test_gold_patch_resolves_and_empty_patch_does_not(task, tmp_path):
     statuses, code = _apply_and_test(task, work, gold=False)
     assert set(statuses) == set(task.fail_to_pass) | set(task.pass_to_pass)
     assert all(statuses[t] == "FAILED" for t in task.fail_to_pass) and code == 1
-    assert grading.score(statuses, task.fail_to_pass, task.pass_to_pass) == (False, 0.0, 1.0)
+    assert testlog.score(statuses, task.fail_to_pass, task.pass_to_pass) == (False, 0.0, 1.0)
 
     work = _checkout(task, tmp_path / "gold")
     statuses, code = _apply_and_test(task, work, gold=True)
     assert code == 0
-    assert grading.score(statuses, task.fail_to_pass, task.pass_to_pass) == (True, 1.0, 1.0)
+    assert testlog.score(statuses, task.fail_to_pass, task.pass_to_pass) == (True, 1.0, 1.0)
 
 
 def test_demo_tasks_vary():

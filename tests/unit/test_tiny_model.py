@@ -14,12 +14,12 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from swe_srl.errors import ConfigError  # noqa: E402
-from swe_srl.policy.tiny import SEED_TEXT, make_tiny_model, train_small_tokenizer  # noqa: E402
+from swe_srl.tiny_model import SEED_TEXT, make_tiny_model, train_small_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+def tiny_dir(tiny_model_dir):
+    return tiny_model_dir  # the session's shared tiny model (tests/conftest.py)
 
 
 def _digest(path):

