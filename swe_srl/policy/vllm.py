@@ -6,7 +6,7 @@ see tests/vllm_env.sh). The engine spawns processes, so build it under
 (temperature applied, and top-p renormalised when top_p < 1).
 
 ``VLLMPolicy.update_weights`` loads the trainer's weights exactly (checked against
-transformers' log-probs in tests/integration/test_vllm.py), so samples stay on-policy.
+transformers' log-probs in tests/policy/test_vllm.py), so samples stay on-policy.
 """
 
 from __future__ import annotations

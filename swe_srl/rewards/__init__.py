@@ -1,5 +1,5 @@
 """Rewards as pure functions of text and test reports: no torch, no docker, no sandbox (a
-test in tests/unit/test_testlog.py holds every module here to that).
+test in tests/rewards/test_testlog.py holds every module here to that).
 
 ``similarity`` (the SRL step reward) and ``combine`` (weighted sums with None = left out)
 are re-exported here, except the function ``similarity`` (it would shadow its module's

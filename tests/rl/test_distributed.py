@@ -20,7 +20,7 @@ if not torch.distributed.is_available():  # pragma: no cover - depends on the to
 
 from swe_srl.rl import checkpoint as ckpt  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
-from tests.integration.test_train import assert_same_update, metric_rows, state_dict, write_dataset  # noqa: E402
+from tests.rl.test_trainer import assert_same_update, metric_rows, state_dict, write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,7 @@ SCRIPT = textwrap.dedent("""
     from swe_srl.config import TrainConfig
     from swe_srl.config_loader import load_config
     from swe_srl.rl.trainer import train
-    from tests.integration.test_train import _scripted, small_overrides
+    from tests.rl.test_trainer import _scripted, small_overrides
 
     method, data, model, out = sys.argv[1:5]
     extra = {"run.max_steps": 2, "run.eval_every": 2, "run.save_every": 2, "data.val_limit": 3}

@@ -18,7 +18,7 @@ pytest.importorskip("transformers")
 
 from swe_srl.rl import checkpoint as ckpt  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
-from tests.integration.test_train import assert_same_weights, run, small_overrides, state_dict, write_dataset  # noqa: E402
+from tests.rl.test_trainer import assert_same_weights, run, small_overrides, state_dict, write_dataset  # noqa: E402
 
 SETTINGS = {"run.max_steps": 4, "run.save_every": 1, "run.eval_every": 0, "generation.max_new_tokens": 8,
             "grpo.max_resample_rounds": 1, "grpo.dynamic_sampling_eps": -1.0}

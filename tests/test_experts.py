@@ -1,6 +1,6 @@
 """Expert scripts of the demo tasks, the per-task replay policy, and the committed recording
 (checked against the scripts, and cut into step targets by build-dataset). No Docker here:
-tests/integration/test_eval.py replays the scripts in containers."""
+tests/test_evaluate.py replays the scripts in containers."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ def test_a_missing_image_gives_masked_none_rewards_not_zero(docker_client, tiny_
 def test_cli_rlvr_starts_from_an_srl_run_folder(demo_ready, tiny_model, tmp_path, capsys):
     """The SRL -> RLVR curriculum: --model <srl run dir> starts from its latest checkpoint."""
     from swe_srl.cli import main
-    from tests.integration.test_train import run, write_dataset
+    from tests.rl.test_trainer import run, write_dataset
 
     srl = run(write_dataset(tmp_path / "data", 4, 0), tiny_model, tmp_path / "srl", "srl",
               **{"run.max_steps": 1, "run.eval_every": 0, "optim.batch_size": 2, "grpo.num_generations": 2})

@@ -14,7 +14,7 @@ import pytest
 from swe_srl.cli import main
 from swe_srl.paths import SAMPLES_DIR
 
-from .test_dataset import make_traj, write_trajs
+from tests.test_dataset import make_traj, write_trajs
 
 
 def run_cli(args, capsys):

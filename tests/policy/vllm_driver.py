@@ -1,6 +1,6 @@
 """Drive swe-srl's in-process vLLM backend; run with the vLLM environment's python:
 
-    PYTHONPATH=<repo> .venv-vllm/bin/python tests/integration/vllm_driver.py MODEL_DIR OUT.json
+    PYTHONPATH=<repo> .venv-vllm/bin/python tests/policy/vllm_driver.py MODEL_DIR OUT.json
 
 Writes what test_vllm.py asserts on: samples before and after pushing new weights into the
 engine, and the log-probs transformers computes for the same tokens under the same weights.

@@ -12,7 +12,7 @@ from swe_srl import tasks
 from swe_srl.errors import ConfigError, InputError
 from swe_srl.schemas import Task
 
-REAL_SWEBENCH = Path(__file__).resolve().parents[3] / "shared" / "real-samples" / "swebench"
+REAL_SWEBENCH = Path(__file__).resolve().parents[2] / "shared" / "real-samples" / "swebench"
 
 
 def _row(i: int = 0, **over) -> dict:

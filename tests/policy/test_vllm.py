@@ -158,7 +158,7 @@ def untied_dir(tiny_dir, tmp_path_factory):
 def driver_result(request, tiny_dir, tmp_path_factory):
     model_dir = tiny_dir if request.param == "tied" else request.getfixturevalue("untied_dir")
     out = tmp_path_factory.mktemp("driver") / "result.json"
-    driver = REPO / "tests" / "integration" / "vllm_driver.py"
+    driver = REPO / "tests" / "policy" / "vllm_driver.py"
     proc = subprocess.run(
         [str(VLLM_PYTHON), str(driver), str(model_dir), str(out)],
         env=_env(), capture_output=True, text=True, timeout=550,
