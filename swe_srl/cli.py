@@ -9,6 +9,7 @@ import sys
 
 import typer
 
+from . import __version__
 from .errors import SweSrlError
 
 app = typer.Typer(
@@ -38,8 +39,6 @@ def _register_all() -> None:
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
     if version:
-        from . import __version__
-
         typer.echo(__version__)
         raise typer.Exit(0)
 

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
 
 from .actions import is_submit, render_bash_block, render_xml
+from .dataset_stats import DatasetStats
 from .errors import ConfigError, InputError
+from .formats import read_trajectories
 from .schemas import ContextRound, StepTarget, Trajectory
 
 TargetSyntax = Literal["xml", "bash_block"]
@@ -269,9 +271,6 @@ def build_dataset(
     into step targets, and write ``train``/``val`` (.jsonl and/or .parquet) plus stats.json
     into ``out_dir``. Unreadable records are skipped and listed in stats.json (``strict``: the
     first one is an error). Raises InputError when nothing usable was found."""
-    from .dataset_stats import DatasetStats
-    from .formats import read_trajectories
-
     out = Path(out_dir)
     stats = DatasetStats()
 

@@ -34,8 +34,9 @@ from .evaluate import EvalConfig, InstanceResult, evaluate_tasks, instance_dir, 
 from .harness import HarnessConfig
 from .paths import EXPERT_TRAJECTORIES_DIR, REPO_ROOT
 from .policy.base import Conversation, GenerationConfig
-from .sandbox.grading import GradingConfig
+from .policy.scripted import ScriptedPolicy
 from .prompts import format_completion
+from .sandbox.grading import GradingConfig
 from .schemas import Action, Task, Trajectory
 
 SCRIPTS_DIR = EXPERT_TRAJECTORIES_DIR / "scripts"
@@ -170,8 +171,6 @@ class ExpertReplay:
 
     def policy(self, tokenizer: Any = None):
         """A ScriptedPolicy answering with this replay (thread-safe: share it across workers)."""
-        from .policy.scripted import ScriptedPolicy
-
         return ScriptedPolicy(self, tokenizer=tokenizer)
 
 

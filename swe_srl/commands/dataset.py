@@ -7,8 +7,14 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from ..config_loader import load_config
+from ..dataset import DatasetConfig, build_dataset
 from ..errors import InputError
+from ..paths import DEFAULT_DATASET_DIR, EXPERT_TRAJECTORIES_DIR, SAMPLES_DIR
 
 
 def _load_resolved_ids(path: Path) -> set[str]:
@@ -58,10 +64,6 @@ def build_dataset_command(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or table."),
 ) -> None:
     """Cut agent trajectories into step targets: context = issue + last K rounds, target = the expert's next action."""
-    from ..config_loader import load_config
-    from ..dataset import DatasetConfig, build_dataset
-    from ..paths import DEFAULT_DATASET_DIR, EXPERT_TRAJECTORIES_DIR, SAMPLES_DIR
-
     if output not in ("jsonl", "parquet", "both"):
         raise InputError(f"--output must be jsonl, parquet or both, not {output!r}")
     given = {"context_rounds": context_rounds, "observation_budget": observation_budget,
@@ -86,15 +88,11 @@ def build_dataset_command(
 
 class _progress:
     """A rich spinner counting trajectories; silent when quiet or not on a terminal."""
-
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.count = 0
 
     def __enter__(self):
-        from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
         console = Console(stderr=True)
         if self.quiet or not console.is_terminal:
             return lambda traj: None
@@ -116,9 +114,6 @@ class _progress:
 
 
 def print_summary(result) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     stats = result.stats
     table = Table(title=f"step targets -> {result.out_dir}", title_justify="left")
     for col in ("format", "trajectories", "used", "steps", "step targets"):

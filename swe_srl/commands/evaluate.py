@@ -9,8 +9,16 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
 
+from .. import paths
+from ..config_loader import load_config
+from ..dataset import load_step_targets
 from ..errors import InputError
+from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
+from ..policy.base import PolicyConfig, load_policy
+from ..rl.checkpoint import resolve_model_dir
+from ..tasks import load_tasks
 
 
 class Mode(str, Enum):
@@ -47,13 +55,6 @@ def eval_command(
     """Evaluate a policy: resolve rate on tasks in Docker, or step-level similarity."""
     import json
 
-    from rich.console import Console
-
-    from .. import paths
-    from ..config_loader import load_config
-    from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
-    from ..policy.base import PolicyConfig, load_policy
-    from ..rl.checkpoint import resolve_model_dir
 
     console = Console()
     # The options a user gave win over --set (their values are mappings: a path never goes
@@ -64,16 +65,12 @@ def eval_command(
                       flags={k: v for k, v in given.items() if v is not None})
     # Inputs first: a typo in a subset, regex or path must not cost a model load.
     if mode is Mode.steps:
-        from ..dataset import load_step_targets
-
         targets = load_step_targets(data or paths.DEFAULT_DATASET_DIR / "val.jsonl")
         if limit:
             targets = targets[:limit]
         if not targets:
             raise InputError("no step targets to score")
     else:
-        from ..tasks import load_tasks
-
         task_list = load_tasks(tasks, subset=subset, ids=tuple(i.strip() for i in ids.split(",")) if ids else None,
                                slice=slice_, filter=filter_, repo=repo, difficulty=difficulty, shuffle=shuffle,
                                seed=seed)

@@ -4,12 +4,14 @@ Docker, verify each one resolves its task, and write the trajectories (swe-srl J
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
+from rich.console import Console
 
-if TYPE_CHECKING:  # the command imports the library when it runs: `swe-srl --help` stays light
-    from ..evaluate import InstanceResult
+from ..evaluate import InstanceResult
+from ..experts import DEFAULT_OUTPUT, SCRIPTS_DIR, RecordConfig, record_experts
+from ..tasks import load_tasks
 
 
 def record_experts_command(
@@ -24,11 +26,6 @@ def record_experts_command(
                                             "[default: a temporary folder]."),
 ) -> None:
     """Record verified expert trajectories: each script is replayed in a sandbox and graded by tests."""
-    from rich.console import Console
-
-    from ..experts import DEFAULT_OUTPUT, SCRIPTS_DIR, RecordConfig, record_experts
-    from ..tasks import load_tasks
-
     console = Console()
     selected = tuple(i.strip() for i in ids.split(",") if i.strip()) if ids else None
     task_list = load_tasks(tasks, ids=selected)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import typer
 
+from ..errors import ConfigError
 from ..paths import DEFAULT_MODEL_DIR
+from ..tiny_model import make_tiny_model
 
 
 class Vocab(str, Enum):
@@ -28,9 +30,6 @@ def init_model(
     seed: int = typer.Option(0, "--seed", help="Weight initialisation seed."),
 ) -> None:
     """Create a tiny Qwen2 causal LM and tokenizer offline (no hub access needed)."""
-    from ..errors import ConfigError
-    from ..tiny_model import make_tiny_model
-
     if not tiny:
         raise ConfigError("only --tiny models can be created; pass a model directory to train instead")
     path = make_tiny_model(out_dir, vocab=vocab.value, seed=seed)

@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
+from ..report import write_report
+
 
 def report_command(
     run_dir: Path = typer.Argument(..., help="A `swe-srl train` run folder."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write. Default: RUN_DIR/report."),
 ) -> None:
     """Plot reward, filter rate, reward histogram and completion length; write summary.md."""
-    from ..report import write_report
-
     report = write_report(run_dir, out)
     typer.echo(f"wrote {report.summary} and {len(report.plots)} plots")
 

@@ -6,8 +6,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from ..errors import ConfigError
 from ..paths import TASKS_DIR
+from ..sandbox.doctor import run_checks
+from ..sandbox.images import build_all
 
 env_app = typer.Typer(help="Sandbox environments: build the base image and the task images.",
                       no_args_is_help=True)
@@ -17,11 +22,6 @@ def doctor_command(
     tasks: Path = typer.Option(TASKS_DIR, "--tasks", help="Task folders whose images should exist."),
 ) -> None:
     """Check the Docker engine, sandbox images, disk, cores, memory, GPU and package versions."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from ..sandbox.doctor import run_checks
-
     checks = run_checks(tasks)
     colour = {"ok": "green", "warn": "yellow", "fail": "red"}
     table = Table(title="swe-srl doctor", show_lines=False)
@@ -46,9 +46,6 @@ def env_build_command(
     force: bool = typer.Option(False, "--force", help="Rebuild even when the tag exists."),
 ) -> None:
     """Build the sandbox base image (if missing) and one image per task folder; print the tags."""
-    from ..errors import ConfigError
-    from ..sandbox.images import build_all
-
     if method not in ("debootstrap", "dockerfile"):
         raise ConfigError(f"--method must be 'debootstrap' or 'dockerfile', not {method!r}")
     tags = build_all(tasks, only, method=method, force=force,  # type: ignore[arg-type]

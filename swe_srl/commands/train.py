@@ -9,8 +9,9 @@ from typing import List, Optional
 
 import typer
 
-# Each command imports the library when it runs, so `swe-srl --help` and the commands that
-# need no torch (build-dataset, eval --backend openai) never load it.
+from ..config import TrainConfig
+from ..config_loader import load_config
+from ..paths import DEFAULT_TRAIN_DIR
 
 
 class MethodChoice(str, Enum):
@@ -43,10 +44,7 @@ def train_command(
 ) -> None:
     """Train a policy on step targets or on sandboxed episodes; writes config, metrics,
     TensorBoard events and checkpoints."""
-    from ..config import TrainConfig
-    from ..config_loader import load_config
-    from ..paths import DEFAULT_TRAIN_DIR
-    from ..rl.trainer import train
+    from ..rl.trainer import train  # here, not at the top: torch loads only when a run starts
 
     # Options win over --set; their values are passed as mappings, so a path never goes
     # through YAML (where "123" or "true" would stop being a string).

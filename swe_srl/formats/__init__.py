@@ -16,10 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol, Sequence
 
-from ..errors import ConfigError, SweSrlError
+from ..errors import ConfigError, RecordError, SweSrlError
 from ..schemas import Trajectory
-from . import (mini_swe_agent, mini_swe_agent_tools, native, nebius, openhands, swe_agent,
-               swe_gym, swe_smith)
+from . import mini_swe_agent, mini_swe_agent_tools, native, nebius, openhands, swe_agent, swe_gym, swe_smith
 from ._common import decode_json_columns
 from ._io import iter_files, iter_records
 
@@ -74,8 +73,6 @@ def detect_format(record: Any) -> str | None:
 def read_record(record: Any, source: str = "", fmt: str = "auto") -> Trajectory:
     """One record as a Trajectory (JSON-string columns decoded, format detected unless given).
     Raises SweSrlError (RecordError) when the record cannot be used."""
-    from ..errors import RecordError
-
     if not isinstance(record, dict):
         raise RecordError(f"record is a {type(record).__name__}, expected an object")
     decode_json_columns(record)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
 
 from ..errors import ConfigError
+from ..prompts import render_prompt
 
 Backend = Literal["hf", "openai", "vllm", "scripted"]
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -221,8 +222,6 @@ def render_conversation(tokenizer: Any, messages: Conversation) -> str:
     """Render one conversation to prompt text, ending with the assistant turn opener.
 
     Goes through ``swe_srl.prompts.render_prompt`` so training and rollouts share one template."""
-    from ..prompts import render_prompt
-
     return render_prompt(tokenizer, messages)
 
 

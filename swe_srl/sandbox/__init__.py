@@ -11,32 +11,16 @@ from __future__ import annotations
 
 from .base import Sandbox, SandboxFileNotFound
 from .config import Backend, SandboxConfig
+from .docker import DockerSandbox
+from .local import LocalSandbox
 from .tools import run_tool
+
+__all__ = ["Backend", "DockerSandbox", "LocalSandbox", "Sandbox", "SandboxConfig", "SandboxFileNotFound",
+           "open_sandbox", "run_tool"]
 
 
 def open_sandbox(config: SandboxConfig) -> Sandbox:
     """Start a sandbox of the configured backend (the caller closes it, best with ``with``)."""
     if config.backend == "local":
-        from .local import LocalSandbox
-
         return LocalSandbox(config)
-    from .docker import DockerSandbox
-
     return DockerSandbox(config)
-
-
-def __getattr__(name: str):
-    # DockerSandbox / LocalSandbox load lazily: importing swe_srl.sandbox must not need docker.
-    if name == "DockerSandbox":
-        from .docker import DockerSandbox
-
-        return DockerSandbox
-    if name == "LocalSandbox":
-        from .local import LocalSandbox
-
-        return LocalSandbox
-    raise AttributeError(name)
-
-
-__all__ = ["Backend", "DockerSandbox", "LocalSandbox", "Sandbox", "SandboxConfig", "SandboxFileNotFound",
-           "open_sandbox", "run_tool"]

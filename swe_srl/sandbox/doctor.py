@@ -15,6 +15,9 @@ from typing import Callable, Literal
 
 from ..errors import InfrastructureError
 from ..paths import TASKS_DIR
+from .client import docker_client
+from .images import base_image_tag, image_exists, task_dirs, task_image_tag
+from .reaper import LABEL_PID, owner_alive
 
 Status = Literal["ok", "warn", "fail"]
 PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "swebench", "docker")
@@ -32,8 +35,6 @@ class Check:
 
 
 def _engine() -> list[Check]:
-    from .client import docker_client
-
     try:
         client = docker_client()
         version = client.version()
@@ -44,8 +45,6 @@ def _engine() -> list[Check]:
 
 
 def _images(tasks_dir: Path) -> list[Check]:
-    from .images import base_image_tag, image_exists, task_dirs, task_image_tag
-
     base = base_image_tag()
     if not image_exists(base):
         return [Check("base image", "fail", f"{base} missing", "swe-srl env build")]
@@ -63,9 +62,6 @@ def _images(tasks_dir: Path) -> list[Check]:
 
 
 def _leftovers() -> list[Check]:
-    from .client import docker_client
-    from .reaper import LABEL_PID, owner_alive
-
     summaries = docker_client().api.containers(all=True, filters={"label": LABEL_PID})
     dead = [s for s in summaries if not owner_alive(s.get("Labels") or {})]
     if dead:
@@ -76,8 +72,6 @@ def _leftovers() -> list[Check]:
 
 
 def _disk() -> list[Check]:
-    from .client import docker_client
-
     root = docker_client().info().get("DockerRootDir", "/var/lib/docker")
     path = root if os.path.exists(root) else "/"
     free = shutil.disk_usage(path).free / _GIB
