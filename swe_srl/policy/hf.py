@@ -8,11 +8,13 @@ from before top-p truncation, which is also what the trainer recomputes for its 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
+from transformers import GenerationConfig as HFGenerationConfig
 
 from ..errors import ConfigError, InputError
 from .base import (
@@ -26,6 +28,22 @@ from .base import (
 )
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@contextmanager
+def _bare_generation_config(model: Any) -> Iterator[None]:
+    """While sampling, the model's generation_config holds only its special token ids, so no
+    sampling setting of the checkpoint's generation_config.json (Qwen2.5-Coder-Instruct: top_k
+    20, repetition_penalty 1.05) reaches the sampler. The saved checkpoint keeps its file."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wraps it
+    saved = inner.generation_config
+    inner.generation_config = HFGenerationConfig(
+        bos_token_id=saved.bos_token_id, eos_token_id=saved.eos_token_id, pad_token_id=saved.pad_token_id,
+        decoder_start_token_id=saved.decoder_start_token_id)
+    try:
+        yield
+    finally:
+        inner.generation_config = saved
 
 
 def resolve_device(device: str) -> torch.device:
@@ -156,15 +174,26 @@ class HFPolicy:
         return [self.device] if self.device.type == "cuda" else []
 
     def _hf_generation_config(self, config: GenerationConfig) -> Any:
-        from transformers import GenerationConfig as HFGenerationConfig
-
+        """Every setting that shapes the next-token distribution, explicitly: softmax(logits / T)
+        (argmax when greedy), no top-k, no repetition penalty, top-p only when asked. transformers
+        fills a field left None from the checkpoint's generation_config.json and then from its
+        own defaults (top_k 50), so nothing is left None; :func:`_bare_generation_config` also
+        hides the checkpoint's file while sampling (min_p, bad words, suppressed tokens...)."""
         greedy = config.temperature == 0
         return HFGenerationConfig(
             max_new_tokens=config.max_new_tokens,
+            min_new_tokens=0,
             do_sample=not greedy,
-            temperature=None if greedy else config.temperature,
-            top_p=None if greedy else config.top_p,
-            top_k=None,  # transformers would default to 50: no hidden truncation
+            temperature=1.0 if greedy else config.temperature,
+            top_p=1.0 if greedy else config.top_p,
+            top_k=0,
+            min_p=0.0,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            num_beams=1,
             eos_token_id=sorted(self.eos_ids),
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=list(config.stop) or None,
@@ -186,12 +215,13 @@ class HFPolicy:
         was_training = self.model.training
         self.model.eval()  # dropout off while sampling (LoRA dropout included)
         try:
-            result = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=mask.to(self.device),
-                generation_config=self._hf_generation_config(config),
-                tokenizer=self.tokenizer,
-            )
+            with _bare_generation_config(self.model):
+                result = self.model.generate(
+                    input_ids=input_ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    generation_config=self._hf_generation_config(config),
+                    tokenizer=self.tokenizer,
+                )
         finally:
             self.model.train(was_training)
         new_ids = result.sequences[:, width:]

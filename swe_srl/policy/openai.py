@@ -95,6 +95,10 @@ class OpenAIPolicy:
             "max_tokens": config.max_new_tokens,
             "temperature": config.temperature,
             "top_p": config.top_p,
+            # Explicit, so a server never fills them from the checkpoint's generation_config
+            # (vLLM does, for every field a request leaves out).
+            "presence_penalty": 0.0,
+            "frequency_penalty": 0.0,
             "n": config.n,
             "logprobs": 1,
         }
@@ -104,6 +108,9 @@ class OpenAIPolicy:
             body["stop"] = list(config.stop)
         if self.vllm_extensions:
             body.update(
+                top_k=0,  # 0: no top-k; vLLM's sampling extensions, sent as neutral values
+                min_p=0.0,
+                repetition_penalty=1.0,
                 return_token_ids=True,
                 return_tokens_as_token_ids=True,
                 include_stop_str_in_output=config.include_stop,

@@ -80,6 +80,11 @@ class VLLMPolicy:
             n=config.n,
             temperature=config.temperature,
             top_p=config.top_p,
+            top_k=0,  # every setting explicit: nothing from the checkpoint's generation_config
+            min_p=0.0,
+            repetition_penalty=1.0,
+            presence_penalty=0.0,
+            frequency_penalty=0.0,
             max_tokens=config.max_new_tokens,
             seed=config.seed,
             stop=list(config.stop) or None,

@@ -10,6 +10,7 @@ step targets (greedy decoding, mean similarity reward, format errors). The loop 
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -84,6 +85,14 @@ def load_items(config: TrainConfig) -> tuple[list[StepTarget] | list[Task], list
     return items, (val[: config.data.val_limit] if config.data.val_limit else val)
 
 
+def frozen(model: torch.nn.Module) -> torch.nn.Module:
+    """``model`` in eval mode with every parameter frozen (a KL reference)."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
 def _quiet_transformers() -> None:
     """No tqdm bars for every checkpoint load/save in the training log."""
     from transformers.utils import logging as hf_logging  # a train dependency, loaded with the model
@@ -109,7 +118,10 @@ class Session:
         seed_everything(config.run.seed + self.dist.rank)
         self.items, self.val_targets = load_items(config)
         self.resumed_from = found
-        model_path = found.model_dir if found is not None else self._start_model()
+        # The model the run started from: the KL reference, on every resume too.
+        self.start_model: Path | None = self._start_model() if found is None else (
+            Path(found.state["start_model"]) if found.state.get("start_model") else None)
+        model_path = found.model_dir if found is not None else self.start_model
         self.policy = self._load_policy(model_path)
         self.model = self.policy.model
         # Who samples rollouts: the trained policy itself, or a given Policy (a scripted one in
@@ -145,6 +157,16 @@ class Session:
         self.dist.barrier()
         return path
 
+    def reference_model(self) -> torch.nn.Module | None:
+        """The frozen KL reference, only when ``grpo.beta`` > 0: the run's initial model, also
+        after a resume (not the resumed weights)."""
+        if self.config.grpo.beta <= 0:
+            return None
+        if self.resumed_from is None:
+            return frozen(copy.deepcopy(self.model))
+        start = self.start_model or self._start_model()  # checkpoints from before it was recorded
+        return frozen(self._load_policy(start).model)
+
     def _load_policy(self, model_path: Path) -> Any:
         cfg = self.config.model
         dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
@@ -178,7 +200,8 @@ class Session:
                 self.run_dir, self.step, model=self.model, tokenizer=self.tokenizer,
                 optimizer=self.optimizer, rng_states=rng_states, keep=self.config.run.keep_checkpoints,
                 state={"data_position": self.order.state(), "method": self.config.method,
-                       "world_size": self.dist.world_size},
+                       "world_size": self.dist.world_size,
+                       "start_model": str(self.start_model) if self.start_model else None},
             )
         self.dist.barrier()
         return path

@@ -30,7 +30,7 @@ from .records import DrawLog, Group, SampledBatch
 from .session import Session, TrainResult
 from .sft import sft_step
 from .sources import EpisodeSource, StepTargetSource
-from .update import frozen_reference, loss_config, policy_update
+from .update import loss_config, policy_update
 
 Source = StepTargetSource | EpisodeSource
 
@@ -41,7 +41,7 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
     instead of the trained model (a scripted policy in tests); its samples count as on-policy."""
     with Session(config, resume=resume, sampler=sampler) as session:
         source = None if config.method == "sft" else make_source(session)
-        ref_model = frozen_reference(session.model, config.grpo.beta)  # KL reference, beta > 0 only
+        ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
         loss_cfg = loss_config(config, source.max_tokens) if source is not None else None
         val = session.validate_and_log() if session.step == 0 and config.run.eval_every else {}
         final = session.resumed_from.path if session.resumed_from is not None else None

@@ -4,7 +4,6 @@ with the global normalisers, backward in chunks, then one optimizer step."""
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Optional, Sequence
 
@@ -23,16 +22,6 @@ def loss_config(config: TrainConfig, max_tokens: int) -> grpo.GrpoLossConfig:
     g = config.grpo
     return grpo.GrpoLossConfig(clip_low=g.clip_eps_low, clip_high=g.clip_eps_high, beta=g.beta,
                                aggregation=g.loss_aggregation, max_tokens=max_tokens)
-
-
-def frozen_reference(model: torch.nn.Module, beta: float) -> Optional[torch.nn.Module]:
-    """A frozen copy of the starting policy, only when the KL term needs it (``beta`` > 0)."""
-    if beta <= 0:
-        return None
-    ref = copy.deepcopy(model).eval()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
 
 
 def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
@@ -74,11 +63,15 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
             weighted[key] += metrics[key] * metrics["tokens"]
         weight += metrics["tokens"]
     lr = lr_at(cfg.optim, session.step, cfg.run.max_steps)
-    grad_norm = optimizer_step(session.model, session.optimizer, cfg.optim, d, lr)
+    if n_seq > 0:
+        grad_norm = optimizer_step(session.model, session.optimizer, cfg.optim, d, lr)
+    else:  # nothing to learn from on any rank: no AdamW step on momentum and weight decay alone
+        session.optimizer.zero_grad(set_to_none=True)
+        grad_norm = 0.0
     sums = d.all_sum([loss_sum, weight] + [weighted[k] for k in TOKEN_METRICS])
     out = {f"train/{k}": v / max(sums[1], 1.0) for k, v in zip(TOKEN_METRICS, sums[2:])}
     out.update({"train/loss": sums[0], "train/grad_norm": grad_norm, "train/lr": lr,
-                "train/sequences": n_seq})
+                "train/sequences": n_seq, "train/skipped_update": float(n_seq == 0)})
     return out
 
 

@@ -173,3 +173,52 @@ def test_clear_errors(tmp_path):
         load_policy(PolicyConfig(backend="hf", model=str(tmp_path)))
     with pytest.raises(ConfigError, match="temperature"):
         GenerationConfig(temperature=-1)
+
+
+@pytest.fixture(scope="module")
+def hinted_policy(tiny_dir, tmp_path_factory):
+    """The tiny model saved with the sampling hints of a Qwen2.5-Coder-Instruct checkpoint's
+    generation_config.json (top_k 20, top_p 0.8, temperature 0.7), with a stronger repetition
+    penalty and a no-repeat rule so that their effect on greedy decoding cannot hide."""
+    import shutil
+
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    path = tmp_path_factory.mktemp("hinted") / "model"
+    shutil.copytree(tiny_dir, path)
+    hints = HFGenerationConfig.from_pretrained(path) if (path / "generation_config.json").exists() \
+        else HFGenerationConfig()
+    hints.update(do_sample=True, temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=2.0, no_repeat_ngram_size=1, min_p=0.05)
+    hints.save_pretrained(path)
+    policy = load_policy(PolicyConfig(backend="hf", model=str(path), device="cpu"))
+    assert policy.model.generation_config.top_k == 20  # the hints are loaded with the model
+    return policy
+
+
+def test_sampling_ignores_the_checkpoints_generation_config(hinted_policy):
+    # Sampled at temperature 1.0 from a near-uniform random model: without top-k 20 / top-p 0.8 /
+    # min-p, most sampled tokens rank far below 20; the log-probs are those the trainer recomputes.
+    config = GenerationConfig(max_new_tokens=32, temperature=1.0, n=4, seed=3)
+    ranks = []
+    for group in hinted_policy.generate(CONVERSATIONS, config):
+        for sample in group:
+            assert list(sample.logprobs) == pytest.approx(
+                _recomputed_logprobs(hinted_policy, sample, 1.0).tolist(), abs=1e-4)
+            ids = torch.tensor([list(sample.prompt_ids) + list(sample.completion_ids)])
+            with torch.no_grad():
+                logits = hinted_policy.model(ids).logits[0, len(sample.prompt_ids) - 1 : -1]
+            chosen = logits.gather(-1, torch.tensor(sample.completion_ids)[:, None])
+            ranks += (logits > chosen).sum(-1).tolist()
+    assert sum(r >= 20 for r in ranks) > len(ranks) // 2, sorted(ranks)
+    assert hinted_policy.model.generation_config.top_k == 20  # the checkpoint's file is left as it was
+
+
+def test_greedy_ignores_the_repetition_penalty_of_the_checkpoint(hinted_policy):
+    # Greedy = the argmax of the raw logits at every step, fed back one token at a time.
+    config = GenerationConfig(max_new_tokens=24, temperature=0.0)
+    sample = hinted_policy.generate(CONVERSATIONS[:1], config)[0][0]
+    ids = list(sample.prompt_ids)
+    with torch.no_grad():
+        for token in sample.completion_ids:
+            assert int(hinted_policy.model(torch.tensor([ids])).logits[0, -1].argmax()) == token
+            ids.append(token)

@@ -132,6 +132,10 @@ def test_samples_carry_the_servers_ids_and_logprobs(hf, tiny_dir):
     assert body["model"] == str(tiny_dir) and body["n"] == 3 and body["logprobs"] == 1
     assert body["prompt"].endswith("<|im_start|>assistant\n")
     assert body["return_token_ids"] is True
+    # Every sampling setting is sent, so the server never fills one from the checkpoint's
+    # generation_config (vLLM does for any field a request leaves out).
+    assert (body["temperature"], body["top_p"], body["top_k"], body["min_p"]) == (0.9, 1.0, 0, 0.0)
+    assert (body["repetition_penalty"], body["presence_penalty"], body["frequency_penalty"]) == (1.0, 0.0, 0.0)
     assert server.headers[0]["Authorization"] == "Bearer sk-test"
     for group in groups:
         for s in group:

@@ -20,7 +20,7 @@ if not torch.distributed.is_available():  # pragma: no cover - depends on the to
 
 from swe_srl.rl import checkpoint as ckpt  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
-from tests.rl.test_trainer import assert_same_update, metric_rows, state_dict, write_dataset  # noqa: E402
+from tests.rl.test_trainer import assert_same_update, assert_same_weights, metric_rows, state_dict, write_dataset  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,12 +32,17 @@ SCRIPT = textwrap.dedent("""
     from swe_srl.config import TrainConfig
     from swe_srl.config_loader import load_config
     from swe_srl.rl.trainer import train
-    from tests.rl.test_trainer import _scripted, small_overrides
+    from tests.rl.test_trainer import _scripted, _signal_then_none, small_overrides
 
     method, data, model, out = sys.argv[1:5]
     extra = {"run.max_steps": 2, "run.eval_every": 2, "run.save_every": 2, "data.val_limit": 3}
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    sampler = _scripted(tokenizer) if method == "srl" else None
+    if method == "srl-empty":  # step 1 learns, step 2 keeps no group (an empty batch)
+        method, sampler = "srl", _signal_then_none(tokenizer)
+        extra.update({"optim.batch_size": 2, "grpo.max_resample_rounds": 1, "data.shuffle": False,
+                      "run.save_every": 1, "optim.weight_decay": 0.1})
     cfg = load_config(TrainConfig, "tiny-cpu", [f"method={method}"] + small_overrides(data, model, out, **extra))
-    sampler = _scripted(AutoTokenizer.from_pretrained(model)) if method == "srl" else None
     train(cfg, sampler=sampler)
 """)
 
@@ -89,3 +94,22 @@ def test_two_processes_take_the_same_step_as_one(method, tiny_model_dir, tmp_pat
     assert a.step == b.step == 2 and b.state["world_size"] == 2
     assert len(b.rng_states()) == 2, "every rank's RNG state is saved"
     assert_same_update(state_dict(a.model_dir), state_dict(b.model_dir), lr=1e-3 * 2)
+
+
+@pytest.mark.slow
+def test_an_empty_batch_takes_no_optimizer_step_on_one_or_two_processes(tiny_model_dir, tmp_path):
+    # Step 2 keeps no group: AdamW must not move the weights on momentum and weight decay alone,
+    # and one process and two agree on it.
+    data = write_dataset(tmp_path / "data")
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    for name, procs in (("one", 1), ("two", 2)):
+        launch(script, "srl-empty", data, tiny_model_dir, tmp_path / name, procs)
+        run_dir = tmp_path / name
+        assert metric_rows(run_dir, "groups/kept") == [2, 0]
+        assert metric_rows(run_dir, "train/skipped_update") == [0.0, 1.0]
+        first, second = ckpt.list_checkpoints(run_dir)  # keep_checkpoints 2: steps 1 and 2
+        assert (first.step, second.step) == (1, 2)
+        assert_same_weights(state_dict(first.model_dir), state_dict(second.model_dir), atol=0.0)
+    one, two = ckpt.latest_checkpoint(tmp_path / "one"), ckpt.latest_checkpoint(tmp_path / "two")
+    assert_same_update(state_dict(one.model_dir), state_dict(two.model_dir), lr=1e-3 * 2)

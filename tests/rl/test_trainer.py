@@ -205,6 +205,21 @@ def _scripted(tokenizer):
     return ScriptedPolicy(complete, tokenizer=tokenizer)
 
 
+def _signal_then_none(tokenizer):
+    """Groups with signal for the parse.py / cli.py targets (items 0-1 of an unshuffled
+    order), none for the others (every completion right): with a batch of 2, step 1 learns
+    and step 2 keeps no group."""
+    from swe_srl.policy.scripted import ScriptedPolicy
+
+    def complete(conversation, index):
+        name = next(f for f in FILES if f"src/{f}" in conversation[-1]["content"])
+        if index == 1 and name in ("parse.py", "cli.py"):
+            return "no think block, no action"
+        return f"<think>\nread it\n</think>\n<function=bash>\n<parameter=command>cat src/{name}</parameter>\n</function>"
+
+    return ScriptedPolicy(complete, tokenizer=tokenizer)
+
+
 def test_srl_run_dynamic_sampling_and_update(tiny_model, dataset, tmp_path):
     from transformers import AutoTokenizer
 
@@ -287,6 +302,29 @@ def test_kl_to_a_frozen_reference_when_beta_is_positive(tiny_model, dataset, tmp
     kl = metric_rows(tmp_path / "kl", "train/kl")
     assert kl[0] == pytest.approx(0.0, abs=1e-6)  # step 1: the policy is still the reference
     assert kl[1] > 0  # step 2: it has moved away from it
+
+
+def test_kl_reference_after_a_resume_is_the_initial_model(tiny_model, dataset, tmp_path):
+    from transformers import AutoTokenizer
+
+    from swe_srl.rl.session import Session
+
+    out = tmp_path / "kl"
+    extra = {"run.eval_every": 0, "grpo.beta": 0.1, "run.save_every": 1}
+    sampler = _scripted(AutoTokenizer.from_pretrained(tiny_model))
+    run(dataset, tiny_model, out, "srl", sampler=sampler, **extra, **{"run.max_steps": 2})
+    assert ckpt.latest_checkpoint(out).state["start_model"] == str(tiny_model)
+    cfg = load_config(TrainConfig, "tiny-cpu", ["method=srl"] + small_overrides(
+        dataset, tiny_model, out, **extra, **{"run.max_steps": 3}))
+    with Session(cfg, resume=True, sampler=sampler) as session:
+        assert session.step == 2
+        reference = session.reference_model()
+        assert not any(p.requires_grad for p in reference.parameters())
+        assert_same_weights(reference.state_dict(), state_dict(tiny_model), atol=0.0)
+        moved = session.model.state_dict()
+        assert any(not torch.equal(moved[k], v) for k, v in reference.state_dict().items())
+    result = run(dataset, tiny_model, out, "srl", resume=True, sampler=sampler, **extra, **{"run.max_steps": 3})
+    assert result.steps == 3 and metric_rows(out, "train/kl")[-1] > 0
 
 
 def test_learning_rate_schedules():
