@@ -5,20 +5,23 @@ against the annotations) is generic and lives in :mod:`swe_srl.config_loader`. E
 is defined once and nested where it is used: the sampling settings are the policy's
 :class:`~swe_srl.policy.base.GenerationConfig` (``generation``), the way an episode is run and
 graded is the harness's :class:`~swe_srl.harness.HarnessConfig` (``episodes.harness``, the
-same one ``swe-srl eval`` uses), the similarity modes are the reward's.
+same one ``swe-srl eval`` uses), how actions are compared is the reward's (``reward``, also
+read by ``swe-srl eval --mode steps``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
+from typing import ClassVar, Literal
 
+from .actions import ActionSyntax
 from .errors import ConfigError
 from .harness import HarnessConfig
 from .policy.base import GenerationConfig
 from .rewards.episode import TestRewardShape
-from .rewards.similarity import SimilarityMode
+from .rewards.compare import ActionSimilarity, Compare, SimilarityMode, ToolMismatch, check_reward_modes
+from .rewards.similarity import SimilarityReward
 
 Method = Literal["sft", "srl", "rlvr", "hybrid"]
 Schedule = Literal["constant", "cosine", "linear"]
@@ -109,8 +112,7 @@ class GRPOConfig:
     """Groups whose reward std is <= this carry no signal and are dropped (negative = keep all)."""
     max_resample_rounds: int = 4
     """Sampling rounds per step while refilling dropped groups (1 = no refill)."""
-    similarity: SimilarityMode = "cydifflib"
-    """Reward similarity: difflib / cydifflib give identical values; lcs is faster, not equal."""
+    moved_keys: ClassVar[dict[str, str]] = {"similarity": "reward.similarity"}
 
     def __post_init__(self) -> None:
         if self.num_generations < 2:
@@ -119,6 +121,37 @@ class GRPOConfig:
             raise ConfigError("grpo.beta and the clip ranges must be >= 0")
         if self.max_resample_rounds < 1:
             raise ConfigError("grpo.max_resample_rounds must be >= 1 (1 = sample once, no refill)")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """How a policy action is compared with the expert's: the SRL step reward, training
+    validation, the hybrid per-turn similarity and ``swe-srl eval --mode steps`` (exact
+    definitions in :mod:`swe_srl.rewards.compare`). A format violation scores -1 in every mode."""
+
+    similarity: SimilarityMode = "cydifflib"
+    """difflib / cydifflib: difflib's ratio 2M/T without autojunk (identical values, cydifflib
+    ~8x faster); lcs: 2*LCS/T (rapidfuzz Indel: far faster, values equal or higher); args:
+    argument matching, 0 unless the tool and the argument keys match, else the mean ratio of
+    the argument values."""
+    compare: Compare = "content"
+    """What the text modes compare. content: what the action does (bash: the command; other
+    tools: the tool name and the argument values), without the call syntax; call: the whole
+    canonical XML call, wrapper included (any two bash calls share ~50 characters of it)."""
+    tool_mismatch: ToolMismatch = "text"
+    """text: a call to another tool than the expert's scores its plain similarity; zero: 0."""
+
+    def __post_init__(self) -> None:
+        check_reward_modes(self.similarity, self.compare, self.tool_mismatch, where="reward.")
+
+    def scorer(self) -> ActionSimilarity:
+        """The similarity of a well-formed action to the expert's, in [0, 1]."""
+        return ActionSimilarity(self.similarity, self.compare, self.tool_mismatch)
+
+    def step_reward(self, syntax: ActionSyntax = "xml") -> SimilarityReward:
+        """The SRL step reward with these settings, for completions in ``syntax``."""
+        return SimilarityReward(mode=self.similarity, compare=self.compare, tool_mismatch=self.tool_mismatch,
+                                syntax=syntax)
 
 
 @dataclass(frozen=True)
@@ -245,6 +278,8 @@ class TrainConfig:
     temperature 0) validation. ``n`` stays 1: the group size is ``grpo.num_generations``."""
     data: DataConfig = field(default_factory=DataConfig)
     grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """How actions are compared with the expert's (SRL reward, validation, hybrid similarity)."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)

@@ -112,7 +112,8 @@ def _coerce_scalar(tp: type, value: Any, where: str) -> Any:
 
 
 def from_mapping(cls: type[C], data: Mapping[str, Any], *, prefix: str = "") -> C:
-    """Build dataclass ``cls`` from a (nested) mapping; unknown keys are errors with a hint."""
+    """Build dataclass ``cls`` from a (nested) mapping; unknown keys are errors with a hint
+    (a key listed in the class's ``moved_keys`` mapping names its new place)."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -120,6 +121,9 @@ def from_mapping(cls: type[C], data: Mapping[str, Any], *, prefix: str = "") -> 
     kwargs = {}
     for key, value in data.items():
         if key not in names:
+            moved = getattr(cls, "moved_keys", {}).get(key)
+            if moved:
+                raise ConfigError(f"config key {prefix}{key} moved to {moved}")
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(names)})"
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")

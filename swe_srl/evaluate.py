@@ -22,11 +22,12 @@ from typing import Any, Callable, Optional, Sequence
 
 from .actions import ActionSyntax
 from .agent import GREEDY
+from .config import RewardConfig
 from .errors import ConfigError
 from .harness import GradedEpisode, HarnessConfig, run_graded_episode
 from .policy.base import GenerationConfig, Policy, SerialPolicy
 from .prompts import messages_for_target
-from .rewards.similarity import SimilarityMode, SimilarityReward, StepScores
+from .rewards.similarity import StepScores
 from .schemas import StepTarget, Task
 
 
@@ -44,6 +45,8 @@ class EvalConfig:
     """`model_name_or_path` written to predictions.jsonl."""
     retry_infra: bool = True
     """On resume, run again the instances that ended in an infrastructure failure."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """How ``--mode steps`` compares actions with the expert's (as training's ``reward``)."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -212,24 +215,25 @@ def summarize(results: Sequence[InstanceResult], *, total: int, skipped: int = 0
 
 
 def evaluate_steps(policy: Policy, targets: Sequence[StepTarget], *, generation: GenerationConfig = GREEDY,
-                   mode: SimilarityMode = "cydifflib", syntax: ActionSyntax = "xml", batch_size: int = 8) -> dict:
+                   reward: RewardConfig = RewardConfig(), syntax: ActionSyntax = "xml", batch_size: int = 8) -> dict:
     """Score the policy on held-out step targets (greedy by default) with the same metric as
     training validation: mean SRL reward (format violations count -1), mean similarity over
     well-formed answers, format-error rate, exact-match rate; also per target tool."""
     generation = replace(generation, n=1)
-    reward_fn = SimilarityReward(mode=mode, syntax=syntax)
+    reward_fn = reward.step_reward(syntax)
     rewards: list[float] = []
     per_tool: dict[str, list[float]] = defaultdict(list)
     for start in range(0, len(targets), batch_size):
         chunk = targets[start:start + batch_size]
         outputs = policy.generate([messages_for_target(t, syntax) for t in chunk], generation)
         scored = reward_fn([samples[0].text for samples in outputs], [{"target": t.target} for t in chunk])
-        for target, reward in zip(chunk, scored):
-            rewards.append(float(reward))  # type: ignore[arg-type]  # the similarity reward is never None
-            per_tool[target.target_tool].append(float(reward))  # type: ignore[arg-type]
+        for target, value in zip(chunk, scored):
+            rewards.append(float(value))  # type: ignore[arg-type]  # the similarity reward is never None
+            per_tool[target.target_tool].append(float(value))  # type: ignore[arg-type]
     metrics = StepScores.of(rewards).metrics()
     return {
         "step_targets": len(rewards),
+        "reward": asdict(reward),
         "mean_reward": round(metrics.get("reward", 0.0), 4),
         "mean_similarity": round(metrics.get("similarity", 0.0), 4),
         "format_error_rate": round(metrics.get("format_error_rate", 0.0), 4),

@@ -106,7 +106,8 @@ def _summary(run_dir: Path, metrics: list[dict], rollouts: list[dict], plots: li
     method = config.get("method", "?")
     steps = max((int(r["step"]) for r in metrics), default=0)
     lines = [f"# Training run `{run_dir.name}`", "", f"- method: **{method}**, steps: **{steps}**"]
-    for section, keys in (("grpo", ("num_generations", "temperature", "beta", "similarity")),
+    for section, keys in (("grpo", ("num_generations", "temperature", "beta")),
+                          ("reward", ("similarity", "compare", "tool_mismatch")),
                           ("optim", ("lr", "batch_size", "schedule")), ("model", ("path",))):
         values = config.get(section, {}) or {}
         if values:

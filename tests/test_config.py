@@ -7,7 +7,7 @@ from typing import Literal
 
 import pytest
 
-from swe_srl.config import GRPOConfig, TrainConfig
+from swe_srl.config import GRPOConfig, RewardConfig, TrainConfig
 from swe_srl.config_loader import apply_overrides, load_config, parse_override, presets, save_config
 from swe_srl.evaluate import EvalConfig
 from swe_srl.errors import ConfigError
@@ -69,6 +69,10 @@ def test_yaml_file_round_trip(tmp_path):
     (["grpo.beta.x=1"], "is a value, not a section"),
     (["nonsense"], "must look like section.key=value"),
     (["optim.schedule=exponential"], "'constant' | 'cosine' | 'linear'"),
+    (["reward.compare=foo"], "reward.compare: 'foo' is not one of 'content' | 'call'"),
+    (["reward.similarity=levenshtein"], "reward.similarity: 'levenshtein' is not one of"),
+    (["reward.similarity=args", "reward.compare=call"], "reward.compare applies to the text modes only"),
+    (["grpo.similarity=lcs"], "config key grpo.similarity moved to reward.similarity"),
 ])
 def test_bad_values_give_one_actionable_line(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("|", r"\|")) as info:
@@ -119,6 +123,17 @@ def test_load_config_is_generic_over_dataclasses():
     assert load_config(_Outer, None, ["limit=3"]).limit == 3
     with pytest.raises(ConfigError, match="inner.mode"):
         load_config(_Outer, None, ["inner.mode=c"])
+
+
+def test_reward_section_defaults_and_what_it_builds():
+    cfg = load_config(TrainConfig, "paper", ["reward.similarity=lcs", "reward.tool_mismatch=zero"])
+    assert load_config(TrainConfig, "paper").reward == RewardConfig(similarity="cydifflib", compare="content")
+    fn = cfg.reward.step_reward()
+    assert (fn.mode, fn.compare, fn.tool_mismatch) == ("lcs", "content", "zero")
+    scorer = load_config(TrainConfig, None, ["reward.similarity=args"]).reward.scorer()
+    assert (scorer.similarity, scorer.compare) == ("args", "content")
+    with pytest.raises(ConfigError, match="reward.compare"):
+        RewardConfig(similarity="args", compare="call")
 
 
 def test_grpo_config_validates_directly():

@@ -194,10 +194,12 @@ def test_eval_steps_mode_scores_the_tiny_model_on_expert_step_targets(tiny_model
 
     build_dataset([DEFAULT_OUTPUT], tmp_path / "ds", DatasetConfig(val_fraction=0.25), output="jsonl")
     code, out, err = _cli(["--mode", "steps", "--model", tiny_model_dir, "--data", tmp_path / "ds" / "val.jsonl",
-                           "--limit", 3, "--max-new-tokens", 16, "-o", tmp_path / "eval"], capsys)
+                           "--limit", 3, "--max-new-tokens", 16, "-o", tmp_path / "eval",
+                           "--set", "reward.compare=call"], capsys)
     assert code == 0, err
     scores = json.loads((tmp_path / "eval" / "steps_summary.json").read_text())
     assert scores["step_targets"] == 3 and "3 step targets" in out
+    assert scores["reward"] == {"similarity": "cydifflib", "compare": "call", "tool_mismatch": "text"}
     assert -1.0 <= scores["mean_reward"] <= 1.0 and 0.0 <= scores["mean_similarity"] <= 1.0
     for key in ("format_error_rate", "exact_match_rate"):
         assert 0.0 <= scores[key] <= 1.0
@@ -209,7 +211,8 @@ def test_eval_steps_mode_scores_the_tiny_model_on_expert_step_targets(tiny_model
     (["--filter", "demo(["], "not a valid regex"),
     (["--model", "{tmp}/no-model"], "neither a model directory nor a training run"),
     (["--mode", "steps", "--model", "{tmp}", "--data", "{tmp}/none.jsonl"], "none.jsonl"),
-], ids=["unknown_subset", "bad_regex", "missing_model", "missing_step_targets"])
+    (["--mode", "steps", "--set", "reward.compare=foo"], "reward.compare: 'foo' is not one of"),
+], ids=["unknown_subset", "bad_regex", "missing_model", "missing_step_targets", "bad_reward_compare"])
 def test_eval_cli_bad_input_is_one_red_line_exit_2(tmp_path, capsys, monkeypatch, args, needle):
     monkeypatch.chdir(tmp_path)  # a default model must not be created on the way to the error
     code, _, err = _cli([a.replace("{tmp}", str(tmp_path)) for a in args], capsys)

@@ -80,7 +80,7 @@ def eval_command(
     out_dir = out or paths.DEFAULT_EVAL_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     if mode is Mode.steps:
-        scores = evaluate_steps(policy, targets, generation=cfg.generation)
+        scores = evaluate_steps(policy, targets, generation=cfg.generation, reward=cfg.reward)
         (out_dir / "steps_summary.json").write_text(json.dumps(scores, indent=2) + "\n")
         console.print(f"{scores['step_targets']} step targets: mean reward {scores['mean_reward']:.3f}, "
                       f"mean similarity {scores['mean_similarity']:.3f}, format errors {scores['format_error_rate']:.1%}")

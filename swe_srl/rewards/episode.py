@@ -10,9 +10,10 @@ component compares each policy turn with the expert trajectory of the same task 
 fixed alignment: policy turn ``i`` (0-based, format errors included) is compared with
 expert step ``min(i, N - 1)``, so turns past the expert's length are compared with its
 last action (its submit) and a long episode pays for every wasted turn. A turn that broke
-the format (no action) scores -1; a turn with an action scores the similarity of its
-canonical XML text to the expert's (the SRL reward's metric). The component is the mean
-over the episode's turns (-1 for an episode without any turn).
+the format (no action) scores -1; a turn with an action scores its similarity to the expert's
+action with the SRL reward's metric and settings (``reward.similarity``, ``reward.compare``,
+``reward.tool_mismatch``; :mod:`swe_srl.rewards.compare`). The component is the mean over the
+episode's turns (-1 for an episode without any turn).
 
 A None component (the grading harness failed: nothing is known) with a nonzero weight makes
 the episode's reward None: left out of its group, never scored 0.
@@ -22,11 +23,11 @@ from __future__ import annotations
 
 from typing import Literal, Mapping, Optional, Sequence
 
-from ..actions import render_xml
 from ..errors import InputError
 from ..schemas import Action, TestReport
 from .combine import combine
-from .similarity import FORMAT_VIOLATION, SimilarityMode, similarity
+from .compare import ActionSimilarity
+from .similarity import FORMAT_VIOLATION
 
 TESTS, SIMILARITY = "tests", "similarity"
 TestRewardShape = Literal["resolved", "f2p_fraction"]
@@ -49,20 +50,20 @@ def expert_index(turn: int, num_expert_steps: int) -> int:
 
 
 def turn_similarities(actions: Sequence[Optional[Action]], expert_actions: Sequence[str],
-                      mode: SimilarityMode = "cydifflib") -> list[float]:
-    """Per policy turn: -1 for a format error (None), else the similarity of its canonical
-    action text to the aligned expert action's canonical text."""
+                      scorer: ActionSimilarity = ActionSimilarity()) -> list[float]:
+    """Per policy turn: -1 for a format error (None), else the similarity of its action to
+    the aligned expert action (text in any syntax, e.g. canonical XML)."""
     if not expert_actions:
         raise InputError("hybrid similarity needs an expert trajectory with at least one step")
     return [FORMAT_VIOLATION if action is None
-            else similarity(render_xml(action), expert_actions[expert_index(i, len(expert_actions))], mode)
+            else scorer.score(action, expert_actions[expert_index(i, len(expert_actions))])
             for i, action in enumerate(actions)]
 
 
 def episode_similarity(actions: Sequence[Optional[Action]], expert_actions: Sequence[str],
-                       mode: SimilarityMode = "cydifflib") -> float:
+                       scorer: ActionSimilarity = ActionSimilarity()) -> float:
     """The hybrid similarity component: mean over turns, -1 without any turn."""
-    scores = turn_similarities(actions, expert_actions, mode)
+    scores = turn_similarities(actions, expert_actions, scorer)
     return sum(scores) / len(scores) if scores else FORMAT_VIOLATION
 
 
@@ -80,12 +81,12 @@ def reward_weights(method: str, similarity_weight: float, tests_weight: float) -
 
 def score_episode(report: Optional[TestReport], actions: Sequence[Optional[Action]],
                   expert_actions: Sequence[str], weights: Mapping[str, float], *,
-                  shape: TestRewardShape = "resolved", mode: SimilarityMode = "cydifflib",
+                  shape: TestRewardShape = "resolved", scorer: ActionSimilarity = ActionSimilarity(),
                   infra_error: Optional[str] = None) -> tuple[dict[str, Optional[float]], Optional[float]]:
     """(components, reward) of one episode: the test component, the similarity component when
     ``weights`` has one (None after an infrastructure failure), and their weighted sum (None
     after an infrastructure failure)."""
     components: dict[str, Optional[float]] = {TESTS: reward_from_tests(report, shape)}
     if SIMILARITY in weights:
-        components[SIMILARITY] = None if infra_error else episode_similarity(actions, expert_actions, mode)
+        components[SIMILARITY] = None if infra_error else episode_similarity(actions, expert_actions, scorer)
     return components, (None if infra_error else episode_reward(components, weights))

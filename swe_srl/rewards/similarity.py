@@ -1,8 +1,8 @@
 """The SRL step reward: how similar the policy's action is to the expert's.
 
 A chain of small pure functions of text (no torch, no docker):
-completion -> :func:`parse_completion` (format check) -> canonical action text ->
-:func:`similarity` against the re-canonicalised expert action -> reward in [-1, 1].
+completion -> :func:`parse_completion` (format check) -> the action -> its similarity to the
+re-parsed expert action (:class:`~.compare.ActionSimilarity`) -> reward in [-1, 1].
 
 Format contract (:func:`parse_completion`), strict on purpose so the format signal is crisp:
   * exactly one ``</think>``; at most one ``<think>``, before it, with only whitespace before
@@ -14,47 +14,37 @@ Format contract (:func:`parse_completion`), strict on purpose so the format sign
     the agent scaffold drops; ``allow_prose=True`` accepts it anyway.
 Anything else is a format violation, reward -1.
 
-Similarity = difflib's ratio 2M/T (M matched characters, T total) with ``autojunk=False``.
-difflib's default autojunk treats every character that fills more than 1% of a 200+ char
-string as junk (spaces, ``e``, newlines), so long edits lose almost every match: a 348-char
-edit scored 0.078 instead of 0.830 on real agent actions. Modes:
-  * ``difflib``: the stdlib, the reference values;
-  * ``cydifflib``: the same algorithm compiled, identical values, ~8x faster (falls back to
-    ``difflib`` with a warning when not installed);
-  * ``lcs``: rapidfuzz Indel normalised similarity, 2*LCS/T: much faster, a different
-    metric (LCS >= difflib's greedy matching blocks, so values are equal or higher).
+The similarity of a well-formed action to the expert's is :class:`~.compare.ActionSimilarity`:
+``compare`` (``content``, the default: what the action does, the tool and its argument values
+without the call syntax; ``call``: the whole canonical XML call) and ``similarity`` (a text
+metric, ``difflib`` / ``cydifflib`` / ``lcs``, see :mod:`.text`; or ``args``, argument
+matching). The exact definitions are in :mod:`swe_srl.rewards.compare`.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-import warnings
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from rapidfuzz.distance import Indel
-
-from ..actions import ActionSyntax, find_fenced_blocks, find_xml_calls, make_action, parse_action, render_xml
-from ..errors import ActionParseError, ConfigError, InputError
+from ..actions import ActionSyntax, find_fenced_blocks, find_xml_calls, make_action, render_xml
+from ..errors import ConfigError, InputError
 from ..prompts import THINK_CLOSE, THINK_OPEN
 from ..schemas import Action
+from .compare import (  # noqa: F401  # re-exported: the reward's public names live here too
+    SIMILARITY_MODES,
+    ActionSimilarity,
+    Compare,
+    SimilarityMode,
+    ToolMismatch,
+    canonical_target,
+    check_reward_modes,
+)
+from .text import similarities, similarity  # noqa: F401  # re-exported
 
-try:  # compiled difflib; a core dependency, but the exact stdlib path must keep working
-    import cydifflib as _cydifflib
-except ImportError:  # pragma: no cover - depends on the environment
-    _cydifflib = None
-
-SimilarityMode = Literal["difflib", "cydifflib", "lcs"]
-# What a completion calling another tool than the expert scores: the plain text similarity
-# (the tool name is part of the canonical text, so it already costs), or 0.
-ToolMismatch = Literal["text", "zero"]
-SIMILARITY_MODES: tuple[str, ...] = ("difflib", "cydifflib", "lcs")
 FORMAT_VIOLATION = -1.0
 
 _FUNCTION_OPEN_RE = re.compile(r"<function=")
-_cydifflib_warned = False
 
 
 @dataclass(frozen=True)
@@ -123,61 +113,6 @@ def parse_completion(text: str, *, syntax: ActionSyntax = "xml",
     return ParsedCompletion(thought=thought, action=action, action_text=render_xml(action))
 
 
-@lru_cache(maxsize=65536)
-def canonical_target(target: str) -> tuple[str, str | None]:
-    """(canonical text, tool) of an expert action given in any syntax. Text that does not
-    parse is compared as it stands (stripped), with an unknown tool."""
-    try:
-        action = parse_action(target)
-    except ActionParseError:
-        return target.strip(), None
-    return render_xml(action), action.tool
-
-
-def _check_mode(mode: str) -> None:
-    if mode not in SIMILARITY_MODES:
-        raise ConfigError(f"similarity mode must be one of {list(SIMILARITY_MODES)}, got {mode!r}")
-
-
-def _sequence_matcher(mode: SimilarityMode) -> Callable[..., Any]:
-    """The SequenceMatcher class for a difflib-family mode."""
-    global _cydifflib_warned
-    if mode == "cydifflib":
-        if _cydifflib is not None:
-            return _cydifflib.SequenceMatcher
-        if not _cydifflib_warned:
-            warnings.warn("cydifflib is not installed; similarity mode 'cydifflib' falls back to "
-                          "the stdlib difflib (same values, ~8x slower): pip install cydifflib",
-                          RuntimeWarning, stacklevel=3)
-            _cydifflib_warned = True
-    return difflib.SequenceMatcher
-
-
-def similarities(candidates: Sequence[str], reference: str,
-                 mode: SimilarityMode = "cydifflib") -> list[float]:
-    """``similarity(c, reference, mode)`` for each candidate, sharing the work on
-    ``reference`` (difflib indexes its second sequence once for all candidates)."""
-    _check_mode(mode)
-    if mode == "lcs":
-        return [Indel.normalized_similarity(c, reference) for c in candidates]
-    matcher = _sequence_matcher(mode)(None, "", reference, autojunk=False)
-    scores = []
-    for candidate in candidates:
-        if candidate == reference:
-            scores.append(1.0)  # exact: identical strings give 2n/2n (and "" vs "" is 1.0)
-            continue
-        matcher.set_seq1(candidate)
-        scores.append(matcher.ratio())
-    return scores
-
-
-def similarity(a: str, b: str, mode: SimilarityMode = "cydifflib") -> float:
-    """Similarity of ``a`` to ``b`` in [0, 1] (1 = identical). For the difflib modes this is
-    ``difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()``, which is not always
-    symmetric: pass the candidate first and the reference second."""
-    return similarities([a], b, mode)[0]
-
-
 def _sample_target(sample: Any, key: str) -> str:
     value = sample.get(key) if isinstance(sample, Mapping) else getattr(sample, key, None)
     if not isinstance(value, str):
@@ -195,19 +130,18 @@ class SimilarityReward:
     """The SRL reward function: ``fn(completions, samples) -> list[float]``, each in [-1, 1].
 
     ``samples[i][target_key]`` is the expert action (canonical text, as in a step target
-    row). -1 for a format violation, else the similarity of the canonical action texts;
-    with ``tool_mismatch="zero"`` a call to a different tool than the expert's scores 0."""
+    row). -1 for a format violation, else the :class:`~.compare.ActionSimilarity` of the
+    action to the expert's (``mode``, ``compare``, ``tool_mismatch``; see that module)."""
 
     mode: SimilarityMode = "cydifflib"
+    compare: Compare = "content"
     tool_mismatch: ToolMismatch = "text"
     syntax: ActionSyntax = "xml"
     allow_prose: bool = False
     target_key: str = "target"
 
     def __post_init__(self) -> None:
-        _check_mode(self.mode)
-        if self.tool_mismatch not in ("text", "zero"):
-            raise ConfigError(f"tool_mismatch must be 'text' or 'zero', got {self.tool_mismatch!r}")
+        check_reward_modes(self.mode, self.compare, self.tool_mismatch)
         if self.syntax not in ("xml", "bash_block"):
             raise ConfigError(f"completion syntax must be 'xml' or 'bash_block', got {self.syntax!r}")
 
@@ -215,22 +149,24 @@ class SimilarityReward:
     def name(self) -> str:
         return "similarity"
 
+    @property
+    def scorer(self) -> ActionSimilarity:
+        return ActionSimilarity(self.mode, self.compare, self.tool_mismatch)
+
     def __call__(self, completions: Sequence[str], samples: Sequence[Any]) -> list[float | None]:
         _check_batch(completions, samples)
         rewards: list[float | None] = [FORMAT_VIOLATION] * len(completions)
         # Group by expert action: a GRPO batch holds G completions per target, and the
         # matcher's index of the target is built once per group.
-        groups: dict[str, list[tuple[int, ParsedCompletion]]] = {}
+        groups: dict[str, list[tuple[int, Action]]] = {}
         for i, (completion, sample) in enumerate(zip(completions, samples)):
             parsed = parse_completion(completion, syntax=self.syntax, allow_prose=self.allow_prose)
             if parsed is not None:
-                groups.setdefault(_sample_target(sample, self.target_key), []).append((i, parsed))
+                groups.setdefault(_sample_target(sample, self.target_key), []).append((i, parsed.action))
+        scorer = self.scorer
         for target, members in groups.items():
-            reference, target_tool = canonical_target(target)
-            scores = similarities([p.action_text for _, p in members], reference, self.mode)
-            for (i, parsed), score in zip(members, scores):
-                mismatch = target_tool is not None and parsed.action.tool != target_tool
-                rewards[i] = 0.0 if mismatch and self.tool_mismatch == "zero" else score
+            for (i, _), score in zip(members, scorer.scores([action for _, action in members], target)):
+                rewards[i] = score
         return rewards
 
 
@@ -255,10 +191,10 @@ class FormatReward:
 
 
 def srl_reward(completion: str, target: str, mode: SimilarityMode = "cydifflib", *,
-               tool_mismatch: ToolMismatch = "text", syntax: ActionSyntax = "xml",
-               allow_prose: bool = False) -> float:
+               compare: Compare = "content", tool_mismatch: ToolMismatch = "text",
+               syntax: ActionSyntax = "xml", allow_prose: bool = False) -> float:
     """The SRL reward of one completion against one expert action, in [-1, 1]."""
-    fn = SimilarityReward(mode, tool_mismatch, syntax, allow_prose)
+    fn = SimilarityReward(mode, compare, tool_mismatch, syntax, allow_prose)
     return float(fn([completion], [{"target": target}])[0])  # type: ignore[arg-type]  # never None
 
 

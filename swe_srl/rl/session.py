@@ -25,7 +25,7 @@ from ..dataset import load_step_targets
 from ..errors import ConfigError, InputError
 from ..policy import PolicyConfig, load_policy
 from ..prompts import messages_for_target
-from ..rewards.similarity import SimilarityReward, StepScores
+from ..rewards.similarity import StepScores
 from ..schemas import StepTarget, Task
 from ..tasks import load_tasks
 from . import checkpoint as ckpt
@@ -233,7 +233,7 @@ class Session:
         mine: Sequence[StepTarget] = shard(self.val_targets, self.dist)
         gen = replace(self.config.generation, temperature=0.0, n=1)
         samples = [group[0] for group in self.policy.generate([messages_for_target(t) for t in mine], gen)] if mine else []
-        rewards = SimilarityReward(mode=self.config.grpo.similarity)(
+        rewards = self.config.reward.step_reward()(
             [s.text for s in samples], [{"target": t.target} for t in mine])
         local = StepScores.of([float(r) for r in rewards if r is not None])
         # Sums over ranks first, means after: the same metric as `swe-srl eval --mode steps`.

@@ -34,7 +34,6 @@ from ..harness import GradedEpisode, resolve_image, run_graded_episode
 from ..policy.base import Policy, SerialPolicy
 from ..prompts import messages_for_target
 from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode
-from ..rewards.similarity import SimilarityReward
 from ..schemas import StepTarget, Task, Trajectory
 from .distributed import Dist
 from .records import EpisodeTotals, Group
@@ -47,7 +46,7 @@ class StepTargetSource:
 
     def __init__(self, config: TrainConfig, sampler: Policy, targets: Sequence[StepTarget]) -> None:
         self.config, self.sampler, self.targets = config, sampler, targets
-        self.reward_fn = SimilarityReward(mode=config.grpo.similarity)
+        self.reward_fn = config.reward.step_reward()
         self.max_tokens = config.generation.max_new_tokens
 
     def draw(self, serials: Sequence[int], indices: Sequence[int]) -> list[Group]:
@@ -120,7 +119,7 @@ class EpisodeSource:
         graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=image)
         components, reward = score_episode(
             graded.report, [turn.action for turn in graded.turns], self.experts.get(task.instance_id, ()),
-            self.weights, shape=e.test_reward, mode=self.config.grpo.similarity, infra_error=graded.infra_error)
+            self.weights, shape=e.test_reward, scorer=self.config.reward.scorer(), infra_error=graded.infra_error)
         return EpisodeRollout(graded, components, reward)
 
     def sequences(self, groups: Sequence[Group], advantages: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:

@@ -9,7 +9,8 @@ from swe_srl.actions import make_action, render_xml
 from swe_srl.config import RewardWeights
 from swe_srl.rewards.episode import (episode_reward, episode_similarity, expert_index, reward_from_tests,
                                      reward_weights, score_episode, turn_similarities)
-from swe_srl.rewards.similarity import similarity
+from swe_srl.rewards.compare import ActionSimilarity
+from swe_srl.rewards.text import similarity
 from swe_srl.schemas import TestReport
 
 LS = make_action("bash", {"command": "ls"})
@@ -51,9 +52,17 @@ def test_an_expert_copy_scores_one_and_extra_turns_are_compared_with_the_submit(
     assert episode_similarity([LS, CAT, SUBMIT], EXPERT) == 1.0
     # Turn 3 and 4 run past the expert: both are compared with its submit.
     scores = turn_similarities([LS, CAT, LS, LS, SUBMIT], EXPERT)
-    expected_extra = similarity(render_xml(LS), render_xml(SUBMIT))
+    expected_extra = similarity("ls", "submit")  # content: the command against the tool name
     assert scores[:2] == [1.0, 1.0] and scores[4] == 1.0
     assert scores[2] == scores[3] == pytest.approx(expected_extra) and expected_extra < 1.0
+
+
+def test_turn_similarity_uses_the_configured_comparison():
+    pwd = make_action("bash", {"command": "pwd"})
+    assert turn_similarities([pwd], EXPERT) == [0.0]  # content: "pwd" vs "ls"
+    call = turn_similarities([pwd], EXPERT, ActionSimilarity(compare="call"))
+    assert call == [pytest.approx(similarity(render_xml(pwd), render_xml(LS)))] and call[0] > 0.9
+    assert turn_similarities([SUBMIT], EXPERT, ActionSimilarity("args")) == [0.0]  # another tool
 
 
 def test_format_error_turns_score_minus_one_and_the_mean_is_over_turns():

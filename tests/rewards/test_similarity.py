@@ -1,23 +1,20 @@
-"""The SRL step reward: format contract, similarity modes, reward-function contract."""
+"""The SRL step reward: format contract, reward values, reward-function contract. (The string
+metrics are tested in test_text.py, what of an action is compared in test_compare.py.)"""
 
 from __future__ import annotations
 
 import difflib
-import warnings
 
 import pytest
 
 from swe_srl.actions import make_action, render_bash_block, render_xml
 from swe_srl.errors import ConfigError, InputError
-from swe_srl.rewards import similarity as sim
 from swe_srl.rewards.similarity import (
     FORMAT_VIOLATION,
     FormatReward,
     SimilarityReward,
     canonical_target,
     parse_completion,
-    similarities,
-    similarity,
     srl_reward,
 )
 
@@ -101,7 +98,8 @@ def test_bash_block_syntax():
 
 def test_target_in_another_syntax_is_recanonicalised():
     bash_target = render_bash_block(make_action("bash", {"command": "ls -la src/"}))
-    assert canonical_target(bash_target) == (BASH_LS, "bash")
+    assert canonical_target(bash_target, "call") == (BASH_LS, "bash")
+    assert canonical_target(bash_target) == ("ls -la src/", "bash")  # content: the command
     assert srl_reward(answer(BASH_LS), bash_target) == 1.0
     # Parameter values written on their own lines are the same action.
     spaced = "<function=bash>\n<parameter=command>\nls -la src/\n</parameter>\n</function>"
@@ -114,8 +112,10 @@ def test_target_in_another_syntax_is_recanonicalised():
 def test_similarity_is_difflib_ratio_without_autojunk():
     near = BASH_LS.replace("src/", "tests/")
     expected = difflib.SequenceMatcher(None, near, BASH_LS, autojunk=False).ratio()
-    assert srl_reward(answer(near), BASH_LS, mode="difflib") == expected
+    assert srl_reward(answer(near), BASH_LS, mode="difflib", compare="call") == expected
     assert 0.7 < expected < 1.0
+    content = difflib.SequenceMatcher(None, "ls -la tests/", "ls -la src/", autojunk=False).ratio()
+    assert srl_reward(answer(near), BASH_LS, mode="difflib") == content < expected
 
 
 def _csv_fixture(sep: str) -> str:
@@ -131,37 +131,11 @@ def test_long_action_avoids_the_autojunk_pitfall():
     target, attempt = _csv_fixture(","), _csv_fixture(";")
     assert len(target) > 200
     with_autojunk = difflib.SequenceMatcher(None, attempt, target).ratio()
-    ours = srl_reward(answer(attempt), target, mode="difflib")
+    ours = srl_reward(answer(attempt), target, mode="difflib", compare="call")
     assert ours == difflib.SequenceMatcher(None, attempt, target, autojunk=False).ratio()
     assert ours > 0.75
     assert with_autojunk < 0.3
-
-
-@pytest.mark.parametrize("mode", ["difflib", "cydifflib"])
-def test_difflib_modes_give_identical_values(mode):
-    variants = [EDIT, EDIT.replace("scale=3", "scale=4"), EDIT[: len(EDIT) // 2], BASH_LS, "", "x" * 300]
-    reference = [difflib.SequenceMatcher(None, v, EDIT, autojunk=False).ratio() for v in variants]
-    assert similarities(variants, EDIT, mode) == reference
-    assert [similarity(v, EDIT, mode) for v in variants] == reference
-
-
-def test_lcs_mode_is_at_least_the_difflib_ratio():
-    variants = [EDIT.replace("scale=3", "scale=4"), EDIT[::2], BASH_LS]
-    exact = similarities(variants, EDIT, "difflib")
-    lcs = similarities(variants, EDIT, "lcs")
-    assert all(l >= e - 1e-12 for l, e in zip(lcs, exact))
-    assert similarity("abcd", "abcd", "lcs") == 1.0 and similarity("", "", "lcs") == 1.0
-
-
-def test_cydifflib_missing_falls_back_with_one_warning(monkeypatch):
-    monkeypatch.setattr(sim, "_cydifflib", None)
-    monkeypatch.setattr(sim, "_cydifflib_warned", False)
-    with pytest.warns(RuntimeWarning, match="cydifflib is not installed"):
-        value = similarity("abcdef", "abcxef", "cydifflib")
-    assert value == difflib.SequenceMatcher(None, "abcdef", "abcxef", autojunk=False).ratio()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        similarity("abc", "abd", "cydifflib")  # warned once already
+    assert srl_reward(answer(attempt), target, mode="difflib") > 0.7  # the command alone (no shared wrapper)
 
 
 def test_tool_mismatch_modes():
@@ -175,12 +149,14 @@ def test_tool_mismatch_modes():
 
 
 def test_unknown_mode_is_a_config_error():
-    with pytest.raises(ConfigError, match="similarity mode"):
+    with pytest.raises(ConfigError, match="similarity must be one of"):
         SimilarityReward(mode="levenshtein")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="compare must be one of"):
+        SimilarityReward(compare="xml")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="tool_mismatch"):
         SimilarityReward(tool_mismatch="ignore")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
-        similarity("a", "b", "fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="leave it at 'content'"):
+        SimilarityReward(mode="args", compare="call")
 
 
 # --------------------------------------------------------------------------- reward-function contract

@@ -19,7 +19,14 @@ from swe_srl.policy.base import Sample  # noqa: E402
 from swe_srl.rl import grpo  # noqa: E402
 from swe_srl.rl.distributed import Dist  # noqa: E402
 from swe_srl.rl.logprobs import TokenBatch, completion_logprobs  # noqa: E402
-from swe_srl.rl.sources import EpisodeRollout, EpisodeSource, episode_totals, load_expert_actions, turn_sequences  # noqa: E402
+from swe_srl.rl.sources import (  # noqa: E402
+    EpisodeRollout,
+    EpisodeSource,
+    StepTargetSource,
+    episode_totals,
+    load_expert_actions,
+    turn_sequences,
+)
 from swe_srl.schemas import Task  # noqa: E402
 
 SUBMIT = make_action("submit", {})
@@ -55,6 +62,13 @@ def test_a_missing_image_gives_a_none_reward_not_zero():
     stats = episode_totals([out, fine]).all_sum(Dist()).metrics()
     assert stats["episodes/infra_failures"] == 1 and stats["episodes/count"] == 2
     assert stats["reward/tests"] == 1.0  # the failure is not averaged in as a 0
+
+
+def test_sources_score_with_the_reward_section():
+    cfg = load_config(TrainConfig, None, ["reward.compare=call", "reward.similarity=lcs"])
+    fn = StepTargetSource(cfg, sampler=None, targets=[]).reward_fn
+    assert (fn.mode, fn.compare) == ("lcs", "call")
+    assert StepTargetSource(load_config(TrainConfig, None), None, []).reward_fn.compare == "content"
 
 
 # --------------------------------------------------------------------------- credit assignment
