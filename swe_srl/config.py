@@ -26,6 +26,7 @@ from .rewards.similarity import SimilarityReward
 Method = Literal["sft", "srl", "rlvr", "hybrid"]
 Schedule = Literal["constant", "cosine", "linear"]
 Precision = Literal["auto", "bf16", "fp32"]
+Credit = Literal["episode", "turn"]
 
 
 class AdvantageScale(str, Enum):
@@ -256,6 +257,9 @@ class EpisodeConfig:
     experts: str = ""
     """Expert trajectories (swe-srl Trajectory JSONL) for hybrid. Empty: the recorded demo experts."""
     weights: RewardWeights = field(default_factory=RewardWeights)
+    credit: Credit = "episode"
+    """hybrid: episode gives every turn its episode's advantage; turn also adds each turn's own
+    similarity share, ``weights.similarity * (turn - episode similarity) / the group's divisor``."""
     test_reward: TestRewardShape = "resolved"
     """resolved: 1 when every FAIL_TO_PASS and PASS_TO_PASS test passes, else 0;
     f2p_fraction: the fraction of FAIL_TO_PASS tests passing, 0 when any PASS_TO_PASS fails."""

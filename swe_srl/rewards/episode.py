@@ -6,14 +6,17 @@ PASS_TO_PASS test passes, else 0.0; ``f2p_fraction`` shape: the fraction of FAIL
 tests that pass, 0.0 when any PASS_TO_PASS test fails. An empty patch scores 0.0.
 
 hybrid: ``weights.similarity * similarity + weights.tests * tests``. The similarity
-component compares each policy turn with the expert trajectory of the same task under a
-fixed alignment: policy turn ``i`` (0-based, format errors included) is compared with
-expert step ``min(i, N - 1)``, so turns past the expert's length are compared with its
-last action (its submit) and a long episode pays for every wasted turn. A turn that broke
-the format (no action) scores -1; a turn with an action scores its similarity to the expert's
-action with the SRL reward's metric and settings (``reward.similarity``, ``reward.compare``,
-``reward.tool_mismatch``; :mod:`swe_srl.rewards.compare`). The component is the mean over the
-episode's turns (-1 for an episode without any turn).
+component aligns the policy's turns with the expert trajectory of the same task: the
+order-preserving alignment that maximises the total similarity, skips allowed on both sides
+(dynamic programming, :func:`align_turns`), so one extra, skipped or malformed turn does not
+shift every later comparison. Per turn: a turn that broke the format (no action) scores -1; an
+aligned turn scores its similarity to its expert step with the SRL reward's metric and settings
+(``reward.similarity``, ``reward.compare``, ``reward.tool_mismatch``;
+:mod:`swe_srl.rewards.compare`); a turn aligned with no expert step scores 0. The component is
+the sum over turns divided by ``max(turns, expert steps)``: a replay of the expert scores 1,
+an extra turn or a missed expert step costs its share, and an episode without any turn scores
+-1. ``episodes.credit: turn`` also gives each turn its own similarity in its advantage
+(:func:`turn_credit`).
 
 A None component (the grading harness failed: nothing is known) with a nonzero weight makes
 the episode's reward None: left out of its group, never scored 0.
@@ -21,6 +24,7 @@ the episode's reward None: left out of its group, never scored 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, Mapping, Optional, Sequence
 
 from ..errors import InputError
@@ -44,27 +48,61 @@ def reward_from_tests(report: Optional[TestReport], shape: TestRewardShape = "re
     return float(report.fail_to_pass)
 
 
-def expert_index(turn: int, num_expert_steps: int) -> int:
-    """The expert step policy turn ``turn`` is compared with (see the module docstring)."""
-    return min(turn, num_expert_steps - 1)
+def align_turns(scores: Sequence[Optional[Sequence[float]]]) -> list[Optional[int]]:
+    """The expert step each policy turn is aligned with (None: none), strictly increasing over
+    the aligned turns, maximising the total score; ``scores[i][j]`` is turn i against expert
+    step j, ``scores[i]`` None for a turn that cannot align (a format error). Ties prefer the
+    earlier turn and expert step, so the result is deterministic."""
+    n = len(scores)
+    m = max((len(row) for row in scores if row is not None), default=0)
+    best = [[0.0] * (m + 1) for _ in range(n + 1)]  # best[i][j]: turns < i with steps < j
+    for i in range(1, n + 1):
+        row = scores[i - 1]
+        for j in range(1, m + 1):
+            here = max(best[i - 1][j], best[i][j - 1])
+            if row is not None and row[j - 1] > 0:
+                here = max(here, best[i - 1][j - 1] + row[j - 1])
+            best[i][j] = here
+    aligned: list[Optional[int]] = [None] * n
+    i, j = n, m
+    while i > 0 and j > 0:
+        row = scores[i - 1]
+        if row is not None and row[j - 1] > 0 and best[i][j] == best[i - 1][j - 1] + row[j - 1] \
+                and best[i][j] != best[i - 1][j] and best[i][j] != best[i][j - 1]:
+            aligned[i - 1] = j - 1
+            i, j = i - 1, j - 1
+        elif best[i][j] == best[i - 1][j]:
+            i -= 1
+        else:
+            j -= 1
+    return aligned
 
 
 def turn_similarities(actions: Sequence[Optional[Action]], expert_actions: Sequence[str],
                       scorer: ActionSimilarity = ActionSimilarity()) -> list[float]:
-    """Per policy turn: -1 for a format error (None), else the similarity of its action to
-    the aligned expert action (text in any syntax, e.g. canonical XML)."""
+    """Per policy turn: -1 for a format error (None), the similarity to its aligned expert step
+    (:func:`align_turns`), 0 for a turn aligned with none."""
     if not expert_actions:
         raise InputError("hybrid similarity needs an expert trajectory with at least one step")
-    return [FORMAT_VIOLATION if action is None
-            else scorer.score(action, expert_actions[expert_index(i, len(expert_actions))])
-            for i, action in enumerate(actions)]
+    scores = [None if action is None else [scorer.score(action, expert) for expert in expert_actions]
+              for action in actions]
+    aligned = align_turns(scores)
+    return [FORMAT_VIOLATION if row is None else (0.0 if j is None else row[j]) for row, j in zip(scores, aligned)]
 
 
 def episode_similarity(actions: Sequence[Optional[Action]], expert_actions: Sequence[str],
                        scorer: ActionSimilarity = ActionSimilarity()) -> float:
-    """The hybrid similarity component: mean over turns, -1 without any turn."""
+    """The hybrid similarity component: sum over turns / max(turns, expert steps); -1 without
+    any turn."""
     scores = turn_similarities(actions, expert_actions, scorer)
-    return sum(scores) / len(scores) if scores else FORMAT_VIOLATION
+    return sum(scores) / max(len(scores), len(expert_actions)) if scores else FORMAT_VIOLATION
+
+
+def turn_credit(turn_scores: Sequence[float], episode_score: float, similarity_weight: float) -> list[float]:
+    """Per-turn credit (``episodes.credit: turn``): what each turn adds to its episode's reward
+    when its own similarity replaces the episode's, ``weight * (turn - episode)``; the trainer
+    divides it by the group's advantage scale and adds it to the episode's advantage."""
+    return [similarity_weight * (score - episode_score) for score in turn_scores]
 
 
 def episode_reward(components: Mapping[str, Optional[float]], weights: Mapping[str, float]) -> Optional[float]:
@@ -79,14 +117,30 @@ def reward_weights(method: str, similarity_weight: float, tests_weight: float) -
     return {SIMILARITY: similarity_weight, TESTS: tests_weight}
 
 
+@dataclass(frozen=True)
+class EpisodeScore:
+    """How one episode was rewarded: its components (tests, and similarity for hybrid), their
+    weighted sum (None after an infrastructure failure) and, for hybrid, each turn's similarity
+    (see :func:`turn_similarities`; empty otherwise)."""
+
+    components: dict[str, Optional[float]]
+    reward: Optional[float]
+    turn_scores: tuple[float, ...] = ()
+
+
 def score_episode(report: Optional[TestReport], actions: Sequence[Optional[Action]],
                   expert_actions: Sequence[str], weights: Mapping[str, float], *,
                   shape: TestRewardShape = "resolved", scorer: ActionSimilarity = ActionSimilarity(),
-                  infra_error: Optional[str] = None) -> tuple[dict[str, Optional[float]], Optional[float]]:
-    """(components, reward) of one episode: the test component, the similarity component when
-    ``weights`` has one (None after an infrastructure failure), and their weighted sum (None
-    after an infrastructure failure)."""
+                  infra_error: Optional[str] = None) -> EpisodeScore:
+    """Score one episode: the test component, the similarity component when ``weights`` has
+    one (None after an infrastructure failure), and their weighted sum."""
     components: dict[str, Optional[float]] = {TESTS: reward_from_tests(report, shape)}
+    turns: tuple[float, ...] = ()
     if SIMILARITY in weights:
-        components[SIMILARITY] = None if infra_error else episode_similarity(actions, expert_actions, scorer)
-    return components, (None if infra_error else episode_reward(components, weights))
+        if infra_error:
+            components[SIMILARITY] = None
+        else:
+            turns = tuple(turn_similarities(actions, expert_actions, scorer))
+            components[SIMILARITY] = (sum(turns) / max(len(turns), len(expert_actions))
+                                      if turns else FORMAT_VIOLATION)
+    return EpisodeScore(components, None if infra_error else episode_reward(components, weights), turns)

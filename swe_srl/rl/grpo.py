@@ -59,25 +59,34 @@ def std_from_moments(count: float, total: float, squares: float) -> float:
     return math.sqrt(max(squares / count - mean * mean, 0.0))
 
 
-def group_advantages(rewards: Tensor, group_size: int, *,
-                     scale: AdvantageScale | str = AdvantageScale.GROUP, eps: float = 1e-4,
-                     batch_std: float | None = None) -> Tensor:
-    """``(r - group mean) / (std + eps)`` per sample, ``[B]``; 0 where the reward is NaN.
-
-    With ``scale="batch"`` the std is ``batch_std`` when given (a std over every process's
-    batch, see :func:`std_from_moments`), else the std of this tensor's valid rewards."""
+def advantage_divisors(rewards: Tensor, group_size: int, *,
+                       scale: AdvantageScale | str = AdvantageScale.GROUP, eps: float = 1e-4,
+                       batch_std: float | None = None) -> Tensor:
+    """``[num_groups]``: what each group's centred rewards are divided by: the group std + eps
+    (group), the batch std + eps (batch; ``batch_std`` when given, see :func:`std_from_moments`,
+    else the std of this tensor's valid rewards), or 1 (none)."""
     scale = AdvantageScale(scale)
-    grouped = _grouped(rewards, group_size)
-    valid = torch.isfinite(grouped)
-    mean, std, _ = group_stats(rewards, group_size)
-    centred = torch.where(valid, grouped - mean[:, None], 0.0)
+    _, std, _ = group_stats(rewards, group_size)
     if scale is AdvantageScale.GROUP:
-        centred = centred / (std[:, None] + eps)
-    elif scale is AdvantageScale.BATCH:
+        return std + eps
+    if scale is AdvantageScale.BATCH:
         if batch_std is None:
             finite = rewards[torch.isfinite(rewards)].float()
             batch_std = float(finite.std(correction=0)) if finite.numel() else 0.0
-        centred = centred / (batch_std + eps)
+        return torch.full_like(std, batch_std + eps)
+    return torch.ones_like(std)
+
+
+def group_advantages(rewards: Tensor, group_size: int, *,
+                     scale: AdvantageScale | str = AdvantageScale.GROUP, eps: float = 1e-4,
+                     batch_std: float | None = None) -> Tensor:
+    """``(r - group mean) / divisor`` per sample, ``[B]``; 0 where the reward is NaN. The
+    divisor is :func:`advantage_divisors`'."""
+    grouped = _grouped(rewards, group_size)
+    valid = torch.isfinite(grouped)
+    mean, _, _ = group_stats(rewards, group_size)
+    divisors = advantage_divisors(rewards, group_size, scale=scale, eps=eps, batch_std=batch_std)
+    centred = torch.where(valid, grouped - mean[:, None], 0.0) / divisors[:, None]
     return centred.reshape(-1)
 
 

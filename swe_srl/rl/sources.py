@@ -33,7 +33,7 @@ from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
 from ..harness import GradedEpisode, resolve_image, run_graded_episode
 from ..policy.base import Policy, SerialPolicy
 from ..prompts import messages_for_target
-from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode
+from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode, turn_credit
 from ..schemas import StepTarget, Task, Trajectory
 from .distributed import Dist
 from .records import EpisodeTotals, Group
@@ -63,7 +63,8 @@ class StepTargetSource:
                       [len(s.completion_ids) for s in samples])
                 for i, (serial, t, samples) in enumerate(zip(serials, targets, outputs))]
 
-    def sequences(self, groups: Sequence[Group], advantages: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+    def sequences(self, groups: Sequence[Group], advantages: torch.Tensor,
+                  divisors: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
         """(sequences, their advantages, valid) of the update: one per completion."""
         samples = [s for g in groups for s in g.samples]
         valid = torch.tensor([r is not None for g in groups for r in g.rewards], dtype=torch.bool)
@@ -80,6 +81,8 @@ class EpisodeRollout:
     graded: GradedEpisode
     components: dict = field(default_factory=dict)
     reward: Optional[float] = None
+    turn_scores: tuple[float, ...] = ()
+    """Each turn's similarity to its aligned expert step (hybrid; empty otherwise)."""
 
     @property
     def turns(self) -> list:
@@ -117,29 +120,44 @@ class EpisodeSource:
         """One episode in a fresh sandbox, graded in a fresh container, rewarded."""
         e = self.config.episodes
         graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=image)
-        components, reward = score_episode(
+        score = score_episode(
             graded.report, [turn.action for turn in graded.turns], self.experts.get(task.instance_id, ()),
             self.weights, shape=e.test_reward, scorer=self.config.reward.scorer(), infra_error=graded.infra_error)
-        return EpisodeRollout(graded, components, reward)
+        return EpisodeRollout(graded, score.components, score.reward, score.turn_scores)
 
-    def sequences(self, groups: Sequence[Group], advantages: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
-        """Every turn of episode ``i`` is one sequence with ``advantages[i]``; the turns of an
-        episode whose reward is None are not valid (left out of the loss and its normalisers)."""
+    def sequences(self, groups: Sequence[Group], advantages: torch.Tensor,
+                  divisors: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+        """Every turn of episode ``i`` is one sequence with ``advantages[i]`` (plus, with
+        ``episodes.credit: turn``, its own similarity's share over the group's divisor); the
+        turns of an episode whose reward is None are not valid (left out of the loss)."""
         rollouts = [r for g in groups for r in g.samples]
-        return turn_sequences(rollouts, advantages)
+        per_episode = torch.repeat_interleave(divisors.float(), self.config.grpo.num_generations)
+        weight = self.weights.get(SIMILARITY, 0.0) if self.config.episodes.credit == "turn" else 0.0
+        return turn_sequences(rollouts, advantages, per_episode, weight)
 
     def metrics(self, drawn: Sequence[Group], dist: Dist) -> dict[str, float]:
         """Totals over every episode the step ran (kept or not), summed over ranks."""
         return episode_totals([r for g in drawn for r in g.samples]).all_sum(dist).metrics()
 
 
-def turn_sequences(rollouts: Sequence[EpisodeRollout], advantages: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
-    """(sequences, advantages, valid): each turn's sampled ``Sample`` with its episode's advantage."""
+def turn_sequences(rollouts: Sequence[EpisodeRollout], advantages: torch.Tensor, divisors: Optional[torch.Tensor] = None,
+                   similarity_weight: float = 0.0) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+    """(sequences, advantages, valid): each turn's sampled ``Sample`` with its episode's
+    advantage; with ``similarity_weight`` > 0 (per-turn credit) each turn also gets
+    ``turn_credit / divisor`` of its episode (its own similarity in place of the episode's)."""
     samples = [turn.sample for r in rollouts for turn in r.turns]
     if not samples:
         return samples, torch.zeros(0), torch.zeros(0, dtype=torch.bool)
     repeat = torch.tensor([len(r.turns) for r in rollouts])
     per_turn = torch.repeat_interleave(advantages[:len(rollouts)].float(), repeat)
+    if similarity_weight > 0 and divisors is not None:
+        credit: list[float] = []
+        for r, divisor in zip(rollouts, divisors.tolist()):
+            usable = r.reward is not None and len(r.turn_scores) == len(r.turns)
+            shares = (turn_credit(r.turn_scores, r.components[SIMILARITY], similarity_weight) if usable
+                      else [0.0] * len(r.turns))
+            credit += [c / divisor for c in shares]
+        per_turn = per_turn + torch.tensor(credit, dtype=per_turn.dtype)
     valid = torch.repeat_interleave(torch.tensor([r.reward is not None for r in rollouts]), repeat)
     return samples, per_turn, valid
 

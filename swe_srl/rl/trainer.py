@@ -54,8 +54,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
             else:
                 batch = collect_batch(session, source)                    # draw -> score -> dynamic sampling
                 rewards = grpo.rewards_tensor([r for g in batch.kept for r in g.rewards])
-                advantages = group_advantages(session, rewards)           # group-normalised
-                sequences, per_sequence, valid = source.sequences(batch.kept, advantages)
+                advantages, divisors = group_advantages(session, rewards)  # group-normalised
+                sequences, per_sequence, valid = source.sequences(batch.kept, advantages, divisors)
                 metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
                                         max_chunk=source.max_chunk)      # clipped surrogate, one step
                 metrics.update(batch.metrics)
@@ -135,8 +135,9 @@ def sampling_metrics(session: Session, drawn: list[Group], *, kept: int, num_dra
     }
 
 
-def group_advantages(session: Session, rewards: torch.Tensor) -> torch.Tensor:
-    """Group-normalised advantages; with ``batch`` scaling the std is over every rank's batch."""
+def group_advantages(session: Session, rewards: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(advantages ``[B]``, each group's divisor ``[B / G]``); with ``batch`` scaling the std is
+    over every rank's batch."""
     g = session.config.grpo
     batch_std: Optional[float] = None
     if g.advantage_scale == "batch":
@@ -144,5 +145,7 @@ def group_advantages(session: Session, rewards: torch.Tensor) -> torch.Tensor:
         batch_std = grpo.std_from_moments(*session.dist.all_sum(
             [finite.numel(), float(finite.sum()), float((finite * finite).sum())]))
     if rewards.numel() == 0:
-        return rewards
-    return grpo.group_advantages(rewards, g.num_generations, scale=g.advantage_scale, batch_std=batch_std)
+        return rewards, rewards
+    kw = dict(scale=g.advantage_scale, batch_std=batch_std)
+    return (grpo.group_advantages(rewards, g.num_generations, **kw),
+            grpo.advantage_divisors(rewards, g.num_generations, **kw))

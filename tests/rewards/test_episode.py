@@ -1,5 +1,6 @@
 """The reward of a whole episode (rlvr / hybrid), pure: the test reward's shapes, the hybrid
-alignment rule and combination, None for infrastructure failures. No torch, no docker."""
+alignment (inserted, skipped and malformed turns) and combination, None for infrastructure
+failures. No torch, no docker."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import pytest
 
 from swe_srl.actions import make_action, render_xml
 from swe_srl.config import RewardWeights
-from swe_srl.rewards.episode import (episode_reward, episode_similarity, expert_index, reward_from_tests,
-                                     reward_weights, score_episode, turn_similarities)
+from swe_srl.rewards.episode import (EpisodeScore, align_turns, episode_reward, episode_similarity, reward_from_tests,
+                                     reward_weights, score_episode, turn_credit, turn_similarities)
 from swe_srl.rewards.compare import ActionSimilarity
 from swe_srl.rewards.text import similarity
 from swe_srl.schemas import TestReport
@@ -43,33 +44,75 @@ def test_f2p_fraction_shape_scores_partial_fixes_but_not_regressions():
 # --------------------------------------------------------------------------- hybrid similarity
 
 
-def test_alignment_compares_turn_i_with_expert_step_min_i_and_last():
-    assert [expert_index(i, 3) for i in range(6)] == [0, 1, 2, 2, 2, 2]
-    assert expert_index(0, 1) == 0
+GREP = make_action("bash", {"command": "grep -rn parse src"})
+EDIT = make_action("str_replace_editor", {"command": "str_replace", "path": "src/a.py", "old_str": "x", "new_str": "y"})
+TEST = make_action("bash", {"command": "python -m pytest -q tests"})
+LONG = [LS, GREP, CAT, EDIT, TEST, SUBMIT]
+LONG_EXPERT = [render_xml(a) for a in LONG]
 
 
-def test_an_expert_copy_scores_one_and_extra_turns_are_compared_with_the_submit():
+def test_alignment_is_order_preserving_and_maximises_the_total():
+    assert align_turns([[1, 0, 0], [0, 1, 0], [0, 0, 1]]) == [0, 1, 2]
+    assert align_turns([[1, 0, 0], [0.1, 0.2, 0.1], [0, 1, 0], [0, 0, 1]]) == [0, None, 1, 2]
+    assert align_turns([[0, 0, 1], [1, 0, 0]]) == [2, None]  # crossing pairs: the better one
+    assert align_turns([[1, 0], None, [0, 1]]) == [0, None, 1]  # a malformed turn aligns with nothing
+    assert align_turns([]) == [] and align_turns([None]) == [None]
+    assert align_turns([[0.0, 0.0]]) == [None]  # nothing similar: no pair
+
+
+def test_an_expert_copy_scores_one():
     assert episode_similarity([LS, CAT, SUBMIT], EXPERT) == 1.0
-    # Turn 3 and 4 run past the expert: both are compared with its submit.
+    assert episode_similarity(LONG, LONG_EXPERT) == 1.0
+
+
+def test_an_inserted_turn_costs_its_share_and_shifts_nothing():
+    # The fixed alignment (turn i vs step i) compared every turn after the insertion with the
+    # wrong expert step; the alignment skips the extra turn.
+    scores = turn_similarities([LS, GREP, make_action("bash", {"command": "pwd"}), CAT, EDIT, TEST, SUBMIT],
+                               LONG_EXPERT)
+    assert scores == [1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    assert episode_similarity([LS, GREP, make_action("bash", {"command": "pwd"}), CAT, EDIT, TEST, SUBMIT],
+                              LONG_EXPERT) == pytest.approx(6 / 7)
+
+
+def test_a_skipped_expert_step_costs_its_share():
+    skipped = [LS, CAT, EDIT, TEST, SUBMIT]  # no grep
+    assert turn_similarities(skipped, LONG_EXPERT) == [1.0] * 5
+    assert episode_similarity(skipped, LONG_EXPERT) == pytest.approx(5 / 6)
+
+
+def test_a_malformed_turn_scores_minus_one_and_shifts_nothing():
+    turns = [LS, GREP, None, CAT, EDIT, TEST, SUBMIT]
+    assert turn_similarities(turns, LONG_EXPERT) == [1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0]
+    assert episode_similarity(turns, LONG_EXPERT) == pytest.approx((6 - 1) / 7)
+
+
+def test_extra_turns_past_the_expert_are_not_all_compared_with_its_submit():
     scores = turn_similarities([LS, CAT, LS, LS, SUBMIT], EXPERT)
-    expected_extra = similarity("ls", "submit")  # content: the command against the tool name
-    assert scores[:2] == [1.0, 1.0] and scores[4] == 1.0
-    assert scores[2] == scores[3] == pytest.approx(expected_extra) and expected_extra < 1.0
+    assert scores == [1.0, 1.0, 0.0, 0.0, 1.0]  # the repeats align with nothing
+    assert episode_similarity([LS, CAT, LS, LS, SUBMIT], EXPERT) == pytest.approx(3 / 5)
+
+
+def test_per_turn_credit_is_each_turns_share_against_the_episode():
+    assert turn_credit([1.0, 0.0, -1.0], 0.0, 0.5) == [0.5, 0.0, -0.5]
+    assert turn_credit([], 0.3, 0.5) == []
 
 
 def test_turn_similarity_uses_the_configured_comparison():
     pwd = make_action("bash", {"command": "pwd"})
-    assert turn_similarities([pwd], EXPERT) == [0.0]  # content: "pwd" vs "ls"
-    call = turn_similarities([pwd], EXPERT, ActionSimilarity(compare="call"))
+    expert = [render_xml(LS)]
+    assert turn_similarities([pwd], expert) == [0.0]  # content: "pwd" vs "ls"
+    call = turn_similarities([pwd], expert, ActionSimilarity(compare="call"))
     assert call == [pytest.approx(similarity(render_xml(pwd), render_xml(LS)))] and call[0] > 0.9
-    assert turn_similarities([SUBMIT], EXPERT, ActionSimilarity("args")) == [0.0]  # another tool
+    assert turn_similarities([SUBMIT], expert, ActionSimilarity("args")) == [0.0]  # another tool
 
 
-def test_format_error_turns_score_minus_one_and_the_mean_is_over_turns():
+def test_format_error_turns_score_minus_one_and_the_sum_is_over_max_turns_steps():
     scores = turn_similarities([None, CAT, None], EXPERT)
     assert scores[0] == scores[2] == -1.0
     assert scores[1] == pytest.approx(1.0)
     assert episode_similarity([None, CAT, None], EXPERT) == pytest.approx((-1.0 + 1.0 - 1.0) / 3)
+    assert episode_similarity([CAT], EXPERT) == pytest.approx(1 / 3)  # two expert steps missed
     assert episode_similarity([], EXPERT) == -1.0  # an episode without a turn did nothing
 
 
@@ -85,11 +128,12 @@ def test_hybrid_combination_weights_components_and_none_wins():
     assert reward_weights("rlvr", default.similarity, default.tests) == {"tests": 1.0}
 
 
-def test_score_episode_gives_components_and_none_after_an_infrastructure_failure():
+def test_score_episode_gives_components_turns_and_none_after_an_infrastructure_failure():
     weights = {"similarity": 0.5, "tests": 1.0}
-    components, reward = score_episode(report(resolved=True), [LS, CAT, SUBMIT], EXPERT, weights)
-    assert components == {"tests": 1.0, "similarity": 1.0} and reward == pytest.approx(1.5)
-    components, reward = score_episode(report(infra_error="engine gone"), [LS], EXPERT, weights,
-                                       infra_error="engine gone")
-    assert components == {"tests": None, "similarity": None} and reward is None
-    assert score_episode(None, [], (), {"tests": 1.0}, infra_error="no image") == ({"tests": None}, None)
+    score = score_episode(report(resolved=True), [LS, None, SUBMIT], EXPERT, weights)
+    assert score.turn_scores == (1.0, -1.0, 1.0)
+    assert score.components == {"tests": 1.0, "similarity": pytest.approx(1 / 3)}
+    assert score.reward == pytest.approx(1.0 + 0.5 / 3)
+    score = score_episode(report(infra_error="engine gone"), [LS], EXPERT, weights, infra_error="engine gone")
+    assert score.components == {"tests": None, "similarity": None} and score.reward is None
+    assert score_episode(None, [], (), {"tests": 1.0}, infra_error="no image") == EpisodeScore({"tests": None}, None)

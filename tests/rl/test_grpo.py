@@ -215,3 +215,13 @@ def test_loss_config_validation():
     assert GrpoLossConfig(aggregation="token-mean").aggregation is LossAggregation.TOKEN_MEAN  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="ref_logprobs"):
         grpo_loss(torch.zeros(1, 1), None, torch.ones(1), torch.ones(1, 1), config=GrpoLossConfig(beta=0.1))
+
+
+def test_advantage_divisors_match_the_advantages():
+    from swe_srl.rl.grpo import advantage_divisors
+
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.5, 2.0, 0.0])
+    adv = group_advantages(rewards, 2)
+    div = advantage_divisors(rewards, 2)
+    assert close(adv, [0.5 / float(div[0]), -0.5 / float(div[0]), 0.0, 0.0, 1.0 / float(div[2]), -1.0 / float(div[2])])
+    assert advantage_divisors(rewards, 2, scale="none").tolist() == [1.0, 1.0, 1.0]

@@ -101,6 +101,26 @@ def test_every_turn_of_an_episode_carries_its_advantage_on_its_exact_ids():
     assert turn_sequences([], torch.zeros(0))[1].numel() == 0
 
 
+def test_per_turn_credit_adds_each_turns_own_similarity_share():
+    # Two episodes, same tests result; the first has a good turn and a malformed one.
+    first = EpisodeRollout(GradedEpisode(TASK, episode=Episode(result=None, turns=[_turn([1], [2]), _turn([1], [3])])),
+                           components={"tests": 0.0, "similarity": 0.0}, reward=0.0, turn_scores=(1.0, -1.0))
+    second = EpisodeRollout(GradedEpisode(TASK, episode=Episode(result=None, turns=[_turn([1], [4])])),
+                            components={"tests": 0.0, "similarity": 0.5}, reward=0.25, turn_scores=(0.5,))
+    rewards = grpo.rewards_tensor([0.0, 0.25])
+    advantages = grpo.group_advantages(rewards, 2)
+    divisors = grpo.advantage_divisors(rewards, 2)
+    _, episode_level, _ = turn_sequences([first, second], advantages)
+    assert episode_level[0] == episode_level[1]  # the good and the malformed turn get the same
+    per_divisor = torch.repeat_interleave(divisors, 2)
+    _, per_turn, _ = turn_sequences([first, second], advantages, per_divisor, similarity_weight=0.5)
+    d = float(divisors[0])
+    assert per_turn.tolist() == pytest.approx([float(advantages[0]) + 0.5 * 1.0 / d,
+                                               float(advantages[0]) - 0.5 * 1.0 / d,
+                                               float(advantages[1])])  # its only turn is the episode
+    assert per_turn[0] > 0 > per_turn[1]
+
+
 class Bigram(torch.nn.Module):
     """Logits at position t depend on token t only: a gradient reaches token t's embedding
     exactly when position t's prediction is in the loss."""

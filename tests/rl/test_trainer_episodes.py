@@ -87,18 +87,21 @@ def _expert_then_nonsense(tokenizer) -> Any:
     return ExpertReplay({TASK: script + ["no think tags, no action"] * 4}, tasks).policy(tokenizer)
 
 
-def test_a_resolving_episode_against_a_failing_one_gives_a_graded_signal(demo_ready, tiny_model, tmp_path):
+@pytest.mark.parametrize("credit", ["episode", "turn"])
+def test_a_resolving_episode_against_a_failing_one_gives_a_graded_signal(demo_ready, tiny_model, tmp_path, credit):
     from transformers import AutoTokenizer
 
     sampler = _expert_then_nonsense(AutoTokenizer.from_pretrained(tiny_model))
     cfg = episode_config(tiny_model, tmp_path / "run", **{"run.max_steps": 1, "episodes.harness.agent.max_steps": 9,
-                                                          "grpo.dynamic_sampling_eps": 1e-4})
+                                                          "grpo.dynamic_sampling_eps": 1e-4, "episodes.credit": credit})
     train(cfg, sampler=sampler)
     (row,) = metric_rows(tmp_path / "run")
-    # Expert: similarity 1 + resolved 1 -> 1.5; nonsense: 4 format errors (-1, the agent gives up
-    # after the 4th) + empty patch 0 -> -0.5.
+    # Expert (7 steps): similarity 1 + resolved 1 -> 1.5; nonsense: 4 format errors (-1 each, the
+    # agent gives up after the 4th) over max(4 turns, 7 expert steps) + empty patch 0 -> -2/7.
+    nonsense = -4 / 7
     assert row["episodes/resolved_rate"] == 0.5 and row["reward/tests"] == 0.5
-    assert row["reward/similarity"] == pytest.approx(0.0) and row["reward/mean"] == pytest.approx(0.5)
+    assert row["reward/similarity"] == pytest.approx((1 + nonsense) / 2)
+    assert row["reward/mean"] == pytest.approx((1.5 + 0.5 * nonsense) / 2)
     assert row["groups/kept"] == 1 and row["filter_rate"] == 0.0
     assert row["time/grading"] > 0 and row["train/grad_norm"] > 0
     assert row["train/sequences"] == 7 + 4  # every turn of both episodes is a sequence
