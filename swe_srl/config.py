@@ -109,8 +109,13 @@ class GRPOConfig:
     seq-mean-token-sum-norm: token sum / (completions x max_new_tokens) (Dr. GRPO)."""
     advantage_scale: AdvantageScale = AdvantageScale.GROUP
     """Divide centred rewards by the group std (group), the batch std (batch), or not (none)."""
-    dynamic_sampling_eps: float = 1e-4
-    """Groups whose reward std is <= this carry no signal and are dropped (negative = keep all)."""
+    dynamic_sampling_eps: float = 0.02
+    """Dynamic sampling (DAPO): a group whose reward std is <= this carries no signal worth an
+    update and is dropped (negative = keep all). The SRL reward is continuous: two actions that
+    differ by a character differ by ~0.01 in similarity, and group-std scaling would blow such
+    a difference up to a full +-1 advantage, so the default (0.02, 1% of the reward range [-1,
+    1]) drops near-ties, not only exact ones. A 0/1 test reward is unaffected: a group with one
+    success in G=64 still has std 0.12."""
     max_resample_rounds: int = 4
     """Sampling rounds per step while refilling dropped groups (1 = no refill)."""
     moved_keys: ClassVar[dict[str, str]] = {"similarity": "reward.similarity"}
