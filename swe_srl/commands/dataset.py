@@ -14,7 +14,7 @@ from rich.table import Table
 from ..config_loader import load_config
 from ..dataset import DatasetConfig, build_dataset
 from ..errors import InputError
-from ..paths import DEFAULT_DATASET_DIR, EXPERT_TRAJECTORIES_DIR, SAMPLES_DIR
+from ..paths import DEFAULT_DATASET_DIR, SAMPLES_DIR, default_trajectory_inputs
 
 
 def _load_resolved_ids(path: Path) -> set[str]:
@@ -38,7 +38,7 @@ def _load_resolved_ids(path: Path) -> set[str]:
 
 def build_dataset_command(
     inputs: Optional[List[Path]] = typer.Argument(
-        None, help="Trajectory files or folders (json, jsonl, traj, parquet). Default: the bundled samples + demo expert runs."),
+        None, help="Trajectory files or folders (json, jsonl, traj, parquet). Default: the bundled samples, demo expert runs and synthetic expert trajectories."),
     out: Path = typer.Option(None, "-o", "--out", help="Output folder.", show_default="runs/dataset"),
     fmt: str = typer.Option("auto", "--format", help="Source format, or 'auto' to detect it per record."),
     config_source: Optional[str] = typer.Option(
@@ -75,8 +75,7 @@ def build_dataset_command(
     if not inputs:
         if not SAMPLES_DIR.is_dir():
             raise InputError(f"no INPUT given and the bundled samples are missing ({SAMPLES_DIR})")
-        # The format samples plus the recorded expert runs of the demo tasks (what train/eval use).
-        inputs = [SAMPLES_DIR] + [p for p in (EXPERT_TRAJECTORIES_DIR / "demo-experts.jsonl",) if p.is_file()]
+        inputs = default_trajectory_inputs()
     ids = _load_resolved_ids(resolved_ids) if resolved_ids else None
     out_dir = out or DEFAULT_DATASET_DIR
     with _progress(quiet) as tick:

@@ -165,12 +165,11 @@ def test_default_invocation_is_the_default_config(tmp_path, capsys):
     from dataclasses import asdict
 
     from swe_srl.dataset import DatasetConfig, build_dataset
-    from swe_srl.paths import EXPERT_TRAJECTORIES_DIR
+    from swe_srl.paths import default_trajectory_inputs
 
     code, _, err = run_cli(["-o", tmp_path / "cli", "-q"], capsys)
     assert code in (0, None), err
-    inputs = [SAMPLES_DIR] + [p for p in (EXPERT_TRAJECTORIES_DIR / "demo-experts.jsonl",) if p.is_file()]
-    build_dataset(inputs, tmp_path / "lib", DatasetConfig())
+    build_dataset(default_trajectory_inputs(), tmp_path / "lib", DatasetConfig())
     cli, lib = (json.loads((tmp_path / d / "stats.json").read_text()) for d in ("cli", "lib"))
     assert cli["config"] == lib["config"] == asdict(DatasetConfig())
     for key in ("step_targets", "trajectories_per_split", "dropped_trajectories", "by_format", "target_tools"):
