@@ -1,0 +1,159 @@
+"""Does SRL help beyond more SFT? Four arms from the same tiny initial model, several seeds.
+
+    (a) sft      SFT for N steps                       (the warm start)
+    (b) sft+     SFT for N + M steps                   (the equal-step control the paper lacks)
+    (c) sft>srl  SFT for N steps, then SRL for M steps (the paper's recipe)
+    (d) srl      SRL for M steps from the initial model
+
+Every arm is validated greedily on the same held-out step targets (tasks never trained on):
+mean SRL reward, similarity of the well-formed answers, format-error rate, exact match. The
+table gives mean +- std over seeds of the final values; the PNG the held-out reward against
+optimizer steps. ``--eps`` repeats arm (c) with other ``grpo.dynamic_sampling_eps`` values.
+
+    .venv/bin/python benchmarks/learning.py                                  # N=80, M=20, seeds 0 1 2
+    .venv/bin/python benchmarks/learning.py --seeds 0 --sft-steps 40 --srl-steps 10 --eps 1e-4 0.05
+
+Arm (b) continues arm (a)'s run (constant learning rate, so it is the same as N + M steps from
+scratch); arm (c) starts from arm (a)'s last checkpoint, as README command 1 does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from swe_srl.config import TrainConfig  # noqa: E402
+from swe_srl.config_loader import load_config  # noqa: E402
+from swe_srl.dataset import DatasetConfig, build_dataset, load_step_targets  # noqa: E402
+from swe_srl.paths import default_trajectory_inputs  # noqa: E402
+from swe_srl.rl.run_log import read_jsonl  # noqa: E402
+from swe_srl.rl.trainer import train  # noqa: E402
+from swe_srl.tiny_model import make_tiny_model  # noqa: E402
+
+METRICS = ("val/reward", "val/similarity", "val/format_error_rate", "val/exact_match")
+ARMS = ("sft", "sft+", "sft>srl", "srl")
+
+
+def run_arm(preset: str, out: Path, model: Path, data: Path, steps: int, seed: int, evals: int,
+            extra: dict, resume: bool = False) -> list[dict]:
+    """Train one arm; its validation rows (step, metrics) from metrics.jsonl."""
+    settings = {"data.train": str(data / "train.jsonl"), "data.val": str(data / "val.jsonl"),
+                "data.val_limit": 0, "model.path": str(model), "run.out_dir": str(out),
+                "run.max_steps": steps, "run.seed": seed, "run.progress": False,
+                "run.eval_every": max(1, steps // evals), "run.save_every": steps, **extra}
+    cfg = load_config(TrainConfig, preset, [f"{k}={json.dumps(v)}" for k, v in settings.items()])
+    train(cfg, resume=resume)
+    return [r for r in read_jsonl(out / "metrics.jsonl") if "val/reward" in r]
+
+
+def one_seed(seed: int, args: argparse.Namespace, data: Path, root: Path) -> dict[str, list[dict]]:
+    model = make_tiny_model(root / "model", seed=seed)
+    N, M, k = args.sft_steps, args.srl_steps, args.evals
+    rows: dict[str, list[dict]] = {}
+    rows["sft"] = run_arm("tiny-cpu-sft", root / "sft", model, data, N, seed, k, {})
+    shutil.copytree(root / "sft", root / "sft+")
+    rows["sft+"] = run_arm("tiny-cpu-sft", root / "sft+", model, data, N + M, seed, k * (N + M) // N, {},
+                           resume=True)
+    for eps in args.eps:
+        name = "sft>srl" if eps == args.eps[0] else f"sft>srl eps={eps:g}"
+        srl = run_arm("tiny-cpu", root / name.replace(" ", "_"), root / "sft", data, M, seed, k,
+                      {"grpo.dynamic_sampling_eps": eps})
+        rows[name] = [dict(r, step=r["step"] + N) for r in srl]
+    rows["srl"] = run_arm("tiny-cpu", root / "srl", model, data, M, seed, k,
+                          {"grpo.dynamic_sampling_eps": args.eps[0]})
+    return rows
+
+
+def summarise(per_seed: list[dict[str, list[dict]]]) -> dict[str, dict[str, tuple[float, float]]]:
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for arm in per_seed[0]:
+        finals = [rows[arm][-1] for rows in per_seed]
+        out[arm] = {m: (statistics.mean(f[m] for f in finals),
+                        statistics.stdev(f[m] for f in finals) if len(finals) > 1 else 0.0) for m in METRICS}
+        out[arm]["steps"] = (float(finals[0]["step"]), 0.0)
+    return out
+
+
+def plot(per_seed: list[dict[str, list[dict]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for arm in per_seed[0]:
+        steps = [r["step"] for r in per_seed[0][arm]]
+        means = [statistics.mean(rows[arm][i]["val/reward"] for rows in per_seed) for i in range(len(steps))]
+        ax.plot(steps, means, marker="o", label=arm)
+    ax.set_xlabel("optimizer steps (SFT + SRL)")
+    ax.set_ylabel("held-out greedy SRL reward (mean over seeds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--sft-steps", type=int, default=80)
+    parser.add_argument("--srl-steps", type=int, default=20)
+    parser.add_argument("--evals", type=int, default=4, help="validations per arm (plus step 0)")
+    parser.add_argument("--eps", type=float, nargs="+", default=[0.02],
+                        help="grpo.dynamic_sampling_eps of arm (c); more values repeat arm (c)")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-learning")
+    args = parser.parse_args()
+
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    data = args.out / "dataset"
+    build_dataset(default_trajectory_inputs(), data, DatasetConfig(), output="jsonl")
+    val = load_step_targets(data / "val.jsonl")
+    train_tasks = {t.task_id for t in load_step_targets(data / "train.jsonl")}
+    assert not train_tasks & {t.task_id for t in val}, "held-out tasks leaked into training"
+    started = time.perf_counter()
+    per_seed = []
+    for seed in args.seeds:  # the result file is rewritten after every seed: a cut run keeps what it did
+        per_seed.append(one_seed(seed, args, data, args.out / f"seed-{seed}"))
+        result = report(args, per_seed, val, data, started)
+    for line in table(result["summary"]):
+        print(line)
+
+
+def report(args: argparse.Namespace, per_seed: list, val: list, data: Path, started: float) -> dict:
+    summary = summarise(per_seed)
+    plot(per_seed, args.out / "learning.png")
+    result = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+              "val_targets": len(val), "val_tasks": len({t.task_id for t in val}),
+              "train_targets": sum(1 for _ in open(data / "train.jsonl")), "seeds": args.seeds[:len(per_seed)],
+              "sft_steps": args.sft_steps, "srl_steps": args.srl_steps, "eps": args.eps,
+              "seeds_done": len(per_seed), "minutes": (time.perf_counter() - started) / 60,
+              "summary": summary, "curves": per_seed}
+    (args.out / "learning.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "curves"}, indent=2), flush=True)
+    return result
+
+
+def table(summary: dict) -> list[str]:
+    lines = ["| arm | steps | held-out reward | similarity | format errors | exact match |", "|---|---|---|---|---|---|"]
+    for arm, m in summary.items():
+        cells = " | ".join(f"{m[k][0]:.3f} +- {m[k][1]:.3f}" for k in METRICS)
+        lines.append(f"| {arm} | {int(m['steps'][0])} | {cells} |")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
