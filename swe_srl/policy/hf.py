@@ -180,17 +180,15 @@ class HFPolicy:
         own defaults (top_k 50), so nothing is left None; :func:`_bare_generation_config` also
         hides the checkpoint's file while sampling (min_p, bad words, suppressed tokens...)."""
         greedy = config.temperature == 0
+        # Sampling warpers exist only when sampling; greedy leaves them unset (transformers warns
+        # about set ones), and its bare generation_config below has nothing to fill them from.
+        sampling = {} if greedy else dict(temperature=config.temperature, top_p=config.top_p, top_k=0, min_p=0.0,
+                                          typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
         return HFGenerationConfig(
             max_new_tokens=config.max_new_tokens,
             min_new_tokens=0,
             do_sample=not greedy,
-            temperature=1.0 if greedy else config.temperature,
-            top_p=1.0 if greedy else config.top_p,
-            top_k=0,
-            min_p=0.0,
-            typical_p=1.0,
-            epsilon_cutoff=0.0,
-            eta_cutoff=0.0,
+            **sampling,
             repetition_penalty=1.0,
             no_repeat_ngram_size=0,
             num_beams=1,
