@@ -115,8 +115,14 @@ def main() -> None:
     parser.add_argument("--eps", type=float, nargs="+", default=[0.02],
                         help="grpo.dynamic_sampling_eps of arm (c); more values repeat arm (c)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-learning")
+    parser.add_argument("--ablate-eps", type=Path, default=None, metavar="SEED_DIR",
+                        help="only arm (c), once per --eps value, from SEED_DIR/sft of an earlier run of this "
+                             "script (its dataset and seed); writes SEED_DIR/../learning-eps.json")
     args = parser.parse_args()
 
+    if args.ablate_eps is not None:
+        ablate_eps(args)
+        return
     if args.out.exists():
         shutil.rmtree(args.out)
     data = args.out / "dataset"
@@ -131,6 +137,25 @@ def main() -> None:
         result = report(args, per_seed, val, data, started)
     for line in table(result["summary"]):
         print(line)
+
+
+def ablate_eps(args: argparse.Namespace) -> None:
+    """Arm (c) again with other ``grpo.dynamic_sampling_eps`` values, from an existing SFT run."""
+    seed_dir = args.ablate_eps.resolve()
+    seed = int(seed_dir.name.rsplit("-", 1)[-1])
+    data = seed_dir.parent / "dataset"
+    rows = {}
+    for eps in args.eps:
+        out = seed_dir / f"sft_srl_eps_{eps:g}"
+        shutil.rmtree(out, ignore_errors=True)
+        srl = run_arm("tiny-cpu", out, seed_dir / "sft", data, args.srl_steps, seed, args.evals,
+                      {"grpo.dynamic_sampling_eps": eps})
+        rows[f"{eps:g}"] = srl[-1]
+        kept = [r["groups/kept"] for r in read_jsonl(out / "metrics.jsonl") if "groups/kept" in r]
+        rows[f"{eps:g}"]["mean_groups_kept"] = statistics.mean(kept) if kept else 0.0
+        print(f"eps {eps:g}: " + ", ".join(f"{m} {rows[f'{eps:g}'][m]:.3f}" for m in METRICS)
+              + f", groups kept/step {rows[f'{eps:g}']['mean_groups_kept']:.2f}", flush=True)
+    (seed_dir.parent / "learning-eps.json").write_text(json.dumps({"seed": seed, "rows": rows}, indent=2))
 
 
 def report(args: argparse.Namespace, per_seed: list, val: list, data: Path, started: float) -> dict:
