@@ -112,6 +112,11 @@ class Session:
         if found is not None and not resume:
             raise ConfigError(f"{self.run_dir} already holds a run (checkpoint {found.path.name}); "
                               "pass --resume to continue it or -o to start a new one")
+        if resume and found is None and not (self.run_dir / CONFIG_FILE).is_file():
+            # A run killed before its first checkpoint (config.yaml written) restarts; a folder
+            # that never held a run is a mistyped path, not a run to resume.
+            raise InputError(f"--resume: {self.run_dir} holds no run (no checkpoint, no {CONFIG_FILE}); "
+                             "check the path, or drop --resume to start a new run")
         if config.optim.batch_size % self.dist.world_size:
             raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be a multiple of the "
                               f"{self.dist.world_size} processes")

@@ -327,6 +327,14 @@ def test_kl_reference_after_a_resume_is_the_initial_model(tiny_model, dataset, t
     assert result.steps == 3 and metric_rows(out, "train/kl")[-1] > 0
 
 
+def test_resume_of_a_folder_without_a_run_is_an_error(tiny_model, dataset, tmp_path):
+    (tmp_path / "typo").mkdir()
+    with pytest.raises(InputError, match="holds no run"):
+        run(dataset, tiny_model, tmp_path / "typo", "sft", resume=True)
+    with pytest.raises(InputError, match="holds no run"):
+        run(dataset, tiny_model, tmp_path / "missing", "sft", resume=True)
+
+
 def test_learning_rate_schedules():
     from swe_srl.config import OptimConfig
     from swe_srl.rl.optim import lr_at
