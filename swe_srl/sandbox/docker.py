@@ -201,6 +201,7 @@ class DockerSandbox:
         output = capture.text()
         if capture.runaway:
             output += f"\n[command killed: it printed more than {capture.total} bytes]"
+            exit_code = 137  # killed with its group (the exec wrapper itself reports 126), as locally
         return ExecResult(output=output, exit_code=exit_code, duration=elapsed,
                           timed_out=is_timeout(exit_code, elapsed, limit),
                           truncated=capture.truncated)
