@@ -88,6 +88,27 @@ def make_action(tool: str, arguments: Mapping[str, Any] | None = None, raw: str 
     return Action(tool=tool, arguments=args, raw=raw)
 
 
+def missing_arguments(action: Action) -> list[str]:
+    """The arguments ``action`` needs to do anything and lacks (empty = complete): a bash call
+    needs a non-blank command; an editor call a known command, a path, and that command's
+    inputs. Other tools are not checked. A policy otherwise learns that an empty, harmless
+    ``<function=bash></function>`` is a well-formed action that never scores -1."""
+    args = action.arguments
+
+    def blank(key: str) -> bool:
+        return key not in args or (isinstance(args[key], str) and not args[key].strip())
+
+    if action.tool == "bash":
+        return ["command"] if blank("command") else []
+    if action.tool == "str_replace_editor":
+        if args.get("command") not in EDITOR_COMMANDS:
+            return ["command"]
+        need = {"create": ("path", "file_text"), "str_replace": ("path", "old_str"),
+                "insert": ("path", "insert_line", "new_str")}.get(args["command"], ("path",))
+        return [k for k in need if (k not in args if k in ("file_text", "new_str") else blank(k))]
+    return []
+
+
 # --------------------------------------------------------------------------- XML calls
 
 

@@ -12,6 +12,10 @@ Format contract (:func:`parse_completion`), strict on purpose so the format sign
     for ``syntax="xml"``, one fenced bash block for ``"bash_block"``), no unterminated call,
     and only whitespace around it. Prose outside the think block would be reasoning that
     the agent scaffold drops; ``allow_prose=True`` accepts it anyway.
+  * the action has the arguments it needs (:func:`swe_srl.actions.missing_arguments`): a bash
+    call with a command, an editor call with its command and path. Without this rule the
+    tiny model's SRL runs collapsed to an empty ``<function=bash></function>`` on every
+    step: well-formed, harmless, never -1.
 Anything else is a format violation, reward -1.
 
 The similarity of a well-formed action to the expert's is :class:`~.compare.ActionSimilarity`:
@@ -27,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from ..actions import ActionSyntax, find_fenced_blocks, find_xml_calls, make_action, render_xml
+from ..actions import ActionSyntax, find_fenced_blocks, find_xml_calls, make_action, missing_arguments, render_xml
 from ..errors import ConfigError, InputError
 from ..prompts import THINK_CLOSE, THINK_OPEN
 from ..schemas import Action
@@ -108,7 +112,7 @@ def parse_completion(text: str, *, syntax: ActionSyntax = "xml",
         action = _bash_block_action(rest, allow_prose)
     else:
         raise ConfigError(f"completion syntax must be 'xml' or 'bash_block', got {syntax!r}")
-    if action is None:
+    if action is None or missing_arguments(action):  # a call that cannot do anything is malformed
         return None
     return ParsedCompletion(thought=thought, action=action, action_text=render_xml(action))
 

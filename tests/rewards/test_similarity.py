@@ -190,3 +190,17 @@ def test_format_reward():
     fn = FormatReward()
     assert fn([answer(BASH_LS), "nothing", answer(BASH_LS * 2)], [{}] * 3) == [1.0, 0.0, 0.0]
     assert FormatReward(valid=0.0, invalid=-1.0)(["nothing"], [{}]) == [-1.0]
+
+
+def test_a_call_missing_its_arguments_is_a_format_violation():
+    # The reward hack SRL found on the tiny model: an empty bash call, well-formed and harmless.
+    target = "<function=bash>\n<parameter=command>ls src</parameter>\n</function>"
+    for empty in ("<function=bash>\n</function>", "<function=bash>\n<parameter=command>  </parameter>\n</function>",
+                  "<function=str_replace_editor>\n<parameter=command>view</parameter>\n</function>",
+                  "<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n"
+                  "<parameter=path>a.py</parameter>\n</function>"):
+        assert srl_reward("<think>\nx\n</think>\n" + empty, target) == -1.0, empty
+    fine = ("<function=str_replace_editor>\n<parameter=command>create</parameter>\n<parameter=path>a.py</parameter>\n"
+            "<parameter=file_text></parameter>\n</function>")  # an empty new file is a real action
+    assert srl_reward("<think>\nx\n</think>\n" + fine, target) >= 0.0
+    assert srl_reward("<think>\nx\n</think>\n<function=submit>\n</function>", target) >= 0.0
