@@ -34,7 +34,7 @@ from .distributed import init_distributed, seed_everything, shard
 from .logprobs import resolve_precision
 from .optim import build_optimizer
 from .records import DrawLog
-from .run_log import ProgressView, RunLogger
+from .run_log import METRICS_FILE, ROLLOUTS_FILE, ProgressView, RunLogger
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,12 @@ class Session:
         if found is not None and not resume:
             raise ConfigError(f"{self.run_dir} already holds a run (checkpoint {found.path.name}); "
                               "pass --resume to continue it or -o to start a new one")
-        if resume and found is None and not (self.run_dir / CONFIG_FILE).is_file():
-            # A run killed before its first checkpoint (config.yaml written) restarts; a folder
-            # that never held a run is a mistyped path, not a run to resume.
-            raise InputError(f"--resume: {self.run_dir} holds no run (no checkpoint, no {CONFIG_FILE}); "
-                             "check the path, or drop --resume to start a new run")
+        if resume and found is None and not any(
+                (self.run_dir / name).is_file() for name in (CONFIG_FILE, METRICS_FILE, ROLLOUTS_FILE)):
+            # A run killed before its first checkpoint (it left config.yaml or log rows) restarts;
+            # a folder that never held a run is a mistyped path, not a run to resume.
+            raise InputError(f"--resume: {self.run_dir} holds no run (no checkpoint, no {CONFIG_FILE}, "
+                             f"no {METRICS_FILE}); check the path, or drop --resume to start a new run")
         if config.optim.batch_size % self.dist.world_size:
             raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be a multiple of the "
                               f"{self.dist.world_size} processes")
