@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 from .actions import ActionSyntax, is_submit, render_xml
 from .dataset import truncate_middle
-from .errors import ConfigError, InfrastructureError
+from .errors import ConfigError, InfrastructureError, PatchTooLarge, SandboxDied
 from .policy.base import GenerationConfig, Policy, Sample
 from .prompts import build_messages
 from .rewards.similarity import parse_completion
@@ -25,7 +25,8 @@ from .sandbox.base import Sandbox
 from .sandbox.tools import run_tool
 from .schemas import Action, EpisodeResult, ExecResult, Step, Task, Trajectory
 
-ExitReason = Literal["submitted", "step_limit", "time_limit", "token_limit", "format_errors", "infra_error"]
+ExitReason = Literal["submitted", "step_limit", "time_limit", "token_limit", "format_errors", "container_died",
+                     "infra_error"]
 
 FORMAT_ERROR_OBSERVATION = (
     "Your last response could not be executed: it must be your reasoning inside <think>...</think>, "
@@ -117,6 +118,8 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
     format_errors = 0
     exit_reason: ExitReason = "step_limit"
     infra_error: str | None = None
+    died: str | None = None
+    too_large: str | None = None
     patch: str | None = None
     error_text = FORMAT_ERROR_OBSERVATION if config.syntax == "xml" else BASH_FORMAT_ERROR_OBSERVATION
 
@@ -146,11 +149,18 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
         t0 = time.monotonic()
         try:
             if is_submit(parsed.action):
-                patch = sandbox.diff()
+                patch, too_large = _diff(sandbox)
                 observation, exit_code, timed_out = "submitted", 0, False
             else:
                 result = run_tool(sandbox, parsed.action, timeout=config.command_timeout)
                 observation, exit_code, timed_out = _observation_text(result), result.exit_code, result.timed_out
+        except SandboxDied as exc:
+            # The model's own command (or what it left running) took the container down: its
+            # result (nothing to grade), never a masked infrastructure failure.
+            died = str(exc)
+            exit_reason = "container_died"
+            turns.append(Turn(messages, sample, parsed.action, exc.output))
+            break
         except InfrastructureError as exc:
             infra_error = str(exc)
             exit_reason = "infra_error"
@@ -166,16 +176,19 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
             break
         rounds.append((parsed.action, truncate_middle(observation, config.observation_budget)))
 
-    if patch is None and infra_error is None:
+    if patch is None and infra_error is None and died is None:
         try:  # an unsubmitted episode is still graded on what it left in the repository
-            patch = sandbox.diff()
+            patch, too_large = _diff(sandbox)
+        except SandboxDied as exc:
+            died, exit_reason = str(exc), "container_died"
         except InfrastructureError as exc:
             infra_error, exit_reason = str(exc), "infra_error"
     trajectory = Trajectory(
         task_id=task.instance_id, trajectory_id=f"{task.instance_id}.{uuid.uuid4().hex[:8]}",
         problem_statement=task.problem_statement, steps=tuple(steps), source_format="swe-srl",
         source="agent", final_patch=patch or "", exit_status=exit_reason, model=model_name or None,
-        metadata={"format_errors": format_errors, "turns": len(turns)},
+        metadata={"format_errors": format_errors, "turns": len(turns), **({"container_died": died} if died else {}),
+                  **({"patch_too_large": too_large} if too_large else {})},
     )
     result = EpisodeResult(
         trajectory=trajectory, patch=patch or "", exit_reason=exit_reason, num_steps=len(turns),
@@ -184,6 +197,14 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
         model_time=stats["model_time"], sandbox_time=stats["sandbox_time"], infra_error=infra_error,
     )
     return Episode(result=result, turns=turns)
+
+
+def _diff(sandbox: Sandbox) -> tuple[str, str | None]:
+    """The episode's patch, or ("", why) when it is over the size limit (never read whole)."""
+    try:
+        return sandbox.diff(), None
+    except PatchTooLarge as exc:
+        return "", str(exc)
 
 
 def canonical_actions(episode: Episode) -> list[str]:

@@ -31,3 +31,26 @@ class InfrastructureError(SweSrlError, RuntimeError):
 
 class SandboxTimeout(InfrastructureError, TimeoutError):
     """A sandbox operation (not a model command) ran past its limit."""
+
+
+class SandboxDied(InfrastructureError):
+    """The container stopped while a command ran in it (its processes killed PID 1, or it ran
+    out of memory); the engine itself still answers.
+
+    Before the model's code runs (sandbox start, applying patches) that is an infrastructure
+    failure like any other. Once the model's commands, or tests importing its code, run in the
+    container, callers that know it (the agent loop, grading after the tests start) count it as
+    the model's result. ``output``: what the command printed before the container went down."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class PatchTooLarge(SweSrlError):
+    """The model's patch is larger than the configured maximum: its result (not resolved),
+    never read whole into memory or stored."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"patch too large: {size} bytes > {limit}")
+        self.size, self.limit = size, limit

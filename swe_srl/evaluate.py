@@ -158,8 +158,9 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
             while running:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
+                    result = future.result()  # a harness bug surfaces here, never silently lost
                     if on_result is not None:
-                        on_result(future.result())
+                        on_result(result)
                     running |= {pool.submit(run_instance, runner, task, out, config) for task in islice(queue, 1)}
     results = [r for r in (read_result(out, t.instance_id) for t in tasks) if r is not None]
     write_predictions(out / "predictions.jsonl", results, config.model_name)
@@ -204,6 +205,9 @@ def summarize(results: Sequence[InstanceResult], *, total: int, skipped: int = 0
         "infrastructure_failures": len(infra),
         "infrastructure_errors": {r.instance_id: r.infra_error for r in infra},
         "exit_reasons": dict(Counter(r.exit_reason for r in results)),
+        # Misses grading refused whatever the tests said (tampering, a killed container, ...).
+        "rejected": dict(Counter(str(r.report["rejected"]).split(":")[0] for r in graded
+                                 if r.report and r.report.get("rejected"))),
         "mean_steps": round(statistics.mean(r.steps for r in graded), 2) if graded else 0.0,
         "tokens": {"prompt": int(total_of("prompt_tokens")), "completion": int(total_of("completion_tokens"))},
         "time_seconds": {"model": total_of("model_time"), "sandbox": total_of("sandbox_time"),

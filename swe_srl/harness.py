@@ -27,6 +27,7 @@ from .sandbox.images import ensure_image
 from .schemas import EpisodeResult, Task, TestReport
 
 EMPTY_PATCH_LOG = "empty patch: not graded"
+CONTAINER_DIED = "the agent's commands killed its container"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def sandbox_config(task: Task, image: str, config: HarnessConfig) -> SandboxConf
     """The agent sandbox of ``task`` (the local backend copies the task's repository)."""
     source = task.metadata.get("task_dir") if config.sandbox == "local" and isinstance(task.metadata, dict) else None
     return SandboxConfig(image=image, workdir=task.workdir, mem_limit=config.mem_limit, cpus=config.cpus,
-                         backend=config.sandbox, source=source)
+                         backend=config.sandbox, source=source, max_patch_bytes=config.grading.max_patch_bytes)
 
 
 def resolve_image(task: Task) -> str | InfrastructureError:
@@ -106,6 +107,13 @@ def run_graded_episode(policy: Policy, task: Task, config: HarnessConfig = Harne
     result = out.episode.result
     if result.infra_error:
         out.report = TestReport(instance_id=task.instance_id, infra_error=result.infra_error, pass_to_pass=0.0)
+    elif result.exit_reason == "container_died":
+        out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
+                                rejected=CONTAINER_DIED, log_tail=str(result.trajectory.metadata.get("container_died", "")))
+    elif result.trajectory.metadata.get("patch_too_large"):
+        reason = str(result.trajectory.metadata["patch_too_large"])
+        out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
+                                rejected=reason, log_tail=f"[swe-srl] {reason}: not read, not stored")
     elif not result.patch.strip():
         out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0,
                                 patch_applied=False, log_tail=EMPTY_PATCH_LOG)

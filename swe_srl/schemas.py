@@ -232,7 +232,9 @@ class ExecResult(Record):
 @dataclass(frozen=True)
 class TestReport(Record):
     """Grading of one patch on one task. ``infra_error`` set means the harness failed and
-    nothing is known about the patch."""
+    nothing is known about the patch. ``rejected`` says why the patch is not resolved whatever
+    its tests said (``tampered: conftest.py``, ``test runner replaced: pytest.py``, ``results
+    channel forged``, ``tests killed the container``, ``patch too large``, ...)."""
 
     __test__ = False  # not a pytest test class
 
@@ -245,6 +247,7 @@ class TestReport(Record):
     infra_error: Optional[str] = None
     duration: float = 0.0
     log_tail: str = ""
+    rejected: Optional[str] = None
 
 
 @dataclass(frozen=True)

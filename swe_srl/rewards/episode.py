@@ -41,6 +41,8 @@ def reward_from_tests(report: Optional[TestReport], shape: TestRewardShape = "re
     """The test component of one episode; None when the harness failed (or never ran)."""
     if report is None or report.infra_error:
         return None
+    if report.rejected:  # tampering, a killed container, an oversized patch: never partial credit
+        return 0.0
     if shape == "resolved":
         return 1.0 if report.resolved else 0.0
     if not report.patch_applied or report.pass_to_pass < 1.0:

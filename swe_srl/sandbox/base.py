@@ -3,10 +3,11 @@ that enforces timeouts, and the git scripts (hygiene at start, diff against the 
 
 from __future__ import annotations
 
+import re
 import shlex
 from typing import Protocol, runtime_checkable
 
-from ..errors import SweSrlError
+from ..errors import PatchTooLarge, SweSrlError
 from ..schemas import ExecResult
 
 # Where swe-srl keeps its own files inside a sandbox: outside the repository (so never in the
@@ -169,3 +170,11 @@ def diff_script(base_commit: str, state_dir: str = STATE_DIR) -> str:
             f"if [ -f .git/index ]; then cp .git/index {idx}; fi; "
             f"GIT_INDEX_FILE={idx} git add -A >/dev/null && "
             f"GIT_INDEX_FILE={idx} git -c core.quotepath=false diff --cached --no-color --no-ext-diff {base_commit}")
+
+
+def check_patch_size(stat_output: str, limit: int) -> None:
+    """Raise :class:`PatchTooLarge` when the ``SIZE=<bytes>`` line a diff command printed
+    exceeds ``limit``: the patch is then never read into memory."""
+    sizes = re.findall(r"^SIZE=(\d+)$", stat_output, flags=re.M)
+    if sizes and int(sizes[-1]) > limit:
+        raise PatchTooLarge(int(sizes[-1]), limit)

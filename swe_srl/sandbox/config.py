@@ -36,6 +36,8 @@ class SandboxConfig:
     ``git_hygiene``: ``scrub`` removes remotes, other refs, reflogs and unreachable objects
     at start so later history cannot leak the fix; ``off`` leaves the repository as the image has it.
     ``source``: the host repository the local backend copies (ignored by docker).
+    ``max_patch_bytes``: ``diff()`` raises :class:`~swe_srl.errors.PatchTooLarge` past it,
+    without reading the patch.
     """
 
     image: str = ""
@@ -52,6 +54,7 @@ class SandboxConfig:
     git_hygiene: GitHygiene = "scrub"
     source: Optional[str] = None
     startup_timeout: float = 60.0
+    max_patch_bytes: int = 2_000_000
 
     def __post_init__(self) -> None:
         if self.backend not in ("docker", "local"):

@@ -29,9 +29,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import InfrastructureError
+from ..errors import InfrastructureError, SandboxDied
 from ..schemas import ExecResult
-from .base import (KILL_GRACE, RESCUE_COMMAND, STATE_DIR, OutputCapture, SandboxFileNotFound, diff_script,
+from .base import (KILL_GRACE, check_patch_size, RESCUE_COMMAND, STATE_DIR, OutputCapture, SandboxFileNotFound, diff_script,
                    exec_argv, hygiene_script, is_timeout, kill_group_command)
 from .client import docker_client, infra_error
 from .config import SandboxConfig
@@ -66,6 +66,7 @@ class DockerSandbox:
         reap(self._client)
         cfg = self.config
         name = f"swe-srl-{cfg.run_id}-{uuid.uuid4().hex[:8]}"
+        self._created_at = int(time.time()) - 1
         try:
             self._container = self._client.containers.create(
                 cfg.image, command=["sleep", "infinity"], name=name, init=True, detach=True,
@@ -87,6 +88,8 @@ class DockerSandbox:
             self.base_commit = result.output.rpartition("BASE=")[2].strip()
         except BaseException as exc:
             self.close()
+            if isinstance(exc, SandboxDied):  # no code of the model ran yet: the infrastructure's
+                raise InfrastructureError(str(exc)) from exc
             if isinstance(exc, InfrastructureError) or not isinstance(exc, Exception):
                 raise
             raise infra_error(f"starting sandbox {name}", exc) from exc
@@ -145,10 +148,30 @@ class DockerSandbox:
             return "running"
         return f"{state.get('Status', '?')} (exit {state.get('ExitCode')}, OOMKilled={state.get('OOMKilled')})"
 
-    def _dead(self, what: str, exc: BaseException | None = None) -> InfrastructureError:
+    def _dead(self, what: str, exc: BaseException | None = None, output: str = "") -> InfrastructureError:
         state = self._state()
-        detail = f"container is {state}" if state != "running" else f"{type(exc).__name__}: {exc}"
-        return InfrastructureError(f"sandbox {self.name}: {what} failed: {detail}")
+        if state == "running":
+            return InfrastructureError(f"sandbox {self.name}: {what} failed: {type(exc).__name__}: {exc}")
+        if state.startswith("gone"):  # removed, or the engine does not answer: not the container's doing
+            return InfrastructureError(f"sandbox {self.name}: {what} failed: container is {state}")
+        killer = self._engine_kill()
+        if killer:  # stopped from outside (an operator, a reaper, the host): not the model's doing
+            return InfrastructureError(f"sandbox {self.name}: {what} failed: container is {state}, {killer}")
+        return SandboxDied(f"sandbox {self.name}: {what} failed: container is {state}", output)
+
+    def _engine_kill(self) -> str:
+        """How the container was stopped through the engine (a kill or stop request), or ''
+        when its own processes brought it down. The engine logs a 'kill' event for every
+        signal sent through its API; none comes from processes inside the container."""
+        try:
+            events = self._api.events(since=self._created_at, until=int(time.time()) + 1, decode=True,
+                                      filters={"container": self._container.id, "event": ["kill", "stop"]})
+            for event in events:
+                signal = (event.get("Actor") or {}).get("Attributes", {}).get("signal", "?")
+                return f"stopped through the engine ({event.get('Action') or event.get('status')}, signal {signal})"
+        except Exception as exc:  # the engine cannot say: do not blame the model
+            return f"its engine cannot say why ({type(exc).__name__})"
+        return ""
 
     def exec(self, command: str, timeout: float | None = None, *, workdir: str | None = None,
              env: dict | None = None) -> ExecResult:
@@ -196,9 +219,9 @@ class DockerSandbox:
             self._raw_exec(kill_group_command(pidfile), "killing a timed-out command")
         exit_code = self._exit_code(exec_id)
         elapsed = time.monotonic() - start
-        if exit_code is None or exit_code == 137:
-            self._raise_if_dead(f"command {command[:60]!r}")
         output = capture.text()
+        if exit_code is None or exit_code == 137:
+            self._raise_if_dead(f"command {command[:60]!r}", output)
         if capture.runaway:
             output += f"\n[command killed: it printed more than {capture.total} bytes]"
             exit_code = 137  # killed with its group (the exec wrapper itself reports 126), as locally
@@ -206,12 +229,12 @@ class DockerSandbox:
                           timed_out=is_timeout(exit_code, elapsed, limit),
                           truncated=capture.truncated)
 
-    def _raise_if_dead(self, what: str) -> None:
+    def _raise_if_dead(self, what: str, output: str = "") -> None:
         # A SIGKILLed exec may be our timeout, an OOM kill, or the container going down; the
         # engine updates the container's state a moment after its processes die.
         for _ in range(10):
             if self._state() != "running":
-                raise self._dead(what)
+                raise self._dead(what, output=output)
             time.sleep(0.05)
 
     def _exit_code(self, exec_id: str) -> int | None:
@@ -326,12 +349,13 @@ class DockerSandbox:
             log.warning("sandbox %s: no git repository at %s, empty diff", self.name, self.config.workdir)
             return ""
         out = f"{STATE_DIR}/patch.diff"
-        result = self.exec(f"{{ {diff_script(self.base_commit)} ; }} > {out}",
+        result = self.exec(f"{{ {diff_script(self.base_commit)} ; }} > {out} && stat -c 'SIZE=%s' {out}",
                            timeout=max(60.0, self.config.default_timeout))
         if result.exit_code != 0:
             # The agent can break its own repository (rm -rf .git): that is an empty patch.
             log.warning("sandbox %s: git diff failed (%s): %s", self.name, result.exit_code, result.output[-200:])
             return ""
+        check_patch_size(result.output, self.config.max_patch_bytes)
         return self.read_bytes(out).decode("utf-8", errors="replace")
 
 

@@ -1,20 +1,31 @@
 """Test verification: grade a patch by running a task's tests in a FRESH container of its image.
 
-    fresh container -> apply the patch (git apply, fallback patch --fuzz) -> restore the test
-    files to the base commit -> apply the test patch -> run the test command on the test
-    files (own exec, own timeout, output to a file) -> parse -> TestReport
+    screen the patch (size, conftest.py, sitecustomize, .pth: rejected without a container)
+    -> fresh container -> apply the patch (git apply, fallback patch --fuzz) -> reject modules
+    that shadow the test runner -> put pytest's config files and the test files back to the
+    base commit -> apply the test patch -> run the tests (own exec, own timeout) -> statuses
 
-Parsing the log, cross-checking it against the junit xml and the exit code, and scoring are
-pure functions in :mod:`swe_srl.rewards.testlog` (its docstring has the anti-spoofing rules).
+The patches and, for pytest, swe-srl's launcher (``guard/run_pytest.py``, holding a per-run
+key) go in by archive copy: nothing secret is on any command line the tests could read. The
+launcher imports the real pytest with the repository off ``sys.path`` and reports every test
+through an HMAC-signed channel closed by a final record; grading takes statuses from that
+channel (the log can only make a test worse) and rejects the run when the channel is forged,
+incomplete (``os._exit``, a killed test process) or when pytest's reporting was altered
+in-process. The rules on the pure side are in :mod:`swe_srl.rewards.tamper` and
+:mod:`swe_srl.rewards.testlog`.
 
-A patch that does not apply is the model's failure (``patch_applied=False``). A failure of the
-harness itself (image missing, container died, the whole grade past ``harness_timeout``) sets
-``TestReport.infra_error``: nothing is known about the patch, so rewards built on it are None.
+Whose failure: a patch that does not apply, a rejected patch, tests that hang, crash or kill
+their container: the model's (not resolved, ``TestReport.rejected`` says why). A failure
+before the patch's code can run (image missing, container create/start, applying the task's
+own test patch) or the whole grade past ``harness_timeout``: ``TestReport.infra_error``,
+nothing is known about the patch, rewards built on it are None.
 """
 
 from __future__ import annotations
 
+import json
 import posixpath
+import re
 import secrets
 import shlex
 import tempfile
@@ -23,7 +34,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from ..errors import ConfigError, InfrastructureError
+from ..errors import ConfigError, InfrastructureError, SandboxDied
+from ..rewards.tamper import config_files_to_reset, patch_paths, read_channel, runner_shadows, screen_patch
 from ..rewards.testlog import build_report, merge_statuses, parse_junit_xml, parse_test_log
 from ..schemas import Task, TestReport
 from ..tasks import task_test_command
@@ -32,10 +44,13 @@ from .config import SandboxConfig
 from .images import ensure_image
 
 # Exit codes of the apply script (grading steps run before any code of the patch does).
-_MODEL_PATCH_FAILED, _TEST_PATCH_FAILED = 10, 11
+_MODEL_PATCH_FAILED, _TEST_PATCH_FAILED, _RUNNER_SHADOWED = 10, 11, 12
 _SCRATCH_ROOT = "/run/swe-srl"  # the sandbox's state dir: exists, outside the repository
 _LOG_LIMIT = 64 * 1024 * 1024
-_INLINE_PATCH_BYTES = 96 * 1024
+_GUARD = Path(__file__).with_name("guard") / "run_pytest.py"
+# The last pytest invocation of a test command: `python -m pytest` (any pythonX.Y) or `pytest`.
+_PYTEST_RUN = re.compile(r"(?:(?<=^)|(?<=&&)|(?<=;)|(?<=\|\|))(\s*)(?:(python[\d.]*)\s+-m\s+pytest|pytest)(?=\s|$)")
+KILLED_CONTAINER = "tests killed the container"
 
 
 @dataclass(frozen=True)
@@ -47,6 +62,9 @@ class GradingConfig:
     ``harness_timeout``: seconds for the whole grade; past it the report is an infra_error.
     ``junit``: for pytest tasks, also have pytest write a junit xml and cross-check the log.
     ``mem_limit`` / ``cpus``: of the grading container. ``log_tail_chars``: log kept in the report.
+    ``max_patch_bytes``: a larger patch is rejected (``patch too large``) and never stored whole.
+    ``guard``: run pytest commands through swe-srl's launcher and its signed results channel
+    (off only to compare with an unguarded harness).
     """
 
     test_timeout: float = 600.0
@@ -56,18 +74,30 @@ class GradingConfig:
     mem_limit: str = "4g"
     cpus: float = 1.0
     log_tail_chars: int = 4000
+    max_patch_bytes: int = 2_000_000
+    guard: bool = True
 
     def __post_init__(self) -> None:
+        if self.max_patch_bytes < 1024:
+            raise ConfigError(f"grading max_patch_bytes must be >= 1024, got {self.max_patch_bytes}")
         if not (self.test_timeout > 0 and self.harness_timeout > 0):
             raise ConfigError("grading test_timeout and harness_timeout must be > 0")
         if self.on_test_timeout not in ("fail", "infra"):
             raise ConfigError(f"grading on_test_timeout must be 'fail' or 'infra', not {self.on_test_timeout!r}")
 
 
+def _restore(path: str) -> str:
+    q = shlex.quote(path)
+    return f"if git cat-file -e HEAD:{q} 2>/dev/null; then git checkout -q HEAD -- {q}; else rm -rf {q}; fi"
+
+
 def apply_script(model_patch_path: Optional[str], test_patch_path: Optional[str],
-                 test_files: Sequence[str]) -> str:
-    """Apply the model's patch (git apply, then patch --fuzz), restore the test files to the
-    base commit (the patch may not edit the tests that judge it), apply the test patch."""
+                 test_files: Sequence[str], *, shadows: Sequence[str] = (),
+                 reset: Sequence[str] = ()) -> str:
+    """Apply the model's patch (git apply, then patch --fuzz), reject it when it added one of
+    ``shadows`` (modules named like the test runner) the base commit lacks, restore ``reset``
+    (pytest's config files) and the test files to the base commit (the patch may not edit
+    what judges it), apply the test patch."""
     lines = ["set -u"]
     if model_patch_path:
         p = shlex.quote(model_patch_path)
@@ -75,10 +105,11 @@ def apply_script(model_patch_path: Optional[str], test_patch_path: Optional[str]
         fuzz = f"patch --batch --forward --no-backup-if-mismatch --fuzz=5 -p1 -i {p}"
         lines.append(f"git apply -v {p} || {{ {fuzz} --dry-run >/dev/null && {fuzz}; }} "
                      f"|| exit {_MODEL_PATCH_FAILED}")
-    for f in test_files:
-        q = shlex.quote(f)
-        lines.append(f"if git cat-file -e HEAD:{q} 2>/dev/null; then git checkout -q HEAD -- {q}; "
-                     f"else rm -rf {q}; fi")
+    for path in shadows:
+        q = shlex.quote(path)
+        lines.append(f"git cat-file -e HEAD:{q} 2>/dev/null || {{ echo 'test runner replaced: '{q}; "
+                     f"exit {_RUNNER_SHADOWED}; }}")
+    lines += [_restore(f) for f in [*reset, *test_files]]
     if test_patch_path:
         lines.append(f"git apply -v {shlex.quote(test_patch_path)} || exit {_TEST_PATCH_FAILED}")
     return "\n".join(lines) + "\n"
@@ -99,9 +130,15 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
     """Grade ``patch`` on ``task`` in a fresh container of the task image.
 
     Never raises for the model's failures or the harness's: the first give a report with
-    ``resolved=False``, the second a report with ``infra_error`` set."""
+    ``resolved=False`` (``rejected`` set when the patch or its run was refused), the second a
+    report with ``infra_error`` set."""
     config = config or GradingConfig()
     started = time.monotonic()
+    rejected = screen_patch(patch, max_bytes=config.max_patch_bytes)
+    if rejected:  # refused before any container starts
+        return TestReport(instance_id=task.instance_id, patch_applied=False, pass_to_pass=0.0,
+                          rejected=rejected, log_tail=f"[swe-srl] {rejected}",
+                          duration=round(time.monotonic() - started, 3))
     deadline = _Deadline(config.harness_timeout)
     try:
         image = ensure_image(task)
@@ -117,47 +154,79 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
     return replace(report, duration=round(time.monotonic() - started, 3))
 
 
-def _stage_patches(sandbox, scratch: str, nonce: str, patch: str,
-                   test_patch: str) -> tuple[str, Optional[str], Optional[str]]:
-    """Put both patches at ``scratch``: small ones as heredocs in the grading script itself
-    (no extra engine call; a single argv string is capped at 128 KiB), big ones by one archive
-    copy. Returns (script prefix, model patch path, test patch path)."""
-    texts = {name: text if text.endswith("\n") else text + "\n"
-             for name, text in (("model.patch", patch), ("test.patch", test_patch)) if text.strip()}
-    paths = [f"{scratch}/{n}" if n in texts else None for n in ("model.patch", "test.patch")]
-    if sum(len(t.encode()) for t in texts.values()) <= _INLINE_PATCH_BYTES:
-        # The delimiter holds the nonce, drawn after the patch was written: it cannot occur in it.
-        lines = [f"mkdir -p {scratch}"]
-        lines += [f"cat > {scratch}/{n} <<'EOF-{nonce}'\n{t}EOF-{nonce}" for n, t in texts.items()]
-        return "\n".join(lines) + "\n", paths[0], paths[1]
+def guarded_command(command: str, launcher: str) -> Optional[tuple[str, str]]:
+    """``command`` with its last pytest invocation replaced by ``<python> launcher``, and the
+    launcher's mode (``module`` for ``python -m pytest``, ``script`` for ``pytest``); None when
+    the command runs no pytest (the task's own runner runs unguarded)."""
+    matches = list(_PYTEST_RUN.finditer(command))
+    if not matches:
+        return None
+    match = matches[-1]
+    python = match.group(2) or '"$(command -v python || command -v python3)"'
+    mode = "module" if match.group(2) else "script"
+    return command[:match.start()] + f"{match.group(1)}{python} {launcher}" + command[match.end():], mode
+
+
+def _launcher(key: bytes, channel: str, touched: Sequence[str], mode: str) -> str:
+    text = _GUARD.read_text(encoding="utf-8")
+    for name, value in (("@KEY@", key.hex()), ("@CHANNEL@", channel), ("@MODE@", mode)):
+        text = text.replace(f'"{name}"', repr(value), 1)
+    return text.replace('"@TOUCHED@"', repr(json.dumps(list(touched))), 1)
+
+
+def _stage(sandbox, scratch: str, files: dict[str, str]) -> None:
+    """Copy ``files`` (name -> text) into ``scratch`` in one archive: nothing of them appears
+    on a command line that code in the container could read."""
     with tempfile.TemporaryDirectory(prefix="swe-srl-grade-") as tmp:
         folder = Path(tmp) / posixpath.basename(scratch)
         folder.mkdir()
-        for name, text in texts.items():
-            (folder / name).write_text(text)
+        for name, text in files.items():
+            (folder / name).write_text(text, encoding="utf-8")
         sandbox.copy_in(str(folder), scratch)
-    return "", paths[0], paths[1]
 
 
 def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: _Deadline) -> TestReport:
     nonce = secrets.token_hex(8)  # per run, drawn after the patch was written: it cannot know it
     scratch = f"{_SCRATCH_ROOT}/grade-{nonce}"
-    prefix, model_patch, test_patch = _stage_patches(sandbox, scratch, nonce, patch, task.test_patch)
-    use_junit = config.junit and task.log_parser == "pytest"
+    files = {name: text if text.endswith("\n") else text + "\n"
+             for name, text in (("model.patch", patch), ("test.patch", task.test_patch)) if text.strip()}
+    command = task_test_command(task)
+    guarded = guarded_command(command, f"{scratch}/run_pytest.py") if config.guard else None
+    key = secrets.token_bytes(32)
+    channel = f"{scratch}/results"
+    if guarded is not None:
+        command, mode = guarded
+        touched = [p.path for p in patch_paths(patch) if not p.deleted]
+        files["run_pytest.py"] = _launcher(key, channel, touched, mode)
+    use_junit = guarded is None and config.junit and task.log_parser == "pytest"
     junit_path = f"{scratch}/junit.xml"
-    command = task_test_command(task) + (f" --junitxml={junit_path}" if use_junit else "")
+    if use_junit:
+        command += f" --junitxml={junit_path}"
+    _stage(sandbox, scratch, files)
     # One exec: the patches, then a marker only this run knows, then the tests. Nothing of
     # the patch runs before the marker, so its FIRST occurrence splits harness from test output.
     marker = f"swe-srl-tests-start-{nonce}"
-    script = prefix + apply_script(model_patch, test_patch, task.test_files) + f"echo {marker}\n{command}\n"
+    setup_script = apply_script(f"{scratch}/model.patch" if "model.patch" in files else None,
+                                f"{scratch}/test.patch" if "test.patch" in files else None,
+                                task.test_files, shadows=runner_shadows(patch), reset=config_files_to_reset(patch))
     limit = min(config.test_timeout, deadline.left("applying the patches"))
-    ran = sandbox.exec(script, timeout=limit)
-    setup, found, log = ran.output.partition(marker + "\n")
     tail = config.log_tail_chars
+    try:
+        ran = sandbox.exec(setup_script + f"echo {marker}\n{command}\n", timeout=limit)
+    except SandboxDied as exc:
+        if marker + "\n" not in exc.output:
+            raise  # down before any code of the patch ran: the infrastructure's failure
+        log = exc.output.partition(marker + "\n")[2]
+        return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=KILLED_CONTAINER,
+                          log_tail="\n".join([log[-tail:], f"[swe-srl] {KILLED_CONTAINER}: {exc}"]))
+    setup, found, log = ran.output.partition(marker + "\n")
     if not found:
         if ran.exit_code == _MODEL_PATCH_FAILED:
             return TestReport(instance_id=task.instance_id, patch_applied=False, pass_to_pass=0.0,
                               log_tail=setup[-tail:])
+        if ran.exit_code == _RUNNER_SHADOWED:
+            reason = setup.strip().splitlines()[-1] if setup.strip() else "test runner replaced"
+            return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=reason, log_tail=setup[-tail:])
         what = "timed out applying the patches" if ran.timed_out else f"exit {ran.exit_code}"
         raise InfrastructureError(f"the task's test patch did not apply ({what}): " + " ".join(setup.split())[-200:])
     if ran.timed_out and (limit < config.test_timeout or config.on_test_timeout == "infra"):
@@ -165,14 +234,21 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     if ran.exit_code in (126, 127):
         raise InfrastructureError(f"the test command could not start (exit {ran.exit_code}): {log[-200:]}")
     statuses = parse_test_log(task, log)
-    if use_junit:
+    if guarded is not None:
+        result = read_channel(_read(sandbox, channel), key)
+        if result.problem and not ran.timed_out:  # a hung run is cut short: its timeout is the verdict
+            return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=result.problem,
+                              log_tail="\n".join([log[-tail:], f"[swe-srl] {result.problem}"]))
+        statuses = merge_statuses(result.statuses, statuses) if result.statuses else statuses
+    elif use_junit:
         statuses = merge_statuses(parse_junit_xml(_read(sandbox, junit_path), task.test_files), statuses)
-    return build_report(task, statuses, log, exit_code=ran.exit_code, timed_out=ran.timed_out,
-                        time_limit=limit, tail_chars=tail)
+    report = build_report(task, statuses, log, exit_code=ran.exit_code, timed_out=ran.timed_out,
+                          time_limit=limit, tail_chars=tail)
+    return replace(report, resolved=False) if ran.timed_out else report
 
 
 def _read(sandbox, path: str) -> str:
     try:
         return sandbox.read_file(path)
-    except FileNotFoundError:  # no junit (pytest crashed early): the log and exit code decide
+    except FileNotFoundError:  # nothing written (the run crashed early): the caller fails closed
         return ""

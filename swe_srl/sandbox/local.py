@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..errors import InfrastructureError, InputError
 from ..schemas import ExecResult
-from .base import KILL_GRACE, STATE_DIR, OutputCapture, SandboxFileNotFound, diff_script, hygiene_script
+from .base import (KILL_GRACE, STATE_DIR, OutputCapture, SandboxFileNotFound, check_patch_size, diff_script,
+                   hygiene_script)
 from .config import SandboxConfig
 from .images import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT
 from .tools import EDITOR_NAME, EDITOR_SCRIPT
@@ -158,11 +159,12 @@ class LocalSandbox:
         if not self.base_commit:
             return ""
         out = self.state / "patch.diff"
-        result = self.exec(f"{{ {diff_script(self.base_commit, str(self.state))} ; }} > {out}",
-                           timeout=max(60.0, self.config.default_timeout))
+        result = self.exec(f"{{ {diff_script(self.base_commit, str(self.state))} ; }} > {out} && "
+                           f"stat -c 'SIZE=%s' {out}", timeout=max(60.0, self.config.default_timeout))
         if result.exit_code != 0:
             log.warning("local sandbox: git diff failed (%s): %s", result.exit_code, result.output[-200:])
             return ""
+        check_patch_size(result.output, self.config.max_patch_bytes)
         return out.read_bytes().decode("utf-8", errors="replace")
 
 
