@@ -59,24 +59,27 @@ def patch_paths(patch: str) -> list[PatchPath]:
     """Every path ``patch`` creates, changes, renames to or deletes (git and plain unified diffs)."""
     found: dict[str, PatchPath] = {}
     old: Optional[str] = None
+    pending: Optional[str] = None  # a git header's path, until the block's +++ line says more
     new_file = False
 
     def add(path: Optional[str], *, new: bool = False, deleted: bool = False) -> None:
         if path:
             path = posixpath.normpath(path)
             prev = found.get(path)
-            found[path] = PatchPath(path, new or (prev.new_file if prev else False),
-                                    deleted and not (prev and not prev.deleted))
+            if prev is not None:  # written in one block, deleted in another: written wins
+                new, deleted = new or prev.new_file, deleted and prev.deleted
+            found[path] = PatchPath(path, new, deleted)
 
     for line in patch.splitlines():
         match = _DIFF_GIT.match(line)
         if match:
-            old, new_file = _strip(match.group(1)), False
-            add(_strip(match.group(2)))
+            add(pending, new=new_file)  # a block without ---/+++ (mode change, binary, pure rename)
+            old, new_file, pending = _strip(match.group(1)), False, _strip(match.group(2))
         elif line.startswith("new file mode"):
             new_file = True
         elif line.startswith(("rename to ", "copy to ")):
             add(line.split(" to ", 1)[1], new=True)
+            pending = None
         elif line.startswith("--- "):
             old = _strip(line[4:])
         elif line.startswith("+++ "):
@@ -85,6 +88,8 @@ def patch_paths(patch: str) -> list[PatchPath]:
                 add(old, deleted=True)
             else:
                 add(target, new=new_file or old is None)
+            pending = None
+    add(pending, new=new_file)
     return list(found.values())
 
 

@@ -167,9 +167,9 @@ def guarded_command(command: str, launcher: str) -> Optional[tuple[str, str]]:
     return command[:match.start()] + f"{match.group(1)}{python} {launcher}" + command[match.end():], mode
 
 
-def _launcher(key: bytes, channel: str, touched: Sequence[str], mode: str) -> str:
+def _launcher(key: bytes, channel: str, touched: Sequence[str], mode: str, tracked: str) -> str:
     text = _GUARD.read_text(encoding="utf-8")
-    for name, value in (("@KEY@", key.hex()), ("@CHANNEL@", channel), ("@MODE@", mode)):
+    for name, value in (("@KEY@", key.hex()), ("@CHANNEL@", channel), ("@MODE@", mode), ("@TRACKED@", tracked)):
         text = text.replace(f'"{name}"', repr(value), 1)
     return text.replace('"@TOUCHED@"', repr(json.dumps(list(touched))), 1)
 
@@ -197,7 +197,7 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     if guarded is not None:
         command, mode = guarded
         touched = [p.path for p in patch_paths(patch) if not p.deleted]
-        files["run_pytest.py"] = _launcher(key, channel, touched, mode)
+        files["run_pytest.py"] = _launcher(key, channel, touched, mode, f"{scratch}/tracked")
     use_junit = guarded is None and config.junit and task.log_parser == "pytest"
     junit_path = f"{scratch}/junit.xml"
     if use_junit:
@@ -211,6 +211,8 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
                                 task.test_files, shadows=runner_shadows(patch), reset=config_files_to_reset(patch))
     limit = min(config.test_timeout, deadline.left("applying the patches"))
     tail = config.log_tail_chars
+    if guarded is not None:  # what the launcher trusts as the repository's own code
+        setup_script += f"git ls-tree -r HEAD > {scratch}/tracked\n"
     try:
         ran = sandbox.exec(setup_script + f"echo {marker}\n{command}\n", timeout=limit)
     except SandboxDied as exc:

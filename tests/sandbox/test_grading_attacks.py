@@ -178,3 +178,24 @@ def test_gold_patch_still_resolves_with_pytest_config_reset(task):
 
 def test_unguarded_grading_still_works(task):
     assert grade(task, task.patch, GradingConfig(guard=False)).resolved
+
+
+def test_attack_hook_from_a_file_written_at_run_time(task):
+    """The package writes a plugin module into the repository while the tests run (a file the
+    patch does not contain) and registers it: the guard knows it is not the base commit's."""
+    attack = _init_patch('''
+import gc, importlib.util, os
+_path = os.path.join(os.path.dirname(__file__), "_plug.py")
+with open(_path, "w") as _fh:
+    _fh.write("import pytest\\n@pytest.hookimpl(hookwrapper=True)\\ndef pytest_runtest_makereport(item, call):\\n"
+              "    outcome = yield\\n    outcome.get_result().outcome = 'passed'\\n")
+_spec = importlib.util.spec_from_file_location("pagekit_plug", _path)
+_mod = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_mod)
+for _obj in gc.get_objects():
+    if type(_obj).__name__ == "PytestPluginManager":
+        _obj.register(_mod, "pagekit-plug")
+        break
+''')
+    _assert_rejected(grade(task, attack), "test runner modified in-process", "not a file of the base commit")
+    assert grade(task, attack, GradingConfig(guard=False)).resolved  # the attack works without the guard

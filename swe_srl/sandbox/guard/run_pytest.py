@@ -29,6 +29,7 @@ KEY = bytes.fromhex("@KEY@")
 CHANNEL = "@CHANNEL@"
 TOUCHED = json.loads("@TOUCHED@")  # repo-relative paths the model's patch adds or modifies
 MODE = "@MODE@"  # "module": the command was `python -m pytest` (cwd first on sys.path)
+TRACKED = "@TRACKED@"  # `git ls-tree -r HEAD` of the repo, written before the tests started
 
 try:
     os.unlink(__file__)
@@ -82,8 +83,29 @@ def _inside(path, root):
     return path == root or path.startswith(root + os.sep)
 
 
+def _base_blobs():
+    blobs = {}
+    try:
+        with open(TRACKED) as fh:
+            for line in fh:
+                meta, _, path = line.rstrip("\n").partition("\t")
+                parts = meta.split()
+                if len(parts) == 3:
+                    blobs[path] = parts[2]
+    except (IOError, OSError):
+        pass
+    return blobs
+
+
+def _blob_sha(path):
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return hashlib.sha1(b"blob " + str(len(data)).encode() + b"\0" + data).hexdigest()
+
+
 class Guard(object):
     def __init__(self):
+        self.base = _base_blobs()  # read before any code of the repository runs
         self.fd = os.open(CHANNEL, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self.lines = 0
         self.root = os.path.realpath(_cwd)
@@ -124,11 +146,22 @@ class Guard(object):
                 code = getattr(getattr(impl, "function", None), "__code__", None)
                 if code is None:
                     continue
-                real = os.path.realpath(code.co_filename)
-                if real in self.touched:
-                    return "hook %s in %s, a file the patch changed" % (hook_name, code.co_filename)
-                if _inside(real, self.root) and not os.path.isfile(real):
-                    return "hook %s in %s, not a file of the repository" % (hook_name, code.co_filename)
+                problem = self.foreign(os.path.realpath(code.co_filename))
+                if problem:
+                    return "hook %s in %s, %s" % (hook_name, code.co_filename, problem)
+        return None
+
+    def foreign(self, real):
+        """Why code from ``real`` is not the base commit's own, or None."""
+        if not _inside(real, self.root):
+            return None
+        if real in self.touched:
+            return "a file the patch changed"
+        rel = os.path.relpath(real, self.root).replace(os.sep, "/")
+        if rel not in self.base or not os.path.isfile(real):
+            return "not a file of the base commit"
+        if _blob_sha(real) != self.base[rel]:
+            return "a file changed while the tests ran"
         return None
 
     @pytest.hookimpl(trylast=True)
