@@ -9,7 +9,8 @@ create (``tail -f /dev/null``), start, copy, exec, ``docker stop --time=15``, re
 
     python benchmarks/grading.py [--runs 5] [--task swe-srl-demo__pagekit-1]
 
-Prints one JSON object: per-run seconds, medians, and the speed-up (swebench / swe-srl).
+Prints one JSON object: per-run seconds, medians, the speed-up (swebench / swe-srl) and the
+cost of swe-srl's pytest guard (guarded / unguarded grade, ``GradingConfig(guard=False)``).
 """
 
 from __future__ import annotations
@@ -66,34 +67,36 @@ def swebench_once(task, spec, client) -> float:
     return elapsed
 
 
-def swe_srl_once(task) -> float:
-    from swe_srl.sandbox.grading import grade
+def swe_srl_once(task, guard: bool = True) -> float:
+    from swe_srl.sandbox.grading import GradingConfig, grade
 
     start = time.perf_counter()
-    report = grade(task, task.patch)
+    report = grade(task, task.patch, GradingConfig(guard=guard))
     elapsed = time.perf_counter() - start
     if not report.resolved:
         raise SystemExit(f"swe-srl did not resolve the gold patch: {report.infra_error or report.log_tail}")
     return elapsed
 
 
-def run(task, runs: int) -> tuple[list[float], list[float]]:
-    """Alternate the two harnesses run by run, so both see the same machine load."""
+def run(task, runs: int) -> tuple[list[float], list[float], list[float]]:
+    """Alternate the harnesses run by run, so all see the same machine load: swe-srl with its
+    pytest guard (the default), swe-srl without it, swebench."""
     import docker
 
     client = docker.from_env()
     spec = _swebench_spec(task)
-    ours, theirs = [], []
+    ours, unguarded, theirs = [], [], []
     with tempfile.TemporaryDirectory(prefix="swebench-bench-") as tmp:
         cwd = os.getcwd()
         os.chdir(tmp)  # run_instance writes logs/run_evaluation/... under the working directory
         try:
             for _ in range(runs):
                 ours.append(swe_srl_once(task))
+                unguarded.append(swe_srl_once(task, guard=False))
                 theirs.append(swebench_once(task, spec, client))
         finally:
             os.chdir(cwd)
-    return ours, theirs
+    return ours, unguarded, theirs
 
 
 def main() -> None:
@@ -107,7 +110,7 @@ def main() -> None:
 
     task = tasks.load_tasks("demo", ids=[args.task])[0]
     task = replace(task, image=ensure_image(task))  # built once, outside the timings
-    ours, theirs = run(task, args.runs)
+    ours, unguarded, theirs = run(task, args.runs)
     import swebench
 
     print(json.dumps({
@@ -116,7 +119,10 @@ def main() -> None:
         "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
         "swebench_version": swebench.__version__,
         "swe_srl_s": [round(t, 3) for t in ours], "swebench_s": [round(t, 3) for t in theirs],
+        "swe_srl_unguarded_s": [round(t, 3) for t in unguarded],
         "swe_srl_median_s": round(statistics.median(ours), 3),
+        "swe_srl_unguarded_median_s": round(statistics.median(unguarded), 3),
+        "guard_cost": round(statistics.median(ours) / statistics.median(unguarded), 2),
         "swebench_median_s": round(statistics.median(theirs), 3),
         "speedup": round(statistics.median(theirs) / statistics.median(ours), 1),
     }, indent=2))

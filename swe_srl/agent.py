@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 from .actions import ActionSyntax, is_submit, render_xml
 from .dataset import truncate_middle
-from .errors import ConfigError, InfrastructureError, PatchTooLarge, SandboxDied
+from .errors import ConfigError, DiskLimitExceeded, InfrastructureError, PatchTooLarge, SandboxDied
 from .policy.base import GenerationConfig, Policy, Sample
 from .prompts import build_messages
 from .rewards.similarity import parse_completion
@@ -26,7 +26,7 @@ from .sandbox.tools import run_tool
 from .schemas import Action, EpisodeResult, ExecResult, Step, Task, Trajectory
 
 ExitReason = Literal["submitted", "step_limit", "time_limit", "token_limit", "format_errors", "container_died",
-                     "infra_error"]
+                     "disk_limit", "infra_error"]
 
 FORMAT_ERROR_OBSERVATION = (
     "Your last response could not be executed: it must be your reasoning inside <think>...</think>, "
@@ -154,11 +154,12 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
             else:
                 result = run_tool(sandbox, parsed.action, timeout=config.command_timeout)
                 observation, exit_code, timed_out = _observation_text(result), result.exit_code, result.timed_out
-        except SandboxDied as exc:
-            # The model's own command (or what it left running) took the container down: its
-            # result (nothing to grade), never a masked infrastructure failure.
+        except (SandboxDied, DiskLimitExceeded) as exc:
+            # The model's own command (or what it left running) took the container down or
+            # filled its disk budget: its result (nothing to grade), never a masked
+            # infrastructure failure.
             died = str(exc)
-            exit_reason = "container_died"
+            exit_reason = "container_died" if isinstance(exc, SandboxDied) else "disk_limit"
             turns.append(Turn(messages, sample, parsed.action, exc.output))
             break
         except InfrastructureError as exc:
@@ -179,8 +180,9 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
     if patch is None and infra_error is None and died is None:
         try:  # an unsubmitted episode is still graded on what it left in the repository
             patch, too_large = _diff(sandbox)
-        except SandboxDied as exc:
-            died, exit_reason = str(exc), "container_died"
+        except (SandboxDied, DiskLimitExceeded) as exc:
+            died = str(exc)
+            exit_reason = "container_died" if isinstance(exc, SandboxDied) else "disk_limit"
         except InfrastructureError as exc:
             infra_error, exit_reason = str(exc), "infra_error"
     trajectory = Trajectory(

@@ -54,3 +54,12 @@ class PatchTooLarge(SweSrlError):
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(f"patch too large: {size} bytes > {limit}")
         self.size, self.limit = size, limit
+
+
+class DiskLimitExceeded(SweSrlError):
+    """A container wrote more than its disk budget (``sandbox.disk_limit``): the model's
+    result, never an infrastructure failure. ``output``: what the command printed."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output

@@ -28,6 +28,7 @@ from .schemas import EpisodeResult, Task, TestReport
 
 EMPTY_PATCH_LOG = "empty patch: not graded"
 CONTAINER_DIED = "the agent's commands killed its container"
+DISK_LIMIT = "the agent's commands wrote past the disk budget"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class HarnessConfig:
     """Memory of each agent container."""
     cpus: float = 1.0
     """CPU share of each agent container."""
+    disk_limit: Optional[str] = "4g"
+    """What each agent container may write (None = unlimited); past it the episode ends as
+    the model's failure."""
     sandbox: Backend = "docker"
     """'docker' (isolated) or 'local' (no isolation; only where docker is unavailable)."""
 
@@ -77,7 +81,8 @@ def sandbox_config(task: Task, image: str, config: HarnessConfig) -> SandboxConf
     """The agent sandbox of ``task`` (the local backend copies the task's repository)."""
     source = task.metadata.get("task_dir") if config.sandbox == "local" and isinstance(task.metadata, dict) else None
     return SandboxConfig(image=image, workdir=task.workdir, mem_limit=config.mem_limit, cpus=config.cpus,
-                         backend=config.sandbox, source=source, max_patch_bytes=config.grading.max_patch_bytes)
+                         backend=config.sandbox, source=source, max_patch_bytes=config.grading.max_patch_bytes,
+                         disk_limit=config.disk_limit)
 
 
 def resolve_image(task: Task) -> str | InfrastructureError:
@@ -107,9 +112,10 @@ def run_graded_episode(policy: Policy, task: Task, config: HarnessConfig = Harne
     result = out.episode.result
     if result.infra_error:
         out.report = TestReport(instance_id=task.instance_id, infra_error=result.infra_error, pass_to_pass=0.0)
-    elif result.exit_reason == "container_died":
+    elif result.exit_reason in ("container_died", "disk_limit"):
         out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
-                                rejected=CONTAINER_DIED, log_tail=str(result.trajectory.metadata.get("container_died", "")))
+                                rejected=CONTAINER_DIED if result.exit_reason == "container_died" else DISK_LIMIT,
+                                log_tail=str(result.trajectory.metadata.get("container_died", "")))
     elif result.trajectory.metadata.get("patch_too_large"):
         reason = str(result.trajectory.metadata["patch_too_large"])
         out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,

@@ -145,19 +145,23 @@ def test_killed_container_and_missing_image_are_infra_failures_not_misses(docker
 def test_agent_that_kills_its_container_is_a_miss_not_an_infra_failure(docker_client, base_image, tmp_path):
     """`kill -9 -1` takes the agent's container down: the model's result (resolved False,
     reward 0, counted in the resolve rate's denominator), never a masked infra failure. An
-    oversized patch is refused, stored capped, and counted as a miss too."""
-    crash, huge, fine = (BY_ID[i] for i in ("swe-srl-demo__pagekit-1", "swe-srl-demo__lrucache-1",
-                                            "swe-srl-demo__durations-1"))
+    oversized patch (refused, never stored whole) and writing past the disk budget are misses too."""
+    crash, huge, full, fine = (BY_ID[i] for i in ("swe-srl-demo__pagekit-1", "swe-srl-demo__lrucache-1",
+                                                  "swe-srl-demo__semverlite-1", "swe-srl-demo__durations-1"))
     scripts = {crash.instance_id: [_say("Clean up.", "bash", command="kill -9 -1"), _say("Done.", "submit")],
                huge.instance_id: [_say("Make data.", "bash", command="head -c 3000000 /dev/zero | tr '\\0' x "
                                        "| fold -w 100 > blob.txt && wc -c blob.txt"), _say("Done.", "submit")],
+               full.instance_id: [_say("Cache.", "bash", command="head -c 80M /dev/zero > /tmp/cache"),
+                                  _say("Done.", "submit")],
                fine.instance_id: [s.completion() for s in SCRIPTS[fine.instance_id]]}
-    replay = ExpertReplay(scripts, [crash, huge, fine])
-    summary = evaluate_tasks(replay.policy(), [crash, huge, fine], tmp_path, EvalConfig(workers=1))
+    order = [crash, huge, full, fine]
+    config = EvalConfig(workers=1, harness=HarnessConfig(disk_limit="50m"))
+    summary = evaluate_tasks(ExpertReplay(scripts, order).policy(), order, tmp_path, config)
     assert summary["infrastructure_failures"] == 0, summary["infrastructure_errors"]
-    assert summary["graded"] == 3 and summary["resolved"] == 1 and summary["resolved_rate"] == pytest.approx(1 / 3, abs=1e-3)
-    assert summary["exit_reasons"]["container_died"] == 1
-    assert summary["rejected"] == {"the agent's commands killed its container": 1, "patch too large": 1}
+    assert summary["graded"] == 4 and summary["resolved"] == 1 and summary["resolved_rate"] == 0.25
+    assert summary["exit_reasons"]["container_died"] == 1 and summary["exit_reasons"]["disk_limit"] == 1
+    assert summary["rejected"] == {"the agent's commands killed its container": 1, "patch too large": 1,
+                                   "the agent's commands wrote past the disk budget": 1}
     crashed = json.loads((instance_dir(tmp_path, crash.instance_id) / "result.json").read_text())
     assert crashed["infra_error"] is None and not crashed["resolved"] and crashed["exit_reason"] == "container_died"
     big = json.loads((instance_dir(tmp_path, huge.instance_id) / "result.json").read_text())

@@ -38,6 +38,9 @@ class SandboxConfig:
     ``source``: the host repository the local backend copies (ignored by docker).
     ``max_patch_bytes``: ``diff()`` raises :class:`~swe_srl.errors.PatchTooLarge` past it,
     without reading the patch.
+    ``disk_limit``: bytes the container may write (its writable layer; None = unlimited). A hard
+    quota where the engine's storage driver has one, else checked after every command:
+    past it, the command raises :class:`~swe_srl.errors.DiskLimitExceeded` (the model's result).
     """
 
     image: str = ""
@@ -55,6 +58,7 @@ class SandboxConfig:
     source: Optional[str] = None
     startup_timeout: float = 60.0
     max_patch_bytes: int = 2_000_000
+    disk_limit: Optional[str] = "4g"
 
     def __post_init__(self) -> None:
         if self.backend not in ("docker", "local"):
@@ -69,6 +73,8 @@ class SandboxConfig:
             raise ConfigError(f"sandbox workdir must be absolute, not {self.workdir!r}")
         if not _MEM_RE.match(str(self.mem_limit)):
             raise ConfigError(f"sandbox mem_limit {self.mem_limit!r} is not like '2g' or '512m'")
+        if self.disk_limit is not None and not _MEM_RE.match(str(self.disk_limit)):
+            raise ConfigError(f"sandbox disk_limit {self.disk_limit!r} is not like '4g' or '512m'")
         for name in ("cpus", "default_timeout", "startup_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"sandbox {name} must be > 0, got {getattr(self, name)!r}")
@@ -80,5 +86,16 @@ class SandboxConfig:
             raise ConfigError(f"sandbox run_id {self.run_id!r}: use letters, digits, '.', '_' or '-'")
 
     @property
+    def disk_limit_bytes(self) -> Optional[int]:
+        return None if self.disk_limit is None else size_in_bytes(self.disk_limit)
+
+    @property
     def nano_cpus(self) -> int:
         return int(self.cpus * 1e9)
+
+
+def size_in_bytes(text: str) -> int:
+    """'512m' -> 536870912 (b, k, m, g suffixes, powers of 1024, as docker reads them)."""
+    text = str(text).strip().lower()
+    scale = {"b": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}.get(text[-1:], 1)
+    return int(float(text.rstrip("bkmg")) * scale)

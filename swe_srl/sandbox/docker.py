@@ -29,7 +29,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import InfrastructureError, SandboxDied
+from ..errors import DiskLimitExceeded, InfrastructureError, SandboxDied
 from ..schemas import ExecResult
 from .base import (KILL_GRACE, check_patch_size, RESCUE_COMMAND, STATE_DIR, OutputCapture, SandboxFileNotFound, diff_script,
                    exec_argv, hygiene_script, is_timeout, kill_group_command)
@@ -67,14 +67,25 @@ class DockerSandbox:
         cfg = self.config
         name = f"swe-srl-{cfg.run_id}-{uuid.uuid4().hex[:8]}"
         self._created_at = int(time.time()) - 1
+        options = dict(
+            command=["sleep", "infinity"], name=name, init=True, detach=True,
+            working_dir=cfg.workdir, environment={**BASE_ENV, **cfg.env},
+            labels=owner_labels(cfg.run_id),
+            network_mode="bridge" if cfg.network else "none",
+            mem_limit=cfg.mem_limit, memswap_limit=cfg.mem_limit, nano_cpus=cfg.nano_cpus,
+            pids_limit=cfg.pids_limit, cap_drop=_CAP_DROP, security_opt=["no-new-privileges"])
+        # A hard quota on the writable layer where the storage driver has one; else checked.
+        self._disk_quota = cfg.disk_limit is not None and _storage_quota(self._client)
         try:
-            self._container = self._client.containers.create(
-                cfg.image, command=["sleep", "infinity"], name=name, init=True, detach=True,
-                working_dir=cfg.workdir, environment={**BASE_ENV, **cfg.env},
-                labels=owner_labels(cfg.run_id),
-                network_mode="bridge" if cfg.network else "none",
-                mem_limit=cfg.mem_limit, memswap_limit=cfg.mem_limit, nano_cpus=cfg.nano_cpus,
-                pids_limit=cfg.pids_limit, cap_drop=_CAP_DROP, security_opt=["no-new-privileges"])
+            try:
+                self._container = self._client.containers.create(
+                    cfg.image, **options, **({"storage_opt": {"size": cfg.disk_limit}} if self._disk_quota else {}))
+            except docker.errors.APIError as exc:
+                if not (self._disk_quota and "storage" in str(exc).lower()):
+                    raise
+                _QUOTA_SUPPORT[_engine_key(self._client)] = self._disk_quota = False
+                log.info("storage quota refused by the engine (%s): checking the disk budget instead", exc)
+                self._container = self._client.containers.create(cfg.image, **options)
         except docker.errors.ImageNotFound as exc:
             raise InfrastructureError(f"sandbox image {cfg.image} not found: build it with `swe-srl env build`") from exc
         except Exception as exc:
@@ -187,6 +198,7 @@ class DockerSandbox:
             else:
                 failure = result.output.strip() if _could_not_fork(result) else ""
             if not failure:
+                self._check_disk(result)
                 return result
             if attempt < 3:
                 # No process could start: the agent's processes hold every pid (a fork bomb
@@ -228,6 +240,24 @@ class DockerSandbox:
         return ExecResult(output=output, exit_code=exit_code, duration=elapsed,
                           timed_out=is_timeout(exit_code, elapsed, limit),
                           truncated=capture.truncated)
+
+    def disk_usage(self) -> int | None:
+        """Bytes in the container's writable layer (what its processes wrote), as the engine
+        counts them; None when the engine does not say."""
+        try:
+            rows = self._api.containers(all=True, size=True, filters={"id": self._container.id})
+        except Exception as exc:
+            raise self._dead("measuring its disk use", exc) from exc
+        return rows[0].get("SizeRw") if rows else None
+
+    def _check_disk(self, result: ExecResult) -> None:
+        limit = self.config.disk_limit_bytes
+        if limit is None or self._disk_quota:
+            return
+        used = self.disk_usage()
+        if used is not None and used > limit:
+            raise DiskLimitExceeded(f"sandbox {self.name}: the container wrote {used} bytes, over its disk "
+                                    f"budget of {limit} ({self.config.disk_limit})", result.output)
 
     def _raise_if_dead(self, what: str, output: str = "") -> None:
         # A SIGKILLed exec may be our timeout, an OOM kill, or the container going down; the
@@ -357,6 +387,29 @@ class DockerSandbox:
             return ""
         check_patch_size(result.output, self.config.max_patch_bytes)
         return self.read_bytes(out).decode("utf-8", errors="replace")
+
+
+_QUOTA_SUPPORT: dict[str, bool] = {}
+
+
+def _engine_key(client: Any) -> str:
+    return str(getattr(client.api, "base_url", id(client)))
+
+
+def _storage_quota(client: Any) -> bool:
+    """Whether the engine's storage driver can cap a container's writable layer
+    (``--storage-opt size``): overlay2 on xfs (with project quotas), btrfs, zfs. Asked once
+    per engine; a refusal at create time turns it off for that engine."""
+    key = _engine_key(client)
+    if key not in _QUOTA_SUPPORT:
+        try:
+            info = client.info()
+        except Exception:
+            info = {}
+        driver = str(info.get("Driver", ""))
+        backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+        _QUOTA_SUPPORT[key] = driver in ("btrfs", "zfs") or (driver == "overlay2" and backing == "xfs")
+    return _QUOTA_SUPPORT[key]
 
 
 def _out_of_pids(message: str) -> bool:

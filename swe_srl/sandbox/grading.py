@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Optional, Sequence
 
-from ..errors import ConfigError, InfrastructureError, SandboxDied
+from ..errors import ConfigError, DiskLimitExceeded, InfrastructureError, SandboxDied
 from ..rewards.tamper import config_files_to_reset, patch_paths, read_channel, runner_shadows, screen_patch
 from ..rewards.testlog import build_report, merge_statuses, parse_junit_xml, parse_test_log
 from ..schemas import Task, TestReport
@@ -51,6 +51,7 @@ _GUARD = Path(__file__).with_name("guard") / "run_pytest.py"
 # The last pytest invocation of a test command: `python -m pytest` (any pythonX.Y) or `pytest`.
 _PYTEST_RUN = re.compile(r"(?:(?<=^)|(?<=&&)|(?<=;)|(?<=\|\|))(\s*)(?:(python[\d.]*)\s+-m\s+pytest|pytest)(?=\s|$)")
 KILLED_CONTAINER = "tests killed the container"
+DISK_LIMIT = "tests wrote past the disk budget"
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class GradingConfig:
     ``junit``: for pytest tasks, also have pytest write a junit xml and cross-check the log.
     ``mem_limit`` / ``cpus``: of the grading container. ``log_tail_chars``: log kept in the report.
     ``max_patch_bytes``: a larger patch is rejected (``patch too large``) and never stored whole.
+    ``disk_limit``: what the tests may write in the grading container (past it: rejected).
     ``guard``: run pytest commands through swe-srl's launcher and its signed results channel
     (off only to compare with an unguarded harness).
     """
@@ -75,6 +77,7 @@ class GradingConfig:
     cpus: float = 1.0
     log_tail_chars: int = 4000
     max_patch_bytes: int = 2_000_000
+    disk_limit: Optional[str] = "4g"
     guard: bool = True
 
     def __post_init__(self) -> None:
@@ -146,7 +149,8 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
         # The whole test log comes back through the exec's own output: no cap worth hitting.
         sandbox_config = SandboxConfig(image=image, workdir=task.workdir, network=False,
                                        mem_limit=config.mem_limit, cpus=config.cpus, git_hygiene="off",
-                                       exec_output_limit=_LOG_LIMIT, env={"PYTHONDONTWRITEBYTECODE": "1"})
+                                       exec_output_limit=_LOG_LIMIT, env={"PYTHONDONTWRITEBYTECODE": "1"},
+                                       disk_limit=config.disk_limit)
         with open_sandbox(sandbox_config) as sandbox:
             report = _grade_in(sandbox, task, patch, config, deadline)
     except InfrastructureError as exc:
@@ -215,12 +219,13 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
         setup_script += f"git ls-tree -r HEAD > {scratch}/tracked\n"
     try:
         ran = sandbox.exec(setup_script + f"echo {marker}\n{command}\n", timeout=limit)
-    except SandboxDied as exc:
-        if marker + "\n" not in exc.output:
-            raise  # down before any code of the patch ran: the infrastructure's failure
+    except (SandboxDied, DiskLimitExceeded) as exc:
+        if marker + "\n" not in exc.output:  # before any code of the patch ran: the infrastructure's
+            raise InfrastructureError(f"grading container: {exc}") from exc
         log = exc.output.partition(marker + "\n")[2]
-        return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=KILLED_CONTAINER,
-                          log_tail="\n".join([log[-tail:], f"[swe-srl] {KILLED_CONTAINER}: {exc}"]))
+        reason = KILLED_CONTAINER if isinstance(exc, SandboxDied) else DISK_LIMIT
+        return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=reason,
+                          log_tail="\n".join([log[-tail:], f"[swe-srl] {reason}: {exc}"]))
     setup, found, log = ran.output.partition(marker + "\n")
     if not found:
         if ran.exit_code == _MODEL_PATCH_FAILED:

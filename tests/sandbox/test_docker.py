@@ -222,3 +222,35 @@ def test_reset_returns_to_the_base_commit(box):
 def test_missing_image_is_an_infrastructure_error(docker_client):
     with pytest.raises(InfrastructureError, match="swe-srl env build"):
         open_sandbox(SandboxConfig(image="swe-srl/task-does-not-exist:0"))
+
+
+def test_writing_past_the_disk_budget_is_the_models_failure_and_bounded(task_image):
+    """No quota on this engine's overlay2-on-ext4: the budget is checked after each command."""
+    from swe_srl.errors import DiskLimitExceeded, SweSrlError
+
+    with open_sandbox(SandboxConfig(image=task_image, disk_limit="40m")) as sandbox:
+        small = sandbox.exec("head -c 10M /dev/zero > /tmp/ten && echo wrote")
+        assert small.exit_code == 0 and small.output == "wrote\n"
+        assert 10 * 2**20 <= sandbox.disk_usage() < 40 * 2**20
+        with pytest.raises(DiskLimitExceeded, match="over its disk budget") as caught:
+            sandbox.exec("head -c 60M /dev/zero > /root/sixty && echo wrote")
+        assert caught.value.output == "wrote\n"
+        assert not isinstance(caught.value, InfrastructureError) and isinstance(caught.value, SweSrlError)
+
+
+def test_container_killed_by_its_own_processes_is_not_an_engine_failure(task_image):
+    """`kill -9 -1` inside: SandboxDied (the caller's to blame on the model); a kill sent
+    through the engine from outside stays a plain infrastructure failure."""
+    import docker
+
+    from swe_srl.errors import SandboxDied
+
+    with open_sandbox(SandboxConfig(image=task_image)) as sandbox:
+        with pytest.raises(SandboxDied) as caught:
+            sandbox.exec("echo bye; kill -9 -1; sleep 5")
+        assert "exited" in str(caught.value)
+    with open_sandbox(SandboxConfig(image=task_image)) as sandbox:
+        threading.Timer(1.0, lambda: docker.from_env().containers.get(sandbox.container_id).kill()).start()
+        with pytest.raises(InfrastructureError) as caught:
+            sandbox.exec("sleep 10")
+        assert not isinstance(caught.value, SandboxDied) and "through the engine" in str(caught.value)

@@ -199,3 +199,8 @@ for _obj in gc.get_objects():
 ''')
     _assert_rejected(grade(task, attack), "test runner modified in-process", "not a file of the base commit")
     assert grade(task, attack, GradingConfig(guard=False)).resolved  # the attack works without the guard
+
+
+def test_tests_writing_past_the_disk_budget_are_rejected(task):
+    attack = _init_patch("open('/tmp/fill', 'wb').write(b'0' * 60_000_000)")
+    _assert_rejected(grade(task, attack, GradingConfig(disk_limit="40m")), "disk budget")
