@@ -21,7 +21,7 @@ from .agent import GREEDY, AgentConfig, Episode, run_episode
 from .errors import ConfigError, InfrastructureError
 from .policy.base import GenerationConfig, Policy
 from .sandbox import SandboxConfig, open_sandbox
-from .sandbox.config import Backend
+from .sandbox.config import Backend, check_size
 from .sandbox.grading import GradingConfig, grade
 from .sandbox.images import ensure_image
 from .schemas import EpisodeResult, Task, TestReport
@@ -51,6 +51,7 @@ class HarnessConfig:
     def __post_init__(self) -> None:
         if self.cpus <= 0:
             raise ConfigError(f"harness.cpus must be > 0, got {self.cpus}")
+        check_size("harness.disk_limit", self.disk_limit)
 
 
 @dataclass

@@ -73,8 +73,7 @@ class SandboxConfig:
             raise ConfigError(f"sandbox workdir must be absolute, not {self.workdir!r}")
         if not _MEM_RE.match(str(self.mem_limit)):
             raise ConfigError(f"sandbox mem_limit {self.mem_limit!r} is not like '2g' or '512m'")
-        if self.disk_limit is not None and not _MEM_RE.match(str(self.disk_limit)):
-            raise ConfigError(f"sandbox disk_limit {self.disk_limit!r} is not like '4g' or '512m'")
+        check_size("sandbox disk_limit", self.disk_limit)
         for name in ("cpus", "default_timeout", "startup_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"sandbox {name} must be > 0, got {getattr(self, name)!r}")
@@ -92,6 +91,12 @@ class SandboxConfig:
     @property
     def nano_cpus(self) -> int:
         return int(self.cpus * 1e9)
+
+
+def check_size(name: str, value: Optional[str]) -> None:
+    """A ConfigError unless ``value`` is None or a docker size string ('4g', '512m')."""
+    if value is not None and not _MEM_RE.match(str(value)):
+        raise ConfigError(f"{name} {value!r} is not a size like '4g' or '512m' (or null for no limit)")
 
 
 def size_in_bytes(text: str) -> int:

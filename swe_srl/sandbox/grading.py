@@ -40,7 +40,7 @@ from ..rewards.testlog import build_report, merge_statuses, parse_junit_xml, par
 from ..schemas import Task, TestReport
 from ..tasks import task_test_command
 from . import open_sandbox
-from .config import SandboxConfig
+from .config import SandboxConfig, check_size
 from .images import ensure_image
 
 # Exit codes of the apply script (grading steps run before any code of the patch does).
@@ -81,6 +81,7 @@ class GradingConfig:
     guard: bool = True
 
     def __post_init__(self) -> None:
+        check_size("grading disk_limit", self.disk_limit)
         if self.max_patch_bytes < 1024:
             raise ConfigError(f"grading max_patch_bytes must be >= 1024, got {self.max_patch_bytes}")
         if not (self.test_timeout > 0 and self.harness_timeout > 0):
