@@ -6,13 +6,18 @@ Layout under ``RUN_DIR/checkpoints``::
       model/                  save_pretrained: weights, config, tokenizer
       optimizer.pt            optimizer state_dict
       rng.pt                  python / numpy / torch (+ cuda) RNG states, one entry per rank
-      trainer_state.json      step, data position, ... (written last: the completeness mark)
+      trainer_state.json      step, data position, ... (the completeness mark)
+      manifest.json           size + sha256 of every file above (written last)
     latest                    the name of the newest complete checkpoint (updated last)
 
 A checkpoint is written into a hidden temp directory, every file and the directory are
 fsync'ed, then the directory is renamed into place and only then does ``latest`` move (itself
 through a temp file + ``os.replace``). A crash at any point leaves the previous checkpoint
 loadable, and a temp directory never becomes ``latest``.
+
+Files damaged after the write (a truncated copy, a bad disk) are caught on ``--resume``:
+:func:`find_resumable` verifies each checkpoint against its manifest (:mod:`.integrity`; older
+checkpoints without one by parsing their files) and takes the newest that passes.
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import InputError
 from ..paths import DEFAULT_MODEL_DIR
 from ..tiny_model import make_tiny_model
+from .integrity import CorruptCheckpoint, brief, check_rng_states, verify, write_manifest
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
@@ -36,6 +43,7 @@ MODEL_DIR = "model"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
 TMP_PREFIX = ".tmp-"
+_STEP_DIR = re.compile(r"step-(\d+)")
 
 
 def step_dir_name(step: int) -> str:
@@ -122,16 +130,23 @@ class Checkpoint:
         return self.path / MODEL_DIR
 
     def optimizer_state(self) -> dict[str, Any]:
-        import torch
-
-        return torch.load(self.path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+        return self._load(OPTIMIZER_FILE)
 
     def rng_states(self) -> list[dict[str, Any]]:
         """One RNG state per rank of the run that wrote it."""
+        if not (self.path / RNG_FILE).exists():
+            return []
+        states = self._load(RNG_FILE)
+        check_rng_states(states, f"checkpoint {self.path}: {RNG_FILE}")
+        return states
+
+    def _load(self, name: str) -> Any:
         import torch
 
-        path = self.path / RNG_FILE
-        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else []
+        try:
+            return torch.load(self.path / name, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load raises many kinds (RuntimeError, UnpicklingError, EOFError, ...)
+            raise CorruptCheckpoint(f"checkpoint {self.path}: {name} cannot be loaded ({brief(exc)})") from exc
 
 
 def save_checkpoint(
@@ -161,9 +176,10 @@ def save_checkpoint(
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
     if rng_states is not None:
         torch.save(rng_states, tmp / RNG_FILE)
-    # The state file goes last: a directory holding it has everything else.
+    # The state file, then the manifest of every file, go last.
     payload = {"step": step, **dict(state or {})}
     (tmp / STATE_FILE).write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    write_manifest(tmp)  # last: what --resume checks the files against
     _fsync_tree(tmp)
     if final.exists():  # re-saving a step after a resume: swap the old copy out first
         old = root / f"{TMP_PREFIX}old-{final.name}.{os.getpid()}"
@@ -187,14 +203,27 @@ def _remove_stale_temps(root: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _read_complete(path: Path) -> Checkpoint | None:
+def _read_state(path: Path) -> Checkpoint:
+    """The checkpoint at ``path`` if it has a state file and a model folder; else
+    :class:`CorruptCheckpoint` saying what is wrong."""
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(state, dict) or "step" not in state or not (path / MODEL_DIR).is_dir():
-        return None
+    except FileNotFoundError as exc:
+        raise CorruptCheckpoint(f"{STATE_FILE} is missing") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptCheckpoint(f"{STATE_FILE} is unreadable ({brief(exc)})") from exc
+    if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+        raise CorruptCheckpoint(f"{STATE_FILE} holds no step")
+    if not (path / MODEL_DIR).is_dir():
+        raise CorruptCheckpoint(f"{MODEL_DIR}/ is missing")
     return Checkpoint(path=path, state=state)
+
+
+def _read_complete(path: Path) -> Checkpoint | None:
+    try:
+        return _read_state(path)
+    except CorruptCheckpoint:
+        return None
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Checkpoint]:
@@ -218,6 +247,44 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Checkpoint | None:
             return found
     complete = list_checkpoints(run_dir)
     return complete[-1] if complete else None
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """What :func:`find_resumable` found: the checkpoint to resume from (None when there is
+    none) and, newest first, the ones it passed over with the reason for each."""
+
+    checkpoint: Checkpoint | None
+    skipped: tuple[tuple[str, str], ...] = field(default=())
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Checkpoint folders to try: the one ``latest`` names, then the others newest first."""
+    dirs = sorted((p for p in root.glob("step-*") if p.is_dir() and _STEP_DIR.fullmatch(p.name)),
+                  key=lambda p: int(p.name.split("-", 1)[1]), reverse=True)
+    try:
+        named = (root / LATEST).read_text(encoding="utf-8").strip()
+    except OSError:
+        named = ""
+    first = [p for p in dirs if p.name == named]
+    return first + [p for p in dirs if p.name != named]
+
+
+def find_resumable(run_dir: str | os.PathLike) -> Resumable:
+    """The newest checkpoint of a run whose files verify (the one ``latest`` names first),
+    with every newer one it had to pass over and why. Reads every file it accepts once."""
+    skipped: list[tuple[str, str]] = []
+    for path in _candidates(Path(run_dir) / CHECKPOINTS):
+        try:
+            found = _read_state(path)
+            if not (path / OPTIMIZER_FILE).is_file():
+                raise CorruptCheckpoint(f"{OPTIMIZER_FILE} is missing")
+            verify(path)
+        except CorruptCheckpoint as exc:
+            skipped.append((path.name, str(exc)))
+            continue
+        return Resumable(found, tuple(skipped))
+    return Resumable(None, tuple(skipped))
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -22,7 +22,7 @@ from .. import paths
 from ..config import TrainConfig
 from ..config_loader import save_config, to_mapping
 from ..dataset import load_step_targets
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, SweSrlError
 from ..policy import PolicyConfig, load_policy
 from ..prompts import messages_for_target
 from ..rewards.similarity import StepScores
@@ -31,6 +31,7 @@ from ..tasks import load_tasks
 from . import checkpoint as ckpt
 from .data_order import DataOrder
 from .distributed import init_distributed, seed_everything, shard
+from .integrity import CorruptCheckpoint, brief
 from .logprobs import resolve_precision
 from .optim import build_optimizer
 from .records import DrawLog
@@ -112,6 +113,9 @@ class Session:
         if found is not None and not resume:
             raise ConfigError(f"{self.run_dir} already holds a run (checkpoint {found.path.name}); "
                               "pass --resume to continue it or -o to start a new one")
+        self.skipped_checkpoints: tuple[tuple[str, str], ...] = ()
+        if resume:
+            found = self._resume_point()
         if resume and found is None and not any(
                 (self.run_dir / name).is_file() for name in (CONFIG_FILE, METRICS_FILE, ROLLOUTS_FILE)):
             # A run killed before its first checkpoint (it left config.yaml or log rows) restarts;
@@ -127,8 +131,7 @@ class Session:
         # The model the run started from: the KL reference, on every resume too.
         self.start_model: Path | None = self._start_model() if found is None else (
             Path(found.state["start_model"]) if found.state.get("start_model") else None)
-        model_path = found.model_dir if found is not None else self.start_model
-        self.policy = self._load_policy(model_path)
+        self.policy = self._load_policy(self.start_model) if found is None else self._load_checkpoint_policy(found)
         self.model = self.policy.model
         # Who samples rollouts: the trained policy itself, or a given Policy (a scripted one in
         # tests, an inference engine whose weights follow the model's).
@@ -182,8 +185,37 @@ class Session:
             policy.model.set_attn_implementation(cfg.attn_implementation)
         return policy
 
+    def _resume_point(self) -> ckpt.Checkpoint | None:
+        """The newest checkpoint whose files verify (rank 0 checks them, every rank gets its
+        answer); one warning line for each newer one passed over. None when the run has no
+        checkpoint folder at all; an error when it has some and none is usable."""
+        choice = ckpt.find_resumable(self.run_dir) if self.dist.is_main else None
+        choice = self.dist.gather(choice)[0]
+        if choice.checkpoint is None and choice.skipped:
+            reasons = "; ".join(f"{name}: {reason}" for name, reason in choice.skipped)
+            raise InputError(f"--resume: no usable checkpoint in {self.run_dir / ckpt.CHECKPOINTS} ({reasons}); "
+                             "restore or delete the damaged ones, or start a new run with another -o")
+        self.skipped_checkpoints = choice.skipped
+        for name, reason in choice.skipped if self.dist.is_main else ():
+            log.warning("--resume: skipping checkpoint %s: %s", name, reason)
+        return choice.checkpoint
+
+    def _load_checkpoint_policy(self, found: ckpt.Checkpoint) -> Any:
+        """The policy from a checkpoint's model folder; a file damaged after it was verified is
+        a one-line error naming the checkpoint, not a traceback from deep inside the loader."""
+        try:
+            return self._load_policy(found.model_dir)
+        except Exception as exc:  # a damaged file raises whatever its reader raises (SafetensorError, ...)
+            if isinstance(exc, (SweSrlError, MemoryError, torch.cuda.OutOfMemoryError)):
+                raise
+            raise CorruptCheckpoint(f"checkpoint {found.path}: its model cannot be loaded ({brief(exc)})") from exc
+
     def _restore(self, found: ckpt.Checkpoint) -> None:
-        self.optimizer.load_state_dict(found.optimizer_state())
+        try:
+            self.optimizer.load_state_dict(found.optimizer_state())
+        except ValueError as exc:  # saved for other parameters (another model or optimizer setting)
+            raise InputError(f"checkpoint {found.path}: its optimizer state does not fit this run's "
+                             f"model and optimizer ({exc})") from exc
         self.step = found.step
         self.order = DataOrder.from_state(len(self.items), self.config.run.seed,
                                           self.config.data.shuffle, found.state["data_position"])
@@ -191,7 +223,10 @@ class Session:
         # RNG last: loading weights above may have drawn random numbers.
         if self.dist.rank < len(states):
             ckpt.restore_rng(states[self.dist.rank])
-        if self.dist.is_main:
+        if self.dist.is_main and self.skipped_checkpoints:
+            log.warning("--resume: resuming from checkpoint %s (step %d), the newest whose files verify",
+                        found.path.name, self.step)
+        elif self.dist.is_main:
             log.info("resumed %s at step %d (data position %s)", self.run_dir, self.step, found.state["data_position"])
 
     # ------------------------------------------------------------------ checkpoints
