@@ -36,7 +36,7 @@ from typing import Literal, Optional, Sequence
 
 from ..errors import ConfigError, DiskLimitExceeded, InfrastructureError, SandboxDied
 from ..rewards.tamper import config_files_to_reset, patch_paths, read_channel, runner_shadows, screen_patch
-from ..rewards.testlog import build_report, merge_statuses, parse_junit_xml, parse_test_log
+from ..rewards.testlog import build_report, merge_statuses, parse_junit_xml, parse_test_log, worse
 from ..schemas import Task, TestReport
 from ..tasks import task_test_command
 from . import open_sandbox
@@ -247,7 +247,10 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
         if result.problem and not ran.timed_out:  # a hung run is cut short: its timeout is the verdict
             return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=result.problem,
                               log_tail="\n".join([log[-tail:], f"[swe-srl] {result.problem}"]))
-        statuses = merge_statuses(result.statuses, statuses) if result.statuses else statuses
+        if task.log_parser == "pytest":  # the channel decides which tests ran; the log can only worsen them
+            statuses = merge_statuses(result.statuses, statuses) if result.statuses else {}
+        else:  # a SWE-bench parser may name tests its own way: the channel worsens those it knows
+            statuses = {t: worse(s, result.statuses[t]) if t in result.statuses else s for t, s in statuses.items()}
     elif use_junit:
         statuses = merge_statuses(parse_junit_xml(_read(sandbox, junit_path), task.test_files), statuses)
     report = build_report(task, statuses, log, exit_code=ran.exit_code, timed_out=ran.timed_out,
