@@ -129,23 +129,55 @@ def is_timeout(exit_code: int | None, elapsed: float, timeout: float) -> bool:
     return exit_code in (124, 137, None) and elapsed >= timeout * 0.98
 
 
+# Whatever in a repository can hold or name history past the base commit besides refs and
+# objects: reflogs, fsck's lost-found, rerere's recorded resolutions, other worktrees, the state
+# and messages of git operations (FETCH_HEAD, ORIG_HEAD, COMMIT_EDITMSG, ...), grafts.
+_GIT_LEFTOVERS = (".git/logs .git/lost-found .git/rr-cache .git/worktrees .git/sequencer .git/rebase-merge "
+                  ".git/rebase-apply .git/info/grafts .git/*_HEAD .git/*MSG .git/AUTO_MERGE .git/MERGE_MODE "
+                  ".git/BISECT_*")
+
+# Remotes and every ref but the checked-out branch go (tags, stash, notes, replace refs, and a
+# stale packed value of the branch itself), then the object store must hold exactly what HEAD
+# reaches. Counting both sides costs one rev-list; only when they differ (or the store borrows
+# from alternates, or holds files that are not objects) is the store rebuilt: one pack of HEAD's
+# objects replaces it whole, so dangling commits and blobs, loose objects, kept and cruft packs,
+# alternates and commit-graphs all go. The index is reset to HEAD first (a staged blob would
+# otherwise name an object the new store lacks); the leftovers go last (the reset writes
+# ORIG_HEAD). A scrub that cannot finish fails the sandbox's start rather than leave history.
+GIT_SCRUB = r"""
+for r in $(git remote); do git remote remove "$r"; done
+gone=$(git for-each-ref --format='delete %(refname)' | grep -vxF "delete $cur")
+[ -z "$gone" ] || printf '%s\n' "$gone" | git update-ref --no-deref --stdin \
+  || { echo "git scrub: cannot delete refs"; exit 1; }
+[ ! -f .git/packed-refs ] || git pack-refs --all  # drops a stale packed value of the branch
+want=$(set -o pipefail; git rev-list --objects HEAD | wc -l) || want=-1
+have=0
+while read -r key value; do
+  case $key in count:|in-pack:) have=$((have + value));; garbage:) [ "$value" = 0 ] || want=-1;; esac
+done <<SCRUB_COUNTS
+$(git count-objects -v)
+SCRUB_COUNTS
+if [ "$have" != "$want" ] || [ -s .git/objects/info/alternates ]; then
+  ( set -eo pipefail
+    git reset -q
+    rm -rf .git/objects.scrub; mkdir -p .git/objects.scrub/pack .git/objects.scrub/info
+    git rev-list --objects HEAD | git pack-objects -q .git/objects.scrub/pack/pack >/dev/null
+    rm -rf .git/objects; mv .git/objects.scrub .git/objects
+  ) || { echo "git scrub: cannot rebuild the object store"; exit 1; }
+fi
+rm -rf """ + _GIT_LEFTOVERS + "\n"
+
+
 def hygiene_script(workdir: str, mode: str, state_dir: str = STATE_DIR) -> str:
     """Start-of-episode script: state dir, then (``scrub``) strip everything from the repository
-    that is not the base commit's history; prints ``BASE=<sha>`` (empty when no git repo).
+    that is not the base commit's history (:data:`GIT_SCRUB`: afterwards the object store holds
+    exactly the objects HEAD reaches); prints ``BASE=<sha>`` (empty when no git repo).
 
-    Few processes on purpose (each fork costs tens of ms on a loaded host): the common case, a
-    task image with one branch, no remotes and no reflog, runs four git commands and no gc."""
+    Few processes on purpose (each fork costs tens of ms on a loaded host): a task image with
+    one branch, no remotes and no object but the base commit's runs seven git commands and
+    rebuilds nothing."""
     state = shlex.quote(state_dir)
-    scrub = r"""
-changed=
-for r in $(git remote); do git remote remove "$r"; changed=1; done
-for ref in $(git for-each-ref --format='%(refname)'); do
-  if [ "$ref" != "$cur" ]; then git update-ref -d "$ref"; changed=1; fi
-done
-for f in FETCH_HEAD ORIG_HEAD MERGE_HEAD; do [ ! -e ".git/$f" ] || rm -f ".git/$f"; done
-if [ -d .git/logs ]; then rm -rf .git/logs; changed=1; fi
-if [ -n "$changed" ]; then git gc -q --prune=now 2>/dev/null || true; fi
-""" if mode == "scrub" else ""
+    scrub = GIT_SCRUB if mode == "scrub" else ""
     # Test runs leave caches that are not the agent's work; keep them out of the diff (as
     # untracked-only excludes they change nothing for tracked files).
     excludes = "\\n".join(("# swe-srl",) + _DIFF_EXCLUDES)

@@ -21,6 +21,7 @@ from swe_srl.sandbox import SandboxConfig, SandboxFileNotFound, open_sandbox, ru
 from swe_srl.sandbox.base import hygiene_script
 from swe_srl.sandbox.images import compute_base_commit
 from swe_srl.sandbox.reaper import LABEL_RUN, list_sandboxes, reap
+from tests.sandbox.git_leaks import LEAK_SETUP, leak_check
 
 pytestmark = pytest.mark.docker
 
@@ -164,6 +165,20 @@ def test_scrub_removes_future_commits_remotes_tags_and_reflog(box):
     after = box.exec("git log --all --oneline | wc -l; git remote; git tag; git reflog | wc -l").output.split()
     assert after == ["1", "0"]
     assert box.exec(f"git cat-file -e {fix}").exit_code != 0  # the object itself is gone
+
+
+def test_scrub_leaves_no_object_head_does_not_reach(box):
+    # A fix commit with no ref and no reflog (and a dangling blob) was recoverable with
+    # `git fsck --lost-found` / `git cat-file --batch-all-objects`: the scrub only ran gc when it
+    # had removed a remote, a ref or a log.
+    setup = box.exec(LEAK_SETUP)
+    assert setup.exit_code == 0, setup.output
+    fix, blob = setup.output.split()
+    assert box.exec(f"git cat-file -e {fix} && git cat-file -e {blob}").exit_code == 0
+    result = box.exec(hygiene_script("/testbed", "scrub"))
+    assert result.exit_code == 0 and result.output.strip().endswith(f"BASE={box.base_commit}"), result.output
+    assert box.exec(leak_check(fix, blob)).output == ""
+    assert box.diff() == ""
 
 
 def test_diff_has_new_modified_and_deleted_files_and_keeps_the_agent_index(box, task_image):

@@ -10,7 +10,9 @@ import pytest
 from swe_srl.actions import make_action
 from swe_srl.errors import ConfigError
 from swe_srl.sandbox import SandboxConfig, open_sandbox, run_tool
-from swe_srl.sandbox.images import compute_base_commit
+from swe_srl.sandbox.base import hygiene_script
+from swe_srl.sandbox.images import BASE_COMMIT_ENV, compute_base_commit
+from tests.sandbox.git_leaks import LEAK_SETUP, leak_check
 
 
 @pytest.fixture
@@ -49,6 +51,15 @@ def test_local_editor_maps_the_workdir_and_diff_sees_it(local):
     local.write_file("/testbed/calc/extra.py", "E = 1\n")
     patch = local.diff()
     assert "+    return a // b" in patch and "+++ b/calc/extra.py" in patch
+
+
+def test_local_scrub_leaves_no_object_head_does_not_reach(local):
+    setup = local.exec(LEAK_SETUP, env=BASE_COMMIT_ENV)
+    assert setup.exit_code == 0, setup.output
+    fix, blob = setup.output.split()
+    result = local.exec(hygiene_script(str(local.repo), "scrub", str(local.state)))
+    assert result.exit_code == 0 and result.output.strip().endswith(f"BASE={local.base_commit}"), result.output
+    assert local.exec(leak_check(fix, blob)).output == ""
 
 
 def test_local_backend_needs_a_source():
