@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
-from .errors import ConfigError, InputError, RecordError
+from .errors import ConfigError, InfrastructureError, InputError, RecordError
 from .paths import TASKS_DIR
 from .schemas import Task
 
@@ -217,17 +217,33 @@ def tasks_from_rows(rows: Iterable[Any], *, origin: str = "rows", source: str = 
 
 
 def load_local_task(task_dir: Union[str, Path]) -> Task:
-    """One task folder: ``task.json`` (a SWE-bench record + test_cmd, difficulty) and ``repo/``."""
+    """One task folder: ``task.json`` (a SWE-bench record + test_cmd, difficulty) and ``repo/``.
+
+    ``base_commit`` may be left out of task.json: it is then computed, as the commit the task
+    image makes of repo/'s files (fixed author, dates and message: the same hash on any
+    machine). A git history inside repo/ is not kept by the image, so its HEAD is not used."""
     task_dir = Path(task_dir)
     spec = task_dir / "task.json"
     if not spec.is_file() or not (task_dir / "repo").is_dir():
         raise InputError(f"{task_dir}: a task folder needs task.json and repo/")
     try:
         row = json.loads(spec.read_text(encoding="utf-8"))
+        if isinstance(row, dict) and not row.get("base_commit"):
+            row = {**row, "base_commit": _computed_base_commit(spec, task_dir / "repo")}
         task = task_from_row(row, source="local")
     except (json.JSONDecodeError, RecordError) as exc:
         raise InputError(f"{spec}: {exc}") from None
     return replace(task, metadata={**task.metadata, "task_dir": str(task_dir.resolve())})
+
+
+def _computed_base_commit(spec: Path, repo: Path) -> str:
+    from .sandbox.images import compute_base_commit  # host git only; no engine needed
+
+    try:
+        return compute_base_commit(repo)
+    except InfrastructureError as exc:
+        raise InputError(f"{spec}: no base_commit, and it cannot be computed ({exc}): "
+                         "add it to task.json or install git") from None
 
 
 def load_local_tasks(tasks_dir: Union[str, Path] = TASKS_DIR) -> list[Task]:

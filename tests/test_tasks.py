@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -234,3 +237,44 @@ def test_real_swebench_verified_records():
     for task in loaded:
         assert task.fail_to_pass and task.image.startswith("swebench/sweb.eval.x86_64.")
         assert "runtests.py" in tasks.task_test_command(task)
+
+
+def _task_folder_without_base_commit(tmp_path: Path) -> tuple[Path, str]:
+    """A copy of a demo task folder whose task.json lacks base_commit; and the value it had."""
+    source = Path(tasks.TASKS_DIR) / "swe-srl-demo__datekit-1"
+    folder = tmp_path / "tasks" / source.name
+    shutil.copytree(source, folder)
+    record = json.loads((folder / "task.json").read_text())
+    expected = record.pop("base_commit")
+    (folder / "task.json").write_text(json.dumps(record))
+    return folder, expected
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_task_folder_without_base_commit_gets_the_image_commit(tmp_path):
+    # Adding a task folder needed a hand-computed base_commit ('task row is missing base_commit').
+    folder, expected = _task_folder_without_base_commit(tmp_path)
+    task = tasks.load_local_task(folder)
+    assert task.base_commit == expected
+    assert [t.base_commit for t in tasks.load_tasks(folder.parent)] == [expected]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_task_repo_with_its_own_history_gets_the_commit_the_image_makes(tmp_path):
+    # The image commits repo/'s files afresh (its .git is not kept): that commit is the base.
+    folder, expected = _task_folder_without_base_commit(tmp_path)
+    repo = folder / "repo"
+    env = {**os.environ, "GIT_AUTHOR_NAME": "a", "GIT_AUTHOR_EMAIL": "a@a.invalid", "GIT_COMMITTER_NAME": "a",
+           "GIT_COMMITTER_EMAIL": "a@a.invalid"}
+    subprocess.run("git init -q && git add -A && git commit -qm 'their history'", shell=True, cwd=repo, env=env,
+                   check=True)
+    own_head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    task = tasks.load_local_task(folder)
+    assert task.base_commit == expected != own_head
+
+
+def test_task_folder_without_base_commit_and_without_git_is_an_input_error(tmp_path, monkeypatch):
+    folder, _ = _task_folder_without_base_commit(tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    with pytest.raises(InputError, match="no base_commit, and it cannot be computed"):
+        tasks.load_local_task(folder)
