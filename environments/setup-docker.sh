@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Idempotent setup of a real Docker engine and the swe-srl sandbox images on a bare Debian/Ubuntu
 # machine (CI, or a fresh dev box), as root. No registry is needed: the base image is built
-# offline from the Debian mirror (debootstrap -> docker import), task images FROM it.
+# offline from Debian packages (debootstrap -> docker import), task images on top of it.
 #
 #   bash environments/setup-docker.sh            # engine + base image + every demo task image
 #   SWE_SRL_SKIP_IMAGES=1 bash environments/...  # engine only
+#   SWE_SRL_DEBIAN_MIRROR=URL bash environments/...  # debootstrap from that mirror (else its default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -12,7 +12,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..paths import TASKS_DIR
 from ..sandbox.doctor import run_checks
-from ..sandbox.images import build_all
+from ..sandbox.images import MIRROR_ENV, build_all
 
 env_app = typer.Typer(help="Sandbox environments: build the base image and the task images.",
                       no_args_is_help=True)
@@ -44,11 +44,14 @@ def env_build_command(
     method: str = typer.Option("debootstrap", "--method",
                                help="Base image: 'debootstrap' (offline, needs root) or 'dockerfile' (needs a registry)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the tag exists."),
+    mirror: Optional[str] = typer.Option(
+        None, "--mirror", envvar=MIRROR_ENV,
+        help="Debian mirror URL for debootstrap (default: debootstrap's own)."),
 ) -> None:
     """Build the sandbox base image (if missing) and one image per task folder; print the tags."""
     if method not in ("debootstrap", "dockerfile"):
         raise ConfigError(f"--method must be 'debootstrap' or 'dockerfile', not {method!r}")
-    tags = build_all(tasks, only, method=method, force=force,  # type: ignore[arg-type]
+    tags = build_all(tasks, only, method=method, force=force, mirror=mirror,  # type: ignore[arg-type]
                      echo=lambda line: typer.secho(line, fg=typer.colors.BRIGHT_BLACK, err=True))
     for name, tag in tags.items():
         typer.echo(f"{name}\t{tag}")

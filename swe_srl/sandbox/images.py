@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -35,6 +36,7 @@ from typing import Callable, Literal
 from ..errors import ConfigError, InfrastructureError, InputError
 from ..paths import REPO_ROOT, TASKS_DIR
 from ..schemas import Task
+from .builder import LABEL_KIND, commit_image, remove_leftovers, root_owned
 from .client import docker_client, infra_error
 
 log = logging.getLogger(__name__)
@@ -44,7 +46,9 @@ BASE_REPOSITORY = "swe-srl/base"
 BuildMethod = Literal["debootstrap", "dockerfile"]
 # Bump when a build procedure changes in a way the definition files do not show.
 _RECIPE_VERSION = "1"
-_TASK_RECIPE_VERSION = "2"
+_TASK_RECIPE_VERSION = "3"
+# A Debian mirror for debootstrap (else: debootstrap's own default).
+MIRROR_ENV = "SWE_SRL_DEBIAN_MIRROR"
 
 # Environment of the one commit of a task repository: fixed identity and dates make the commit
 # hash a function of the files alone. Global/system config is ignored so that a developer's
@@ -64,6 +68,9 @@ BASE_COMMIT_SCRIPT = (
     "git -c commit.gpgsign=false commit -q --allow-empty --no-verify -m base && rm -rf .git/logs"
 )
 
+# What the engine's builder wrote into task images' config (the imported base has no PATH).
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 Log = Callable[[str], None]
 
 
@@ -73,10 +80,10 @@ class BaseSpec:
 
     suite: str
     variant: str
-    mirror: str
     packages: tuple[str, ...]
     env: dict
     gitconfig: str
+    mirror: str | None = None  # not part of any hash: every mirror of a suite gives the same rootfs
 
     @classmethod
     def load(cls, base_dir: Path = BASE_DIR) -> "BaseSpec":
@@ -89,9 +96,8 @@ class BaseSpec:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{toml_path}: {exc}") from exc
         return cls(suite=data["suite"], variant=data.get("variant", "minbase"),
-                   mirror=data.get("mirror", "http://deb.debian.org/debian"),
                    packages=tuple(data.get("packages", ())), env=dict(data.get("env", {})),
-                   gitconfig=gitconfig)
+                   gitconfig=gitconfig, mirror=data.get("mirror") or None)
 
     def rootfs_digest(self) -> str:
         """Hash of what the debootstrap rootfs holds (the image's ENV is not in it)."""
@@ -135,7 +141,8 @@ def image_exists(tag: str) -> bool:
 
 def build_base_image(method: BuildMethod = "debootstrap", *, force: bool = False,
                      mirror: str | None = None, echo: Log = log.info) -> str:
-    """Build the base sandbox image unless its tag exists; return the tag."""
+    """Build the base sandbox image unless its tag exists; return the tag.
+    ``mirror``: the Debian mirror for debootstrap (see :func:`resolve_mirror`)."""
     spec = BaseSpec.load()
     tag = f"{BASE_REPOSITORY}:{spec.digest(method)}"
     if not force and image_exists(tag):
@@ -143,7 +150,7 @@ def build_base_image(method: BuildMethod = "debootstrap", *, force: bool = False
     if method == "dockerfile":
         _docker_build(BASE_DIR, tag, echo)
         return tag
-    rootfs_tar = _rootfs_tarball(spec, mirror or spec.mirror, echo, force=force)
+    rootfs_tar = _rootfs_tarball(spec, resolve_mirror(spec, mirror), echo, force=force)
     changes = [f"ENV {k}={json.dumps(str(v))}" for k, v in spec.env.items()]
     changes += ["WORKDIR /testbed", 'CMD ["sleep", "infinity"]', "LABEL swe-srl.kind=base"]
     echo(f"importing {rootfs_tar} as {tag}")
@@ -158,7 +165,20 @@ def build_base_image(method: BuildMethod = "debootstrap", *, force: bool = False
     return tag
 
 
-def _rootfs_tarball(spec: BaseSpec, mirror: str, echo: Log, *, force: bool) -> Path:
+def resolve_mirror(spec: BaseSpec, mirror: str | None = None) -> str | None:
+    """The mirror to debootstrap from: ``mirror``, else ``$SWE_SRL_DEBIAN_MIRROR``, else base.toml's,
+    else None (debootstrap's own default: no host name of ours anywhere)."""
+    return mirror or os.environ.get(MIRROR_ENV) or spec.mirror or None
+
+
+def debootstrap_argv(spec: BaseSpec, root: Path | str, mirror: str | None = None) -> list[str]:
+    """The debootstrap command for ``spec`` into ``root``; without a mirror, debootstrap's default."""
+    argv = ["debootstrap", f"--variant={spec.variant}", f"--include={','.join(spec.packages)}",
+            spec.suite, str(root)]
+    return argv + [mirror] if mirror else argv
+
+
+def _rootfs_tarball(spec: BaseSpec, mirror: str | None, echo: Log, *, force: bool) -> Path:
     """debootstrap a rootfs and tar it, cached by the definition's hash."""
     target = cache_dir() / f"rootfs-{spec.rootfs_digest()}.tar"
     if target.exists() and not force:
@@ -172,8 +192,7 @@ def _rootfs_tarball(spec: BaseSpec, mirror: str, echo: Log, *, force: bool) -> P
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="swe-srl-rootfs-", dir=target.parent) as tmp:
         root = Path(tmp) / "rootfs"
-        cmd = ["debootstrap", f"--variant={spec.variant}", f"--include={','.join(spec.packages)}",
-               spec.suite, str(root), mirror]
+        cmd = debootstrap_argv(spec, root, mirror)
         echo("running " + " ".join(cmd) + " (~1 min)")
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -195,15 +214,10 @@ def _finish_rootfs(root: Path, spec: BaseSpec) -> None:
                 item.unlink()
 
 
-def _docker_build(context: Path | io.BytesIO, tag: str, echo: Log, labels: dict | None = None) -> None:
+def _docker_build(context: Path, tag: str, echo: Log) -> None:
     echo(f"building {tag}")
-    client = docker_client()
-    kwargs = dict(tag=tag, rm=True, forcerm=True, labels=labels or {})
     try:
-        if isinstance(context, io.BytesIO):
-            client.images.build(fileobj=context, custom_context=True, **kwargs)
-        else:
-            client.images.build(path=str(context), **kwargs)
+        docker_client().images.build(path=str(context), tag=tag, rm=True, forcerm=True)
     except Exception as exc:
         raise infra_error(f"building image {tag}", exc) from exc
 
@@ -230,31 +244,21 @@ def task_image_tag(task_dir: Path, base_tag: str) -> str:
     return f"swe-srl/task-{name}:{h.hexdigest()[:12]}"
 
 
-def _task_dockerfile(base_tag: str) -> str:
-    env = " ".join(f"{k}={json.dumps(v)}" for k, v in BASE_COMMIT_ENV.items())
-    return (f"FROM {base_tag}\n"
-            "COPY repo /testbed\n"
-            "WORKDIR /testbed\n"
-            f"RUN env {env} sh -c {json.dumps(BASE_COMMIT_SCRIPT)}\n")
-
-
-def _task_context(task_dir: Path, base_tag: str) -> io.BytesIO:
+def _repo_archive(repo: Path) -> bytes:
+    """repo/'s contents (not the folder itself: /testbed keeps its own mode) as root's files."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        dockerfile = _task_dockerfile(base_tag).encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-        tar.add(task_dir / "repo", arcname="repo")
-    buf.seek(0)
-    return buf
+        for child in sorted(repo.iterdir()):
+            tar.add(str(child), arcname=child.name, filter=root_owned)
+    return buf.getvalue()
 
 
 def build_task_image(task_dir: Path | str, *, base_tag: str | None = None, force: bool = False,
                      echo: Log = log.info) -> str:
     """Build the image of one task folder (``task.json`` + ``repo/``) unless it exists; return its tag.
 
-    The base image is built first if it is missing."""
+    The base image is built first if it is missing. The build runs in a container of our own,
+    removed whatever happens (see :mod:`~swe_srl.sandbox.builder`)."""
     task_dir = Path(task_dir)
     if not (task_dir / "repo").is_dir():
         raise InputError(f"{task_dir}: not a task folder (no repo/ directory)")
@@ -262,8 +266,13 @@ def build_task_image(task_dir: Path | str, *, base_tag: str | None = None, force
     tag = task_image_tag(task_dir, base_tag)
     if not force and image_exists(tag):
         return tag
-    labels = {"swe-srl.kind": "task", "swe-srl.task": task_dir.name}
-    _docker_build(_task_context(task_dir, base_tag), tag, echo, labels=labels)
+    remove_leftovers()
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in BASE_COMMIT_ENV.items())
+    commit_image(base_tag, tag, f"env {env} sh -c {shlex.quote(BASE_COMMIT_SCRIPT)}",
+                 files=[("/testbed", _repo_archive(task_dir / "repo"))], workdir="/testbed",
+                 labels={LABEL_KIND: "task", "swe-srl.task": task_dir.name},
+                 changes=[f"ENV PATH={_DEFAULT_PATH}", 'CMD ["sleep", "infinity"]', "WORKDIR /testbed"],
+                 echo=echo)
     return tag
 
 
@@ -279,10 +288,12 @@ def task_dirs(tasks_dir: Path | str = TASKS_DIR, only: str | None = None) -> lis
 
 
 def build_all(tasks_dir: Path | str = TASKS_DIR, only: str | None = None, *,
-              method: BuildMethod = "debootstrap", force: bool = False,
+              method: BuildMethod = "debootstrap", force: bool = False, mirror: str | None = None,
               echo: Log = log.info) -> dict[str, str]:
-    """Build the base image and every task image; return ``{"base": tag, <task id>: tag, ...}``."""
-    tags = {"base": build_base_image(method, force=force, echo=echo)}
+    """Build the base image and every task image; return ``{"base": tag, <task id>: tag, ...}``.
+    Build containers that killed builds left behind are removed first."""
+    remove_leftovers()
+    tags = {"base": build_base_image(method, force=force, mirror=mirror, echo=echo)}
     for folder in task_dirs(tasks_dir, only):
         tags[folder.name] = build_task_image(folder, base_tag=tags["base"], force=force, echo=echo)
     return tags

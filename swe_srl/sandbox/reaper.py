@@ -23,7 +23,7 @@ LABEL_HOST = "swe-srl.owner-host"
 LABEL_START = "swe-srl.owner-start"
 
 
-def _process_start(pid: int) -> str:
+def process_start(pid: int) -> str:
     """Start time of a process in clock ticks since boot ('' where /proc is not there)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -38,7 +38,7 @@ def owner_labels(run_id: str) -> dict[str, str]:
     """The labels a sandbox container of this process carries."""
     pid = os.getpid()
     return {LABEL_RUN: run_id, LABEL_PID: str(pid), LABEL_HOST: socket.gethostname(),
-            LABEL_START: _process_start(pid)}
+            LABEL_START: process_start(pid)}
 
 
 def owner_alive(labels: dict[str, str]) -> bool:
@@ -56,7 +56,7 @@ def owner_alive(labels: dict[str, str]) -> bool:
     except PermissionError:
         pass  # exists, owned by someone else
     start = labels.get(LABEL_START)
-    return not start or _process_start(pid) in ("", start)
+    return not start or process_start(pid) in ("", start)
 
 
 def _summaries(client: Any, label: str) -> list[dict]:
