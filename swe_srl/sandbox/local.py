@@ -78,6 +78,8 @@ class LocalSandbox:
             if done.exit_code != 0:
                 raise InfrastructureError(f"local sandbox: git commit of {source} failed: {done.output[-300:]}")
         result = self.exec(hygiene_script(str(self.repo), self.config.git_hygiene, str(self.state)))
+        if result.exit_code != 0:  # a scrub that could not finish: never run on a leaky repository
+            raise InfrastructureError(f"local sandbox setup failed ({result.exit_code}): {result.output[-300:]}")
         self.base_commit = result.output.rpartition("BASE=")[2].strip()
 
     def close(self) -> None:

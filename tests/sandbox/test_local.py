@@ -4,14 +4,17 @@ loudly that it does not isolate."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
+import subprocess
 
 import pytest
 
 from swe_srl.actions import make_action
-from swe_srl.errors import ConfigError
+from swe_srl.errors import ConfigError, InfrastructureError
 from swe_srl.sandbox import SandboxConfig, open_sandbox, run_tool
 from swe_srl.sandbox.base import hygiene_script
-from swe_srl.sandbox.images import BASE_COMMIT_ENV, compute_base_commit
+from swe_srl.sandbox.images import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT, compute_base_commit
 from tests.sandbox.git_leaks import LEAK_SETUP, leak_check
 
 
@@ -65,3 +68,13 @@ def test_local_scrub_leaves_no_object_head_does_not_reach(local):
 def test_local_backend_needs_a_source():
     with pytest.raises(ConfigError, match="needs `source`"):
         SandboxConfig(backend="local")
+
+
+def test_local_scrub_that_cannot_finish_fails_the_start(sample_task_dir, tmp_path):
+    source = tmp_path / "repo"
+    shutil.copytree(sample_task_dir / "repo", source)
+    subprocess.run(["sh", "-c", BASE_COMMIT_SCRIPT], cwd=source, env={**os.environ, **BASE_COMMIT_ENV}, check=True)
+    subprocess.run(["git", "branch", "-q", "stuck"], cwd=source, check=True)
+    (source / ".git" / "refs" / "heads" / "stuck.lock").write_text("")  # another git holds the ref's lock
+    with pytest.raises(InfrastructureError, match="cannot delete refs"):
+        open_sandbox(SandboxConfig(backend="local", source=str(source)))
