@@ -182,11 +182,18 @@ def test_python_is_python3_in_the_base_image(base_image):
 
 @pytest.mark.docker
 def test_task_image_build_leaves_no_build_container(docker_client, base_image, sample_task_dir):
+    before = build_task_image(sample_task_dir, base_tag=base_image)
+    replaced = docker_client.images.get(before).id
     started = time.time()
-    tag = build_task_image(sample_task_dir, base_tag=base_image, force=True)
-    assert docker_client.images.get(tag).labels == {LABEL_KIND: "task", "swe-srl.task": sample_task_dir.name}
+    tag = build_task_image(sample_task_dir, base_tag=base_image, force=True)  # a real build, not a cache hit
+    image = docker_client.images.get(tag)
+    assert image.id != replaced and image.labels == {LABEL_KIND: "task", "swe-srl.task": sample_task_dir.name}
     assert _build_containers(docker_client, started) == []
     assert docker_client.api.containers(all=True, filters={"name": BUILD_PREFIX}) == []
+    try:
+        docker_client.images.remove(replaced)  # untagged now: do not leave it behind either
+    except Exception:
+        pass  # still used by a container of another test
 
 
 @pytest.mark.docker
