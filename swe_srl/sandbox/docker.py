@@ -421,8 +421,10 @@ def _could_not_fork(result: ExecResult) -> bool:
     (status 125), or the runtime could not start the exec's first process (126)."""
     if result.exit_code == 125:
         return result.output.startswith("timeout: fork")
+    # runc reports a pids limit hit while it starts the exec either way: EAGAIN from clone, or
+    # its init child dying before it reports back ("read init-p: connection reset by peer").
     return (result.exit_code == 126 and result.output.startswith("OCI runtime exec failed")
-            and _out_of_pids(result.output))
+            and (_out_of_pids(result.output) or "init-p: connection reset by peer" in result.output))
 
 
 def _hang_up(sock: Any) -> None:
