@@ -1,9 +1,10 @@
 """Test verification: grade a patch by running a task's tests in a FRESH container of its image.
 
     screen the patch (size, conftest.py, sitecustomize, .pth: rejected without a container)
-    -> fresh container -> apply the patch (git apply, fallback patch --fuzz) -> reject modules
-    that shadow the test runner -> put pytest's config files and the test files back to the
-    base commit -> apply the test patch -> run the tests (own exec, own timeout) -> statuses
+    -> fresh container -> (pytest) check that the runner starts, at the base commit -> apply
+    the patch (git apply, fallback patch --fuzz) -> reject modules that shadow the test runner
+    -> put pytest's config files and the test files back to the base commit -> apply the test
+    patch -> run the tests (own exec, own timeout) -> statuses
 
 The patches and, for pytest, swe-srl's launcher (``guard/run_pytest.py``, holding a per-run
 key) go in by archive copy: nothing secret is on any command line the tests could read. The
@@ -16,9 +17,11 @@ in-process. The rules on the pure side are in :mod:`swe_srl.rewards.tamper` and
 
 Whose failure: a patch that does not apply, a rejected patch, tests that hang, crash or kill
 their container: the model's (not resolved, ``TestReport.rejected`` says why). A failure
-before the patch's code can run (image missing, container create/start, applying the task's
-own test patch) or the whole grade past ``harness_timeout``: ``TestReport.infra_error``,
-nothing is known about the patch, rewards built on it are None.
+before the patch's code can run (image missing, container create/start, a test runner that
+cannot start at the base commit, applying the task's own test patch) or the whole grade past
+``harness_timeout``: ``TestReport.infra_error``, nothing is known about the patch, rewards
+built on it are None. A guarded run that exits 126/127 is the patch's doing (its runner was
+seen to start): only an unguarded one counts as a command that could not start.
 """
 
 from __future__ import annotations
@@ -44,12 +47,13 @@ from .config import SandboxConfig, check_size
 from .images import ensure_image
 
 # Exit codes of the apply script (grading steps run before any code of the patch does).
-_MODEL_PATCH_FAILED, _TEST_PATCH_FAILED, _RUNNER_SHADOWED = 10, 11, 12
+_MODEL_PATCH_FAILED, _TEST_PATCH_FAILED, _RUNNER_SHADOWED, _RUNNER_MISSING = 10, 11, 12, 13
 _SCRATCH_ROOT = "/run/swe-srl"  # the sandbox's state dir: exists, outside the repository
 _LOG_LIMIT = 64 * 1024 * 1024
 _GUARD = Path(__file__).with_name("guard") / "run_pytest.py"
 # The last pytest invocation of a test command: `python -m pytest` (any pythonX.Y) or `pytest`.
 _PYTEST_RUN = re.compile(r"(?:(?<=^)|(?<=&&)|(?<=;)|(?<=\|\|))(\s*)(?:(python[\d.]*)\s+-m\s+pytest|pytest)(?=\s|$)")
+_ANY_PYTHON = '"$(command -v python || command -v python3)"'
 KILLED_CONTAINER = "tests killed the container"
 DISK_LIMIT = "tests wrote past the disk budget"
 
@@ -97,12 +101,16 @@ def _restore(path: str) -> str:
 
 def apply_script(model_patch_path: Optional[str], test_patch_path: Optional[str],
                  test_files: Sequence[str], *, shadows: Sequence[str] = (),
-                 reset: Sequence[str] = ()) -> str:
-    """Apply the model's patch (git apply, then patch --fuzz), reject it when it added one of
-    ``shadows`` (modules named like the test runner) the base commit lacks, restore ``reset``
-    (pytest's config files) and the test files to the base commit (the patch may not edit
-    what judges it), apply the test patch."""
+                 reset: Sequence[str] = (), probe: Optional[str] = None) -> str:
+    """Run ``probe`` (see :func:`runner_probe`) before anything is applied, apply the model's
+    patch (git apply, then patch --fuzz), reject it when it added one of ``shadows`` (modules
+    named like the test runner) the base commit lacks, restore ``reset`` (pytest's config
+    files) and the test files to the base commit (the patch may not edit what judges it),
+    apply the test patch."""
     lines = ["set -u"]
+    if probe:
+        lines.append(f"if ! probed=$({probe} 2>&1); then printf '%s\\n' \"$probed\" | tail -n 5; "
+                     f"exit {_RUNNER_MISSING}; fi")
     if model_patch_path:
         p = shlex.quote(model_patch_path)
         # --forward: with --batch alone, patch reverse-applies a patch that looks applied.
@@ -167,9 +175,21 @@ def guarded_command(command: str, launcher: str) -> Optional[tuple[str, str]]:
     if not matches:
         return None
     match = matches[-1]
-    python = match.group(2) or '"$(command -v python || command -v python3)"'
+    python = match.group(2) or _ANY_PYTHON
     mode = "module" if match.group(2) else "script"
     return command[:match.start()] + f"{match.group(1)}{python} {launcher}" + command[match.end():], mode
+
+
+def runner_probe(command: str) -> Optional[str]:
+    """``command`` up to its last pytest invocation (an env activation, say), then the python
+    the launcher will run importing pytest; None when the command runs no pytest. Run at the
+    base commit, before any of the patch is there, it fails only when the image cannot run the
+    tests at all."""
+    matches = list(_PYTEST_RUN.finditer(command))
+    if not matches:
+        return None
+    match = matches[-1]
+    return command[:match.start()] + f"{match.group(1)}{match.group(2) or _ANY_PYTHON} -c 'import pytest'"
 
 
 def _launcher(key: bytes, channel: str, touched: Sequence[str], mode: str, tracked: str) -> str:
@@ -213,7 +233,8 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     marker = f"swe-srl-tests-start-{nonce}"
     setup_script = apply_script(f"{scratch}/model.patch" if "model.patch" in files else None,
                                 f"{scratch}/test.patch" if "test.patch" in files else None,
-                                task.test_files, shadows=runner_shadows(patch), reset=config_files_to_reset(patch))
+                                task.test_files, shadows=runner_shadows(patch), reset=config_files_to_reset(patch),
+                                probe=runner_probe(task_test_command(task)) if guarded is not None else None)
     limit = min(config.test_timeout, deadline.left("applying the patches"))
     tail = config.log_tail_chars
     if guarded is not None:  # what the launcher trusts as the repository's own code
@@ -232,6 +253,9 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
         if ran.exit_code == _MODEL_PATCH_FAILED:
             return TestReport(instance_id=task.instance_id, patch_applied=False, pass_to_pass=0.0,
                               log_tail=setup[-tail:])
+        if ran.exit_code == _RUNNER_MISSING:
+            raise InfrastructureError("the test runner cannot start in the image (before the patch): "
+                                      + " ".join(setup.split())[-300:])
         if ran.exit_code == _RUNNER_SHADOWED:
             reason = setup.strip().splitlines()[-1] if setup.strip() else "test runner replaced"
             return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=reason, log_tail=setup[-tail:])
@@ -239,7 +263,7 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
         raise InfrastructureError(f"the task's test patch did not apply ({what}): " + " ".join(setup.split())[-200:])
     if ran.timed_out and (limit < config.test_timeout or config.on_test_timeout == "infra"):
         raise InfrastructureError(f"grading harness timed out after {limit:.0f}s running the tests")
-    if ran.exit_code in (126, 127):
+    if ran.exit_code in (126, 127) and guarded is None:
         raise InfrastructureError(f"the test command could not start (exit {ran.exit_code}): {log[-200:]}")
     statuses = parse_test_log(task, log)
     if guarded is not None:

@@ -161,6 +161,13 @@ def test_attack_tests_kill_the_container(task):
     _assert_rejected(report, KILLED_CONTAINER)
 
 
+@pytest.mark.parametrize("code", [126, 127])
+def test_attack_exit_code_of_a_command_that_could_not_start(task, code):
+    """Imported code exits 126/127, what a shell reports for a command it could not start:
+    graded as an infrastructure failure, that would be reward None (masked) instead of 0."""
+    _assert_rejected(grade(task, _init_patch(f"import os\nos._exit({code})")), "ended before the runner reported")
+
+
 def test_attack_oversized_patch_is_rejected_before_any_container(task):
     lines = [f"row {i:06d} " + "x" * 90 for i in range(30_000)]  # ~3 MB > the 2 MB default
     report = grade(task, task.patch + _new_file("data/huge.txt", "\n".join(lines)))

@@ -53,3 +53,21 @@ def test_apply_script_fuzz_fallback_reject_and_test_file_restore(tmp_path):
     script = grading.apply_script(str(tmp_path / "again.patch"), None, [])
     done = subprocess.run(["bash", "-c", script], cwd=repo, capture_output=True, text=True)
     assert done.returncode == 10 and "LINE 3" in (repo / "m.py").read_text()
+
+
+def test_runner_probe_is_the_command_up_to_its_launcher_importing_pytest():
+    env = "source /opt/miniconda3/bin/activate && conda activate testbed"
+    assert grading.runner_probe(f"{env} && pytest -rA tests/t.py") == (
+        f"{env} && \"$(command -v python || command -v python3)\" -c 'import pytest'")
+    assert grading.runner_probe("python3.9 -m pytest -q tests/t.py") == "python3.9 -c 'import pytest'"
+    assert grading.runner_probe("./tests/runtests.py --parallel 1 m") is None
+
+
+def test_a_runner_that_cannot_start_stops_the_apply_script_before_the_patch(tmp_path):
+    (tmp_path / "m.py").write_text("x = 1\n")
+    (tmp_path / "model.patch").write_text("--- a/m.py\n+++ b/m.py\n@@ -1 +1 @@\n-x = 1\n+x = 2\n")
+    script = grading.apply_script(str(tmp_path / "model.patch"), None, [],
+                                  probe="python3 -c 'import no_such_runner_module'")
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 13 and "no_such_runner_module" in done.stdout
+    assert (tmp_path / "m.py").read_text() == "x = 1\n"  # nothing applied
