@@ -213,8 +213,8 @@ def read_yaml(source: str | os.PathLike) -> dict[str, Any]:
 
 
 # Top-level sections of a config file that configure other commands than ``train``: a preset
-# holds the train config at its top level and may carry ``eval:`` / ``dataset:`` sections.
-COMMAND_SECTIONS = ("dataset", "eval")
+# holds the train config at its top level and may carry ``eval:`` / ``dataset:`` / ``plan:`` sections.
+COMMAND_SECTIONS = ("dataset", "eval", "plan")
 
 
 def load_config(
