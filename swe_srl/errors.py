@@ -46,6 +46,9 @@ class SandboxDied(InfrastructureError):
         super().__init__(message)
         self.output = output
 
+    def __reduce__(self):  # picklable with its output (it crosses process boundaries on Ray)
+        return type(self), (str(self), self.output)
+
 
 class PatchTooLarge(SweSrlError):
     """The model's patch is larger than the configured maximum: its result (not resolved),
@@ -55,6 +58,9 @@ class PatchTooLarge(SweSrlError):
         super().__init__(f"patch too large: {size} bytes > {limit}")
         self.size, self.limit = size, limit
 
+    def __reduce__(self):
+        return type(self), (self.size, self.limit)
+
 
 class DiskLimitExceeded(SweSrlError):
     """A container wrote more than its disk budget (``sandbox.disk_limit``): the model's
@@ -63,3 +69,6 @@ class DiskLimitExceeded(SweSrlError):
     def __init__(self, message: str, output: str = "") -> None:
         super().__init__(message)
         self.output = output
+
+    def __reduce__(self):
+        return type(self), (str(self), self.output)

@@ -25,6 +25,7 @@ from .agent import GREEDY
 from .config import RewardConfig
 from .errors import ConfigError
 from .harness import GradedEpisode, HarnessConfig, run_graded_episode
+from .hosts import HostPool, HostsConfig
 from .policy.base import GenerationConfig, Policy, SerialPolicy
 from .prompts import messages_for_target
 from .rewards.similarity import StepScores
@@ -47,6 +48,9 @@ class EvalConfig:
     """On resume, run again the instances that ended in an infrastructure failure."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """How ``--mode steps`` compares actions with the expert's (as training's ``reward``)."""
+    hosts: HostsConfig = field(default_factory=HostsConfig)
+    """Where episodes run: the local engine, or Docker hosts behind Ray actors (``backend: ray``;
+    then ``workers`` is ignored: each host runs ``episodes_per_host`` at a time)."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -75,12 +79,13 @@ class InstanceResult:
     wall_time: float = 0.0
     patch: str = ""
     report: Optional[dict] = None
+    host: Optional[str] = None
 
     @classmethod
     def of(cls, graded: GradedEpisode) -> "InstanceResult":
         task, result, report = graded.task, graded.result, graded.report
         base = cls(instance_id=task.instance_id, repo=task.repo, infra_error=graded.infra_error,
-                   wall_time=graded.wall_time)
+                   wall_time=graded.wall_time, host=graded.host)
         if result is None:
             return base
         return replace(
@@ -125,12 +130,14 @@ def _finished(out_dir: Path, task: Task, retry_infra: bool) -> bool:
     return result is not None and not (retry_infra and result.infra_error)
 
 
-def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig) -> InstanceResult:
-    """Run and grade one task; writes trajectory.json, then result.json (atomically, last:
-    its presence marks the instance finished)."""
+def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig,
+                 pool: Optional[HostPool] = None) -> InstanceResult:
+    """Run and grade one task (on a host of ``pool`` when given); writes trajectory.json, then
+    result.json (atomically, last: its presence marks the instance finished)."""
     folder = instance_dir(out_dir, task.instance_id)
     folder.mkdir(parents=True, exist_ok=True)
-    graded = run_graded_episode(policy, task, config.harness, config.generation, model_name=config.model_name)
+    run = pool.run_graded_episode if pool is not None else run_graded_episode
+    graded = run(policy, task, config.harness, config.generation, model_name=config.model_name)
     if graded.result is not None:
         (folder / "trajectory.json").write_text(
             json.dumps(graded.result.trajectory.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
@@ -147,21 +154,29 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if not _finished(out, t, config.retry_infra)]
-    runner = policy if thread_safe_policy or config.workers == 1 else SerialPolicy(policy)
-    if todo:
-        # At most `workers` instances are in flight and the next starts only once a result is
-        # handled: on Ctrl-C (or a raising on_result) the running ones finish and clean up their
-        # containers, nothing new starts, and a rerun resumes from there.
-        queue = iter(todo)
-        with ThreadPoolExecutor(max_workers=config.workers) as pool:
-            running = {pool.submit(run_instance, runner, task, out, config) for task in islice(queue, config.workers)}
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    result = future.result()  # a harness bug surfaces here, never silently lost
-                    if on_result is not None:
-                        on_result(result)
-                    running |= {pool.submit(run_instance, runner, task, out, config) for task in islice(queue, 1)}
+    hosts = HostPool(config.hosts) if todo and config.hosts.backend == "ray" else None
+    workers = hosts.slots if hosts is not None else config.workers
+    runner = policy if thread_safe_policy or workers == 1 else SerialPolicy(policy)
+    try:
+        if todo:
+            # At most `workers` instances are in flight and the next starts only once a result
+            # is handled: on Ctrl-C (or a raising on_result) the running ones finish and clean
+            # up their containers, nothing new starts, and a rerun resumes from there.
+            queue = iter(todo)
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                running = {pool.submit(run_instance, runner, task, out, config, hosts)
+                           for task in islice(queue, workers)}
+                while running:
+                    done, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        result = future.result()  # a harness bug surfaces here, never silently lost
+                        if on_result is not None:
+                            on_result(result)
+                        running |= {pool.submit(run_instance, runner, task, out, config, hosts)
+                                    for task in islice(queue, 1)}
+    finally:
+        if hosts is not None:
+            hosts.close()
     results = [r for r in (read_result(out, t.instance_id) for t in tasks) if r is not None]
     write_predictions(out / "predictions.jsonl", results, config.model_name)
     summary = summarize(results, total=len(tasks), skipped=len(tasks) - len(todo))
@@ -205,6 +220,7 @@ def summarize(results: Sequence[InstanceResult], *, total: int, skipped: int = 0
         "infrastructure_failures": len(infra),
         "infrastructure_errors": {r.instance_id: r.infra_error for r in infra},
         "exit_reasons": dict(Counter(r.exit_reason for r in results)),
+        "per_host": dict(Counter(r.host for r in results if r.host)),
         # Misses grading refused whatever the tests said (tampering, a killed container, ...).
         "rejected": dict(Counter(str(r.report["rejected"]).split(":")[0] for r in graded
                                  if r.report and r.report.get("rejected"))),

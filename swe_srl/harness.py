@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Callable, Optional
 
 from .agent import GREEDY, AgentConfig, Episode, run_episode
 from .errors import ConfigError, InfrastructureError
@@ -64,6 +64,8 @@ class GradedEpisode:
     report: Optional[TestReport] = None
     infra_error: Optional[str] = None
     wall_time: float = 0.0
+    host: Optional[str] = None
+    """The Docker host it ran on (Ray backend; None for the local engine)."""
 
     @property
     def result(self) -> Optional[EpisodeResult]:
@@ -95,6 +97,31 @@ def resolve_image(task: Task) -> str | InfrastructureError:
         return exc
 
 
+def finish_graded_episode(out: GradedEpisode, grade_patch: Callable[[str], TestReport]) -> None:
+    """Set ``out``'s report from its finished episode: what the episode itself decided
+    (infrastructure failure, a killed container, the disk budget, an oversized or empty patch),
+    else ``grade_patch(patch)`` (a fresh grading container, here or on the episode's host)."""
+    task, result = out.task, out.episode.result
+    if result.infra_error:
+        report = TestReport(instance_id=task.instance_id, infra_error=result.infra_error, pass_to_pass=0.0)
+    elif result.exit_reason in ("container_died", "disk_limit"):
+        report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
+                            rejected=CONTAINER_DIED if result.exit_reason == "container_died" else DISK_LIMIT,
+                            log_tail=str(result.trajectory.metadata.get("container_died", "")))
+    elif result.trajectory.metadata.get("patch_too_large"):
+        reason = str(result.trajectory.metadata["patch_too_large"])
+        report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
+                            rejected=reason, log_tail=f"[swe-srl] {reason}: not read, not stored")
+    elif not result.patch.strip():
+        report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0,
+                            patch_applied=False, log_tail=EMPTY_PATCH_LOG)
+    else:
+        report = grade_patch(result.patch)
+    out.report = report
+    out.infra_error = report.infra_error
+    out.episode.result = replace(result, report=report)
+
+
 def run_graded_episode(policy: Policy, task: Task, config: HarnessConfig = HarnessConfig(),
                        generation: GenerationConfig = GREEDY, *, image: str | InfrastructureError | None = None,
                        model_name: str = "") -> GradedEpisode:
@@ -110,23 +137,6 @@ def run_graded_episode(policy: Policy, task: Task, config: HarnessConfig = Harne
     except InfrastructureError as exc:
         out.infra_error, out.wall_time = str(exc), time.monotonic() - started
         return out
-    result = out.episode.result
-    if result.infra_error:
-        out.report = TestReport(instance_id=task.instance_id, infra_error=result.infra_error, pass_to_pass=0.0)
-    elif result.exit_reason in ("container_died", "disk_limit"):
-        out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
-                                rejected=CONTAINER_DIED if result.exit_reason == "container_died" else DISK_LIMIT,
-                                log_tail=str(result.trajectory.metadata.get("container_died", "")))
-    elif result.trajectory.metadata.get("patch_too_large"):
-        reason = str(result.trajectory.metadata["patch_too_large"])
-        out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
-                                rejected=reason, log_tail=f"[swe-srl] {reason}: not read, not stored")
-    elif not result.patch.strip():
-        out.report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0,
-                                patch_applied=False, log_tail=EMPTY_PATCH_LOG)
-    else:
-        out.report = grade(replace(task, image=image), result.patch, config.grading)
-    out.infra_error = out.report.infra_error
-    out.episode.result = replace(result, report=out.report)
+    finish_graded_episode(out, lambda patch: grade(replace(task, image=image), patch, config.grading))
     out.wall_time = time.monotonic() - started
     return out

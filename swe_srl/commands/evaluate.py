@@ -44,6 +44,8 @@ def eval_command(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A preset name or YAML file; its `eval:` section is read."),
     overrides: List[str] = typer.Option([], "--set", "-s", help="Dotted override of the eval config, repeatable: --set harness.agent.max_steps=10"),
     workers: Optional[int] = typer.Option(None, "-j", "--workers", help="Instances in parallel [default: 1]."),
+    hosts: Optional[str] = typer.Option(None, "--hosts", help="Docker hosts behind Ray actors, comma-separated name=docker-url (a=unix:///var/run/docker.sock,b=ssh://me@box); sets hosts.backend=ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster (auto, ray://...) [default: start a local one]."),
     max_steps: Optional[int] = typer.Option(None, help="Policy turns per episode [default: 30]."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Tokens per policy turn [default: 512]."),
     temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0]."),
@@ -60,7 +62,9 @@ def eval_command(
     # The options a user gave win over --set (their values are mappings: a path never goes
     # through YAML).
     given = {"workers": workers, "harness.agent.max_steps": max_steps, "generation.max_new_tokens": max_new_tokens,
-             "generation.temperature": temperature, "harness.sandbox": sandbox}
+             "generation.temperature": temperature, "harness.sandbox": sandbox, "hosts.ray_address": ray_address,
+             "hosts.backend": "ray" if hosts else None,
+             "hosts.hosts": [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None}
     cfg = load_config(EvalConfig, config, overrides, section="eval",
                       flags={k: v for k, v in given.items() if v is not None})
     # Inputs first: a typo in a subset, regex or path must not cost a model load.

@@ -20,9 +20,17 @@ env_app = typer.Typer(help="Sandbox environments: build the base image and the t
 
 def doctor_command(
     tasks: Path = typer.Option(TASKS_DIR, "--tasks", help="Task folders whose images should exist."),
+    hosts: Optional[str] = typer.Option(None, "--hosts", help="Also check these Docker hosts through their Ray actors: comma-separated name=docker-url."),
+    ray_address: str = typer.Option("", "--ray-address", help="The Ray cluster the hosts are on [default: a local one]."),
 ) -> None:
-    """Check the Docker engine, sandbox images, disk, cores, memory, GPU and package versions."""
+    """Check the Docker engine, sandbox images, disk, cores, memory, GPU and package versions
+    (and, with --hosts, every Docker host: engine, images, disk, running containers)."""
     checks = run_checks(tasks)
+    if hosts:
+        from ..hosts import HostsConfig, check_hosts
+
+        checks += check_hosts(HostsConfig(backend="ray", ray_address=ray_address,
+                                          hosts=tuple(h.strip() for h in hosts.split(",") if h.strip())), tasks)
     colour = {"ok": "green", "warn": "yellow", "fail": "red"}
     table = Table(title="swe-srl doctor", show_lines=False)
     for column in ("check", "status", "found", "to fix"):
