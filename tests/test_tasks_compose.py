@@ -53,3 +53,19 @@ def test_compose_config_validates_when_the_cli_is_present():
     done = subprocess.run(["docker", "compose", "--profile", "gpu", "config", "--quiet"], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_ray_services_match_the_hosts_docs(compose):
+    """ray-head / ray-worker: one Ray node per Docker host, each offering the custom resource
+    swe_srl.hosts schedules its actor with, and mounting its own engine's socket (never TCP)."""
+    from swe_srl.hosts import RESOURCE_PREFIX
+
+    for name in ("ray-head", "ray-worker"):
+        service = compose["services"][name]
+        assert service["profiles"] == ["ray"] and service["image"] == compose["services"]["trainer"]["image"]
+        command = " ".join(service["command"])
+        assert "ray start" in command and "--block" in command and RESOURCE_PREFIX in command
+        assert "/var/run/docker.sock:/var/run/docker.sock" in service["volumes"]
+    assert "--head" in " ".join(compose["services"]["ray-head"]["command"])
+    assert "--address=" in " ".join(compose["services"]["ray-worker"]["command"])
+    assert "2375" not in (ROOT / "docker-compose.yml").read_text()
