@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 from .actions import ActionSyntax
 from .errors import ConfigError
 from .harness import HarnessConfig
+from .hosts import HostsConfig
 from .policy.base import GenerationConfig
 from .rewards.episode import TestRewardShape
 from .rewards.compare import ActionSimilarity, Compare, SimilarityMode, ToolMismatch, check_reward_modes
@@ -257,6 +258,10 @@ class EpisodeConfig:
     """The agent's limits, the grading limits and the sandbox of each episode."""
     workers: int = 1
     """Episodes run in parallel threads (sandbox and grading overlap; generation is serial)."""
+    hosts: HostsConfig = field(default_factory=HostsConfig)
+    """Where episodes run: the local engine, or Docker hosts behind Ray actors (``backend: ray``;
+    then each host runs ``episodes_per_host`` at a time and ``workers`` is ignored). With several
+    training processes, point ``ray_address`` at a running cluster."""
     update_chunk_turns: int = 8
     """At most this many turns per forward/backward pass of the update (a memory knob)."""
     experts: str = ""

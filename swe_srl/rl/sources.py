@@ -31,6 +31,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError, InputError, RecordError
 from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
 from ..harness import GradedEpisode, resolve_image, run_graded_episode
+from ..hosts import HostPool
 from ..policy.base import Policy, SerialPolicy
 from ..prompts import messages_for_target
 from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode, turn_credit
@@ -100,7 +101,9 @@ class EpisodeSource:
     def __init__(self, config: TrainConfig, sampler: Policy, tasks: Sequence[Task]) -> None:
         e = config.episodes
         self.config, self.tasks = config, tasks
-        self.sampler = SerialPolicy(sampler) if e.workers > 1 else sampler
+        self.pool: Optional[HostPool] = None  # Ray host actors, started at the first draw
+        concurrent = e.workers > 1 or e.hosts.backend == "ray"
+        self.sampler = SerialPolicy(sampler) if concurrent else sampler
         self.weights = reward_weights(config.method, e.weights.similarity, e.weights.tests)
         self.experts = load_expert_actions(e.experts or DEFAULT_EXPERTS, tasks) if SIMILARITY in self.weights else {}
         self.max_tokens, self.max_chunk = config.generation.max_new_tokens, e.update_chunk_turns
@@ -108,9 +111,16 @@ class EpisodeSource:
     def draw(self, serials: Sequence[int], indices: Sequence[int]) -> list[Group]:
         G = self.config.grpo.num_generations
         tasks = [self.tasks[i] for i in indices]
-        images = {t.instance_id: resolve_image(t) for t in tasks}  # one build per task, not per episode
+        hosts = self.config.episodes.hosts
+        if hosts.backend == "ray":  # each host actor builds its own engine's images
+            self.pool = self.pool or HostPool(hosts)
+            images: dict[str, Any] = {t.instance_id: None for t in tasks}
+            workers = self.pool.slots
+        else:
+            images = {t.instance_id: resolve_image(t) for t in tasks}  # one build per task, not per episode
+            workers = self.config.episodes.workers
         jobs = [(t, images[t.instance_id]) for t in tasks for _ in range(G)]
-        with ThreadPoolExecutor(self.config.episodes.workers, thread_name_prefix="episode") as pool:
+        with ThreadPoolExecutor(workers, thread_name_prefix="episode") as pool:
             done = list(pool.map(lambda job: self.rollout(*job), jobs))
         return [Group(serial, task.instance_id, done[i * G:(i + 1) * G], [r.reward for r in done[i * G:(i + 1) * G]],
                       [r.num_tokens for r in done[i * G:(i + 1) * G]])
@@ -119,11 +129,20 @@ class EpisodeSource:
     def rollout(self, task: Task, image: Any) -> EpisodeRollout:
         """One episode in a fresh sandbox, graded in a fresh container, rewarded."""
         e = self.config.episodes
-        graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=image)
+        if self.pool is not None:
+            graded = self.pool.run_graded_episode(self.sampler, task, e.harness, self.config.generation)
+        else:
+            graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=image)
         score = score_episode(
             graded.report, [turn.action for turn in graded.turns], self.experts.get(task.instance_id, ()),
             self.weights, shape=e.test_reward, scorer=self.config.reward.scorer(), infra_error=graded.infra_error)
         return EpisodeRollout(graded, score.components, score.reward, score.turn_scores)
+
+    def close(self) -> None:
+        """Stop the host actors (and the local Ray this run started, if any)."""
+        if self.pool is not None:
+            self.pool.close()
+            self.pool = None
 
     def sequences(self, groups: Sequence[Group], advantages: torch.Tensor,
                   divisors: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:

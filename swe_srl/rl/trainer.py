@@ -45,28 +45,32 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
         loss_cfg = loss_config(config, source.max_tokens) if source is not None else None
         val = session.validate_and_log() if session.step == 0 and config.run.eval_every else {}
         final = session.resumed_from.path if session.resumed_from is not None else None
-        while session.step < config.run.max_steps:
-            started = time.perf_counter()
-            if source is None:  # sft: cross-entropy on the next batch of step targets
-                indices = session.order.take(config.optim.batch_size)
-                metrics = sft_step(session, indices)
-                drawn = DrawLog(ids=[session.item_id(i) for i in indices])
-            else:
-                batch = collect_batch(session, source)                    # draw -> score -> dynamic sampling
-                rewards = grpo.rewards_tensor([r for g in batch.kept for r in g.rewards])
-                advantages, divisors = group_advantages(session, rewards)  # group-normalised
-                sequences, per_sequence, valid = source.sequences(batch.kept, advantages, divisors)
-                metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
-                                        max_chunk=source.max_chunk)      # clipped surrogate, one step
-                metrics.update(batch.metrics)
-                drawn = batch.log
-            session.step += 1
-            session.log_step(metrics, drawn, time.perf_counter() - started)
-            last = session.step == config.run.max_steps
-            if session.due(config.run.eval_every) or (last and config.run.eval_every):
-                val = session.validate_and_log()
-            if session.due(config.run.save_every) or last:
-                final = session.save()
+        try:
+            while session.step < config.run.max_steps:
+                started = time.perf_counter()
+                if source is None:  # sft: cross-entropy on the next batch of step targets
+                    indices = session.order.take(config.optim.batch_size)
+                    metrics = sft_step(session, indices)
+                    drawn = DrawLog(ids=[session.item_id(i) for i in indices])
+                else:
+                    batch = collect_batch(session, source)                    # draw -> score -> dynamic sampling
+                    rewards = grpo.rewards_tensor([r for g in batch.kept for r in g.rewards])
+                    advantages, divisors = group_advantages(session, rewards)  # group-normalised
+                    sequences, per_sequence, valid = source.sequences(batch.kept, advantages, divisors)
+                    metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
+                                            max_chunk=source.max_chunk)      # clipped surrogate, one step
+                    metrics.update(batch.metrics)
+                    drawn = batch.log
+                session.step += 1
+                session.log_step(metrics, drawn, time.perf_counter() - started)
+                last = session.step == config.run.max_steps
+                if session.due(config.run.eval_every) or (last and config.run.eval_every):
+                    val = session.validate_and_log()
+                if session.due(config.run.save_every) or last:
+                    final = session.save()
+        finally:
+            if isinstance(source, EpisodeSource):
+                source.close()  # its Ray host actors, if any
         return TrainResult(session.run_dir, session.step, final, val)
 
 

@@ -79,6 +79,20 @@ def test_hybrid_trains_the_tiny_model_on_its_own_docker_episodes(demo_ready, tin
     assert [r["ids"] for r in rollouts] == [[TASK], [TASK]]
 
 
+def test_episodes_run_on_ray_host_actors(demo_ready, tiny_model, tmp_path):
+    """`episodes.hosts.backend: ray`: the group's episodes run through two host actors (both on
+    this machine's engine); the run starts a local Ray and stops it when training ends."""
+    ray = pytest.importorskip("ray")
+    cfg = episode_config(tiny_model, tmp_path / "run", **{
+        "run.max_steps": 1, "episodes.hosts.backend": "ray", "episodes.hosts.hosts": ["a=", "b="],
+        "episodes.hosts.episodes_per_host": 1})
+    assert train(cfg).steps == 1
+    (row,) = metric_rows(tmp_path / "run")
+    assert row["episodes/count"] == 2 and row["episodes/infra_failures"] == 0 and row["reward/none"] == 0
+    assert row["train/logprob_gap"] < 1e-3
+    assert not ray.is_initialized()
+
+
 def _expert_then_nonsense(tokenizer) -> Any:
     """Per task: the expert's completions (one resolving episode), then nonsense (one
     episode of 4 format errors); episodes of a group run one after the other (1 worker)."""
