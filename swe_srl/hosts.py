@@ -51,7 +51,7 @@ RESOURCE_PREFIX = "swe_srl_host:"
 class HostsConfig:
     """Where episodes run. ``backend``: ``local`` (the process's own engine, today's path) or
     ``ray``. ``hosts``: ``name=docker-url`` entries (``a=unix:///var/run/docker.sock``,
-    ``b=ssh://user@box``); an empty url is the environment's default engine. ``ray_address``:
+    ``b=ssh://user@host.example``); an empty url is the environment's default engine. ``ray_address``:
     a running cluster (``auto`` or ``ray://...``), or empty to start a local one.
     ``episodes_per_host`` / ``starts_per_host``: concurrent episodes / container starts per
     engine. ``episode_budget_s``: wall clock of one episode, create to teardown."""

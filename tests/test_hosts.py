@@ -29,11 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def test_hosts_config_parses_and_refuses_bad_entries():
-    assert HostsConfig(hosts=("a=unix:///var/run/docker.sock", "b=ssh://me@box")).entries() == [
-        ("a", "unix:///var/run/docker.sock"), ("b", "ssh://me@box")]
+    assert HostsConfig(hosts=("a=unix:///var/run/docker.sock", "b=ssh://me@box1.example")).entries() == [
+        ("a", "unix:///var/run/docker.sock"), ("b", "ssh://me@box1.example")]
     assert HostsConfig().entries() == [("local", "")]
     with pytest.raises(ConfigError, match="plain TCP Docker socket"):
-        HostsConfig(hosts=("a=tcp://10.0.0.2:2375",))
+        HostsConfig(hosts=("a=tcp://gpu-box.example:2375",))
     with pytest.raises(ConfigError, match="duplicate"):
         HostsConfig(hosts=("a=", "a=unix:///x"))
     with pytest.raises(ConfigError, match="backend"):

@@ -44,7 +44,7 @@ def eval_command(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A preset name or YAML file; its `eval:` section is read."),
     overrides: List[str] = typer.Option([], "--set", "-s", help="Dotted override of the eval config, repeatable: --set harness.agent.max_steps=10"),
     workers: Optional[int] = typer.Option(None, "-j", "--workers", help="Instances in parallel [default: 1]."),
-    hosts: Optional[str] = typer.Option(None, "--hosts", help="Docker hosts behind Ray actors, comma-separated name=docker-url (a=unix:///var/run/docker.sock,b=ssh://me@box); sets hosts.backend=ray."),
+    hosts: Optional[str] = typer.Option(None, "--hosts", help="Docker hosts behind Ray actors, comma-separated name=docker-url (a=unix:///var/run/docker.sock,b=ssh://me@box1.example); sets hosts.backend=ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster (auto, ray://...) [default: start a local one]."),
     max_steps: Optional[int] = typer.Option(None, help="Policy turns per episode [default: 30]."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Tokens per policy turn [default: 512]."),
