@@ -19,7 +19,7 @@ from .actions import ActionSyntax
 from .errors import ConfigError
 from .harness import HarnessConfig
 from .hosts import HostsConfig
-from .policy.base import GenerationConfig
+from .policy.base import GenerationConfig, LoraOptions
 from .rewards.episode import TestRewardShape
 from .rewards.compare import ActionSimilarity, Compare, SimilarityMode, ToolMismatch, check_reward_modes
 from .rewards.similarity import SimilarityReward
@@ -27,6 +27,7 @@ from .rewards.similarity import SimilarityReward
 Method = Literal["sft", "srl", "rlvr", "hybrid"]
 Schedule = Literal["constant", "cosine", "linear"]
 Precision = Literal["auto", "bf16", "fp32"]
+Parallel = Literal["ddp", "fsdp"]
 Credit = Literal["episode", "turn"]
 
 
@@ -65,6 +66,9 @@ class ModelConfig:
     """Weights dtype. Master weights stay float32 with bf16 autocast; ``bfloat16`` halves memory."""
     attn_implementation: str = ""
     """Passed to ``from_pretrained`` when set (e.g. ``sdpa``, ``flash_attention_2``)."""
+    lora: LoraOptions | None = None
+    """Train LoRA adapters (peft) instead of every weight; None = full fine-tuning. Checkpoints
+    keep the adapter; ``swe-srl export`` merges it into a plain model folder."""
 
     def __post_init__(self) -> None:
         if self.path and not isinstance(self.path, str):
@@ -219,8 +223,21 @@ class RunConfig:
     """Log to Weights & Biases too (needs the wandb package; project below)."""
     wandb_project: str = "swe-srl"
     progress: bool = True
+    parallel: Parallel = "ddp"
+    """How several processes (torchrun) share the model. ddp: each holds everything and the
+    gradients are all-reduced once per step; fsdp: FSDP2 shards weights, gradients and AdamW
+    states over the processes (each decoder layer and the root), with sharded checkpoints
+    (``swe-srl export`` turns one into a model folder)."""
+    activation_checkpointing: bool = False
+    """Keep only each decoder layer's input and recompute the layer in the backward pass
+    (about 1/3 more compute for far less activation memory); ddp and fsdp."""
+    cpu_offload: bool = False
+    """fsdp only: keep the sharded weights, gradients and AdamW states in CPU memory (the
+    optimizer step runs on the CPU; layers are copied to the GPU as they run)."""
 
     def __post_init__(self) -> None:
+        if self.cpu_offload and self.parallel != "fsdp":
+            raise ConfigError("run.cpu_offload needs run.parallel=fsdp (FSDP2 offloads the sharded states)")
         if self.max_steps < 1:
             raise ConfigError("run.max_steps must be >= 1")
         if min(self.save_every, self.eval_every, self.log_every) < 0 or self.keep_checkpoints < 1:

@@ -3,12 +3,17 @@
 Layout under ``RUN_DIR/checkpoints``::
 
     step-00000010/            one complete checkpoint
-      model/                  save_pretrained: weights, config, tokenizer
+      model/                  save_pretrained: weights, config, tokenizer (LoRA: the adapter)
       optimizer.pt            optimizer state_dict
       rng.pt                  python / numpy / torch (+ cuda) RNG states, one entry per rank
       trainer_state.json      step, data position, ... (the completeness mark)
       manifest.json           size + sha256 of every file above (written last)
     latest                    the name of the newest complete checkpoint (updated last)
+
+A ``run.parallel=fsdp`` checkpoint has ``sharded/`` (torch.distributed.checkpoint: model and
+optimizer, one file per rank + ``.metadata``; loadable on any number of processes) and
+``hf/`` (config and tokenizer, no weights) instead of ``model/`` and ``optimizer.pt``
+(:mod:`.sharded`); ``swe-srl export`` turns either kind into a model folder.
 
 A checkpoint is written into a hidden temp directory, every file and the directory are
 fsync'ed, then the directory is renamed into place and only then does ``latest`` move (itself
@@ -41,6 +46,9 @@ LATEST = "latest"
 STATE_FILE = "trainer_state.json"
 MODEL_DIR = "model"
 OPTIMIZER_FILE = "optimizer.pt"
+SHARDED_DIR = "sharded"
+HF_DIR = "hf"
+DCP_METADATA = ".metadata"
 RNG_FILE = "rng.pt"
 TMP_PREFIX = ".tmp-"
 _STEP_DIR = re.compile(r"step-(\d+)")
@@ -129,6 +137,11 @@ class Checkpoint:
     def model_dir(self) -> Path:
         return self.path / MODEL_DIR
 
+    @property
+    def sharded(self) -> bool:
+        """Written by ``run.parallel=fsdp`` (``sharded/``, no ``model/``)."""
+        return (self.path / SHARDED_DIR).is_dir()
+
     def optimizer_state(self) -> dict[str, Any]:
         return self._load(OPTIMIZER_FILE)
 
@@ -163,17 +176,33 @@ def save_checkpoint(
     """Write checkpoint ``step`` atomically, move ``latest`` to it, keep the newest ``keep``."""
     import torch
 
-    root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(root)
-    final = root / step_dir_name(step)
-    tmp = root / f"{TMP_PREFIX}{final.name}.{os.getpid()}"
-    tmp.mkdir()
+    tmp = begin_checkpoint(run_dir, step)
     model.save_pretrained(tmp / MODEL_DIR)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp / MODEL_DIR)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+    return commit_checkpoint(run_dir, tmp, step, state=state, rng_states=rng_states, keep=keep)
+
+
+def begin_checkpoint(run_dir: str | os.PathLike, step: int) -> Path:
+    """A fresh hidden temp directory to write checkpoint ``step`` into (stale ones removed)."""
+    root = Path(run_dir) / CHECKPOINTS
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(root)
+    tmp = root / f"{TMP_PREFIX}{step_dir_name(step)}.{os.getpid()}"
+    tmp.mkdir()
+    return tmp
+
+
+def commit_checkpoint(run_dir: str | os.PathLike, tmp: Path, step: int, *, state: Mapping[str, Any] | None = None,
+                      rng_states: list[dict[str, Any]] | None = None, keep: int = 2) -> Path:
+    """Finish the checkpoint written into ``tmp`` (RNG states, state file, manifest, fsync),
+    rename it into place, move ``latest`` to it and prune to the newest ``keep``."""
+    import torch
+
+    root = Path(run_dir) / CHECKPOINTS
+    final = root / step_dir_name(step)
     if rng_states is not None:
         torch.save(rng_states, tmp / RNG_FILE)
     # The state file, then the manifest of every file, go last.
@@ -214,7 +243,7 @@ def _read_state(path: Path) -> Checkpoint:
         raise CorruptCheckpoint(f"{STATE_FILE} is unreadable ({brief(exc)})") from exc
     if not isinstance(state, dict) or not isinstance(state.get("step"), int):
         raise CorruptCheckpoint(f"{STATE_FILE} holds no step")
-    if not (path / MODEL_DIR).is_dir():
+    if not (path / MODEL_DIR).is_dir() and not (path / SHARDED_DIR).is_dir():
         raise CorruptCheckpoint(f"{MODEL_DIR}/ is missing")
     return Checkpoint(path=path, state=state)
 
@@ -277,7 +306,9 @@ def find_resumable(run_dir: str | os.PathLike) -> Resumable:
     for path in _candidates(Path(run_dir) / CHECKPOINTS):
         try:
             found = _read_state(path)
-            if not (path / OPTIMIZER_FILE).is_file():
+            if found.sharded and not (path / SHARDED_DIR / DCP_METADATA).is_file():
+                raise CorruptCheckpoint(f"{SHARDED_DIR}/{DCP_METADATA} is missing")
+            if not found.sharded and not (path / OPTIMIZER_FILE).is_file():
                 raise CorruptCheckpoint(f"{OPTIMIZER_FILE} is missing")
             verify(path)
         except CorruptCheckpoint as exc:
@@ -320,13 +351,24 @@ def resolve_model_dir(path: str | os.PathLike | None, *, fallback_runs: Sequence
             return given
         found = latest_checkpoint(given) if given.is_dir() else None
         if found is not None:
-            return found.model_dir
+            return plain_model_dir(found)
         raise InputError(f"{given} is neither a model directory nor a training run with a checkpoint "
                          "(no config.json, no checkpoints/); run `swe-srl init-model` or pass --model")
     for run in fallback_runs:
         found = latest_checkpoint(run) if Path(run).is_dir() else None
         if found is not None:
-            return found.model_dir
+            return plain_model_dir(found)
     if make_default and not (DEFAULT_MODEL_DIR / "config.json").is_file():
         make_tiny_model(DEFAULT_MODEL_DIR)
     return DEFAULT_MODEL_DIR
+
+
+def plain_model_dir(found: Checkpoint) -> Path:
+    """The checkpoint's model folder, when it is one ``from_pretrained`` loads; a sharded
+    (fsdp) checkpoint or a LoRA adapter is an error that says how to export it."""
+    adapter = (found.model_dir / "adapter_config.json").is_file() and not (found.model_dir / "config.json").is_file()
+    if found.sharded or adapter:
+        kind = "sharded (run.parallel=fsdp)" if found.sharded else "a LoRA adapter"
+        raise InputError(f"checkpoint {found.path} is {kind}, not a model folder: "
+                         f"`swe-srl export {found.path.parent.parent} --step {found.step} -o DIR`, then pass DIR")
+    return found.model_dir

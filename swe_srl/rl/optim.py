@@ -8,6 +8,7 @@ import torch
 
 from ..config import OptimConfig
 from .distributed import Dist, sync_gradients
+from .parallel import full_norm, is_sharded
 
 
 def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
@@ -37,7 +38,8 @@ def lr_at(optim: OptimConfig, step: int, total_steps: int) -> float:
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, optim: OptimConfig,
                    d: Dist, lr: float) -> float:
     """Sync, clip, step and zero; returns the global gradient norm before clipping."""
-    sync_gradients(model, d)
+    if not is_sharded(model):  # fsdp reduce-scattered each gradient already, in the backward pass
+        sync_gradients(model, d)
     params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
     max_norm = optim.max_grad_norm if optim.max_grad_norm > 0 else float("inf")
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
@@ -45,4 +47,4 @@ def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, opt
         group["lr"] = lr
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return full_norm(norm)

@@ -10,6 +10,7 @@ step targets (greedy decoding, mean similarity reward, format errors). The loop 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from ..rewards.similarity import StepScores
 from ..schemas import StepTarget, Task
 from ..tasks import load_tasks
 from . import checkpoint as ckpt
+from . import parallel, sharded
 from .data_order import DataOrder
 from .distributed import init_distributed, seed_everything, shard
 from .integrity import CorruptCheckpoint, brief
@@ -132,13 +134,14 @@ class Session:
         self.start_model: Path | None = self._start_model() if found is None else (
             Path(found.state["start_model"]) if found.state.get("start_model") else None)
         self.policy = self._load_policy(self.start_model) if found is None else self._load_checkpoint_policy(found)
-        self.model = self.policy.model
+        self.bf16 = resolve_precision(config.run.precision, self.dist.device)
+        # Activation checkpointing; fsdp: sharded in place, before the optimizer sees the weights.
+        self.model = parallel.prepare_model(self.policy.model, config.run, self.dist, bf16=self.bf16)
         # Who samples rollouts: the trained policy itself, or a given Policy (a scripted one in
         # tests, an inference engine whose weights follow the model's).
         self.sampler = sampler if sampler is not None else self.policy
         self.tokenizer = self.policy.tokenizer
         self.model.train()
-        self.bf16 = resolve_precision(config.run.precision, self.dist.device)
         self.optimizer = build_optimizer(self.model, config.optim)
         self.step = 0
         self.order = DataOrder(len(self.items), config.run.seed, config.data.shuffle)
@@ -171,19 +174,37 @@ class Session:
         after a resume (not the resumed weights)."""
         if self.config.grpo.beta <= 0:
             return None
-        if self.resumed_from is None:
+        if self.resumed_from is None and not parallel.is_sharded(self.model):
             return frozen(copy.deepcopy(self.model))
         start = self.start_model or self._start_model()  # checkpoints from before it was recorded
-        return frozen(self._load_policy(start).model)
+        ref = frozen(self._load_policy(start, lora=False).model)
+        if parallel.is_sharded(self.model):  # sharded like the policy: its forwards are collective too
+            parallel.shard_model(ref, self.dist, bf16=self.bf16, cpu_offload=self.config.run.cpu_offload)
+        return ref
 
-    def _load_policy(self, model_path: Path) -> Any:
+    def _load_policy(self, model_path: Path, *, lora: bool = True, adapter: Path | None = None) -> Any:
+        """The policy from a model folder, with ``model.lora`` adapters when ``lora`` (fresh, or
+        the saved ``adapter``)."""
         cfg = self.config.model
         dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
+        options = cfg.lora if lora else None
+        if options is not None and adapter is not None:
+            options = replace(options, adapter_path=str(adapter))
         policy = load_policy(PolicyConfig(backend="hf", model=str(model_path), dtype=dtype,
-                                          device=str(self.dist.device)))
+                                          device=str(self.dist.device), lora=options))
         if cfg.attn_implementation:
             policy.model.set_attn_implementation(cfg.attn_implementation)
         return policy
+
+    def _load_sharded_policy(self, found: ckpt.Checkpoint) -> Any:
+        """The architecture and tokenizer of a sharded checkpoint (weights: :meth:`_restore`)."""
+        from ..policy.hf import HFPolicy, resolve_dtype
+
+        cfg = self.config.model
+        dtype = resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
+        model, tokenizer = sharded.build_model(found, dtype=dtype, lora=cfg.lora,
+                                               attn_implementation=cfg.attn_implementation)
+        return HFPolicy(model.to(self.dist.device), tokenizer)
 
     def _resume_point(self) -> ckpt.Checkpoint | None:
         """The newest checkpoint whose files verify (rank 0 checks them, every rank gets its
@@ -203,7 +224,16 @@ class Session:
     def _load_checkpoint_policy(self, found: ckpt.Checkpoint) -> Any:
         """The policy from a checkpoint's model folder; a file damaged after it was verified is
         a one-line error naming the checkpoint, not a traceback from deep inside the loader."""
+        wanted = self.config.run.parallel
+        if found.sharded != (wanted == "fsdp"):
+            written = "fsdp" if found.sharded else "ddp"
+            raise InputError(f"--resume: checkpoint {found.path} was written with run.parallel={written}, this run "
+                             f"has {wanted}; resume with --set run.parallel={written}")
         try:
+            if found.sharded:
+                return self._load_sharded_policy(found)
+            if self.config.model.lora is not None:  # the checkpoint holds the adapter only
+                return self._load_policy(self.start_model or self._start_model(), adapter=found.model_dir)
             return self._load_policy(found.model_dir)
         except Exception as exc:  # a damaged file raises whatever its reader raises (SafetensorError, ...)
             if isinstance(exc, (SweSrlError, MemoryError, torch.cuda.OutOfMemoryError)):
@@ -211,11 +241,14 @@ class Session:
             raise CorruptCheckpoint(f"checkpoint {found.path}: its model cannot be loaded ({brief(exc)})") from exc
 
     def _restore(self, found: ckpt.Checkpoint) -> None:
-        try:
-            self.optimizer.load_state_dict(found.optimizer_state())
-        except ValueError as exc:  # saved for other parameters (another model or optimizer setting)
-            raise InputError(f"checkpoint {found.path}: its optimizer state does not fit this run's "
-                             f"model and optimizer ({exc})") from exc
+        if found.sharded:  # the weights too: the model was built without them
+            sharded.load_sharded_state(found, self.model, self.optimizer)
+        else:
+            try:
+                self.optimizer.load_state_dict(found.optimizer_state())
+            except ValueError as exc:  # saved for other parameters (another model or optimizer setting)
+                raise InputError(f"checkpoint {found.path}: its optimizer state does not fit this run's "
+                                 f"model and optimizer ({exc})") from exc
         self.step = found.step
         self.order = DataOrder.from_state(len(self.items), self.config.run.seed,
                                           self.config.data.shuffle, found.state["data_position"])
@@ -234,18 +267,32 @@ class Session:
     def save(self) -> Path | None:
         """Checkpoint the current step (rank 0 writes; every rank's RNG state is kept)."""
         rng_states = self.dist.gather(ckpt.capture_rng())
-        path = None
+        lora = self.config.model.lora
+        state = {"data_position": self.order.state(), "method": self.config.method,
+                 "world_size": self.dist.world_size, "parallel": self.config.run.parallel,
+                 "start_model": str(self.start_model) if self.start_model else None,
+                 **({"lora": to_mapping(lora)} if lora is not None else {})}
         if self.dist.is_main:
             self.logger.flush()
+        if parallel.is_sharded(self.model):  # every rank writes its shards
+            return sharded.save_sharded_checkpoint(
+                self.run_dir, self.step, model=self.model, optimizer=self.optimizer, tokenizer=self.tokenizer,
+                d=self.dist, rng_states=rng_states, state=state, keep=self.config.run.keep_checkpoints)
+        path = None
+        if self.dist.is_main:
             path = ckpt.save_checkpoint(
                 self.run_dir, self.step, model=self.model, tokenizer=self.tokenizer,
                 optimizer=self.optimizer, rng_states=rng_states, keep=self.config.run.keep_checkpoints,
-                state={"data_position": self.order.state(), "method": self.config.method,
-                       "world_size": self.dist.world_size,
-                       "start_model": str(self.start_model) if self.start_model else None},
-            )
+                state=state)
         self.dist.barrier()
         return path
+
+    def rollout_weights(self) -> contextlib.AbstractContextManager:
+        """Around sampling with the trained policy (every rank enters): fsdp gathers the whole
+        model (:func:`swe_srl.rl.parallel.full_weights`); nothing to do otherwise."""
+        if self.sampler is self.policy:
+            return parallel.full_weights(self.model)
+        return contextlib.nullcontext()
 
     def due(self, every: int) -> bool:
         return every > 0 and self.step % every == 0
@@ -273,7 +320,8 @@ class Session:
             return {}
         mine: Sequence[StepTarget] = shard(self.val_targets, self.dist)
         gen = replace(self.config.generation, temperature=0.0, n=1)
-        samples = [group[0] for group in self.policy.generate([messages_for_target(t) for t in mine], gen)] if mine else []
+        with parallel.full_weights(self.model):  # every rank, even one with no targets
+            samples = [group[0] for group in self.policy.generate([messages_for_target(t) for t in mine], gen)] if mine else []
         rewards = self.config.reward.step_reward()(
             [s.text for s in samples], [{"target": t.target} for t in mine])
         local = StepScores.of([float(r) for r in rewards if r is not None])

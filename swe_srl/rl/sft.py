@@ -18,6 +18,7 @@ from ..schemas import StepTarget
 from .distributed import shard
 from .logprobs import TokenBatch, autocast, chunks, completion_logprobs
 from .optim import lr_at, optimizer_step
+from .parallel import micro_batches
 from .session import Session
 
 END_OF_TURN = "<|im_end|>"
@@ -59,7 +60,7 @@ def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
     examples = [encode_example(session.tokenizer, session.items[i], cfg.sft) for i in shard(indices, d)]
     (global_tokens,) = d.all_sum([sum(len(label) for _, label in examples)])
     loss_sum = 0.0
-    for part in chunks(examples, cfg.optim.grad_accumulation):
+    for part in micro_batches(session, chunks(examples, cfg.optim.grad_accumulation)):  # fsdp: same count on every rank
         batch = TokenBatch.build([p for p, _ in part], [label for _, label in part],
                                  session.tokenizer.pad_token_id, d.device)
         with autocast(d.device, session.bf16):

@@ -99,7 +99,8 @@ def collect_batch(session: Session, source: Source) -> SampledBatch:
         indices = session.order.take(count)
         ids += [session.item_id(i) for i in indices]
         mine = list(range(serial + d.rank, serial + count, d.world_size))
-        groups = source.draw(mine, [indices[s - serial] for s in mine])
+        with session.rollout_weights():  # fsdp: the whole model gathered while it samples
+            groups = source.draw(mine, [indices[s - serial] for s in mine])
         drawn += groups
         serial += count
         signal = grpo.dynamic_sampling_mask(grpo.rewards_tensor([r for g in groups for r in g.rewards]), G,

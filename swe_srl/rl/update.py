@@ -13,6 +13,7 @@ from ..config import TrainConfig
 from . import grpo
 from .logprobs import TokenBatch, autocast, chunks, completion_logprobs
 from .optim import lr_at, optimizer_step
+from .parallel import micro_batches
 
 # grpo_loss metrics averaged over tokens for the log.
 TOKEN_METRICS = ("kl", "clip_fraction", "ratio_mean", "logprob_gap")
@@ -41,7 +42,8 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
         parts = max(parts, math.ceil(len(samples) / max_chunk))
     loss_sum, weight = 0.0, 0.0
     weighted = dict.fromkeys(TOKEN_METRICS, 0.0)  # same keys on every rank: they are all-reduced
-    for part in chunks(list(range(len(samples))), parts):
+    # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
+    for part in micro_batches(session, chunks(list(range(len(samples))), parts), ref_model):
         batch = TokenBatch.build([samples[i].prompt_ids for i in part], [samples[i].completion_ids for i in part],
                                  session.tokenizer.pad_token_id, d.device)
         with autocast(d.device, session.bf16):
