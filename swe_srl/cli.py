@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Modules under swe_srl/commands/ that each define ``register(app)``. A module that is not
 # there yet (or whose optional dependencies are missing) must not break the other commands.
-COMMAND_MODULES = ("dataset", "model", "train", "plan", "report", "sandbox", "evaluate", "experts")
+COMMAND_MODULES = ("dataset", "model", "train", "export", "plan", "report", "sandbox", "evaluate", "experts")
 
 
 def _register_all() -> None:

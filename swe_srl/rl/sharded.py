@@ -14,6 +14,7 @@ group at all (:func:`load_model_weights`, for ``swe-srl export``).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -97,7 +98,9 @@ def load_model_weights(found: ckpt.Checkpoint, model: Any) -> None:
 
     state = get_model_state_dict(model)
     try:
-        dcp.load({"model": state}, checkpoint_id=found.path / ckpt.SHARDED_DIR)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load({"model": state}, checkpoint_id=found.path / ckpt.SHARDED_DIR)
     except Exception as exc:
         raise InputError(f"checkpoint {found.path}: its sharded model does not load into "
                          f"{type(base_model(model)).__name__} ({brief(exc)})") from exc
