@@ -35,24 +35,37 @@ from .logprobs import TokenBatch, autocast, completion_logprobs
 T = TypeVar("T")
 
 
-def is_sharded(model: torch.nn.Module) -> bool:
-    """Whether ``fully_shard`` was applied to ``model``."""
+def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model inside a peft wrapper (or the model itself): the FSDP root, since
+    training calls it through the wrapper and ``generate`` calls it directly, and FSDP makes
+    the root of whatever unit runs forward first."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def fsdp_root(model: torch.nn.Module) -> Any:
+    """The root FSDP unit of ``model``, None when it is not sharded."""
     from torch.distributed.fsdp import FSDPModule
 
-    return isinstance(model, FSDPModule)
+    inner = transformers_model(model)
+    return inner if isinstance(inner, FSDPModule) else None
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """Whether ``model`` was sharded by :func:`shard_model`."""
+    return fsdp_root(model) is not None
 
 
 def fsdp_units(model: torch.nn.Module) -> list[Any]:
     """The root first, then every decoder layer (``model.modules()`` order)."""
     from torch.distributed.fsdp import FSDPModule
 
-    return [m for m in model.modules() if isinstance(m, FSDPModule)]
+    return [m for m in transformers_model(model).modules() if isinstance(m, FSDPModule)]
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The transformer blocks of a Hugging Face causal LM (peft-wrapped or not): the classes it
     names in ``_no_split_modules``."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = transformers_model(model)
     names = set(getattr(inner, "_no_split_modules", None) or ())
     layers = [m for m in inner.modules() if type(m).__name__ in names]
     if not layers:
@@ -89,12 +102,20 @@ def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: boo
     for layer in decoder_layers(model):
         fully_shard(layer, mp_policy=mp, offload_policy=offload, reshard_after_forward=True)
     # The root's weights are the first needed in the backward pass: kept after the forward.
-    fully_shard(model, mp_policy=mp, offload_policy=offload, reshard_after_forward=False)
+    root = fully_shard(transformers_model(model), mp_policy=mp, offload_policy=offload, reshard_after_forward=False)
     for unit in fsdp_units(model):
         # Losses are already divided by the global token / sequence count: gradients are summed
         # over ranks, not averaged. Plain SUM collectives (gloo has no PREMUL_SUM).
         unit.set_gradient_divide_factor(1.0)
         unit.set_force_sum_reduction_for_comms(True)
+    # FSDP initialises lazily, at the first forward, from the unit that runs it: one tiny
+    # forward through the root now (every rank), so that it is the root whatever runs first.
+    training = root.training
+    root.eval()  # no dropout: no random numbers drawn
+    with torch.no_grad():
+        root(input_ids=torch.zeros((1, 1), dtype=torch.long, device=d.device), use_cache=False)
+    root.train(training)
+    forget_forwards(model)
     return model
 
 
@@ -109,8 +130,9 @@ def prepare_model(model: torch.nn.Module, run: RunConfig, d: Dist, *, bf16: bool
 
 
 def _restore_resharding(model: torch.nn.Module) -> None:
+    root = fsdp_root(model)
     for unit in fsdp_units(model):
-        unit.set_reshard_after_forward(unit is not model, recurse=False)
+        unit.set_reshard_after_forward(unit is not root, recurse=False)
 
 
 @contextlib.contextmanager
@@ -135,10 +157,11 @@ def forget_forwards(model: torch.nn.Module) -> None:
     """Reshard and drop FSDP's record of the forward passes run without a backward (sampling, a
     frozen reference): backward prefetching reads that record, and a stale one would differ
     between ranks. Local, no collective."""
-    if not is_sharded(model):
+    root = fsdp_root(model)
+    if root is None:
         return
-    if hasattr(model, "reset_iter_state"):
-        model.reset_iter_state()
+    if hasattr(root, "reset_iter_state"):
+        root.reset_iter_state()
     else:  # pragma: no cover - older torch: reshard only
         for unit in fsdp_units(model):
             unit.reshard()

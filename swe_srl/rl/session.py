@@ -190,8 +190,12 @@ class Session:
         options = cfg.lora if lora else None
         if options is not None and adapter is not None:
             options = replace(options, adapter_path=str(adapter))
-        policy = load_policy(PolicyConfig(backend="hf", model=str(model_path), dtype=dtype,
-                                          device=str(self.dist.device), lora=options))
+        # Fresh LoRA weights are random: the same on every rank (the run's seed, not the rank's),
+        # and drawn without moving this rank's random stream.
+        with torch.random.fork_rng(devices=[self.dist.device] if self.dist.device.type == "cuda" else []):
+            torch.manual_seed(self.config.run.seed)
+            policy = load_policy(PolicyConfig(backend="hf", model=str(model_path), dtype=dtype,
+                                              device=str(self.dist.device), lora=options))
         if cfg.attn_implementation:
             policy.model.set_attn_implementation(cfg.attn_implementation)
         return policy
