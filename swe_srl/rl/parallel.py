@@ -79,7 +79,11 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
     (non-reentrant: composes with FSDP's hooks and with frozen LoRA base weights)."""
     if not getattr(model, "supports_gradient_checkpointing", True):
         raise ConfigError(f"run.activation_checkpointing: {type(model).__name__} does not support it")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def ensure_process_group(d: Dist) -> None:

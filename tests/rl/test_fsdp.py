@@ -57,7 +57,7 @@ SCRIPT = textwrap.dedent("""
     train(cfg, sampler=make_sampler(sampler, AutoTokenizer.from_pretrained(model)))
 """)
 
-# Per-rank bytes of weights, gradients and AdamW states after one step: OUT PARALLEL DATA MODEL.
+# Per-rank bytes of weights, gradients and AdamW states after one step, ddp then fsdp: OUT DATA MODEL.
 MEMORY_SCRIPT = textwrap.dedent("""
     import json, sys
     from pathlib import Path
@@ -69,18 +69,19 @@ MEMORY_SCRIPT = textwrap.dedent("""
     from swe_srl.rl.sft import encode_example, sft_step
     from tests.rl.test_trainer import small_overrides
 
-    out, parallel, data, model = sys.argv[1:5]
-    cfg = load_config(TrainConfig, "tiny-cpu", ["method=sft"] + small_overrides(
-        data, model, Path(out) / parallel, **{"run.parallel": parallel, "run.precision": "bf16",
-                                               "run.eval_every": 0, "run.max_steps": 1}))
-    with Session(cfg) as s:
-        sft_step(s, list(range(cfg.optim.batch_size)))  # AdamW states exist from here on
-        prompt, label = encode_example(s.tokenizer, s.items[0], cfg.sft)  # gradients: one more backward
-        batch = TokenBatch.build([prompt], [label], s.tokenizer.pad_token_id, s.dist.device)
-        (-completion_logprobs(s.model, batch).sum()).backward()
-        sizes = state_bytes(s.model, s.optimizer)
-        sizes["param_dtypes"] = sorted({str(p.dtype) for p in s.model.parameters()})
-        Path(out, f"{parallel}-{s.dist.rank}.json").write_text(json.dumps(sizes))
+    out, data, model = sys.argv[1:4]
+    for parallel in ("ddp", "fsdp"):
+        cfg = load_config(TrainConfig, "tiny-cpu", ["method=sft"] + small_overrides(
+            data, model, Path(out) / parallel, **{"run.parallel": parallel, "run.precision": "bf16",
+                                                   "run.eval_every": 0, "run.max_steps": 1}))
+        with Session(cfg) as s:
+            sft_step(s, list(range(cfg.optim.batch_size)))  # AdamW states exist from here on
+            prompt, label = encode_example(s.tokenizer, s.items[0], cfg.sft)  # gradients: one more backward
+            batch = TokenBatch.build([prompt], [label], s.tokenizer.pad_token_id, s.dist.device)
+            (-completion_logprobs(s.model, batch).sum()).backward()
+            sizes = state_bytes(s.model, s.optimizer)
+            sizes["param_dtypes"] = sorted({str(p.dtype) for p in s.model.parameters()})
+            Path(out, f"{parallel}-{s.dist.rank}.json").write_text(json.dumps(sizes))
 """)
 
 
@@ -188,11 +189,12 @@ def _tokenizer(model: Path) -> Any:
     return AutoTokenizer.from_pretrained(model)
 
 
-def test_fsdp_lora_with_cpu_offload_takes_one_process_steps_and_exports_merged(tiny_model_dir, data, tmp_path):
-    lora = {"model.lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}}
-    one = run(data, tiny_model_dir, tmp_path / "one", "sft", **SFT, **lora).run_dir
-    two = train_fsdp(tmp_path, "sft", data, tiny_model_dir, tmp_path / "two", **SFT, **lora,
-                     **{"run.cpu_offload": True})
+def test_fsdp_lora_with_cpu_offload_takes_one_process_steps_resumes_and_exports_merged(tiny_model_dir, data,
+                                                                                        tmp_path):
+    lora = {**SFT, "model.lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "run.eval_every": 0, "run.save_every": 1}
+    one = run(data, tiny_model_dir, tmp_path / "one", "sft", **lora).run_dir
+    two = train_fsdp(tmp_path, "sft", data, tiny_model_dir, tmp_path / "two", **lora, **{"run.cpu_offload": True})
     assert metric_rows(two, "train/loss") == pytest.approx(metric_rows(one, "train/loss"), rel=1e-4)
     # ddp keeps the adapter (merged into the start model on export); fsdp the whole sharded model
     assert (ckpt.latest_checkpoint(one).model_dir / "adapter_config.json").is_file()
@@ -202,6 +204,35 @@ def test_fsdp_lora_with_cpu_offload_takes_one_process_steps_and_exports_merged(t
     base = state_dict(tiny_model_dir)
     moved = [k for k in base if not torch.equal(base[k], merged_two[k])]
     assert moved and all("q_proj" in k or "v_proj" in k for k in moved), "LoRA moves only its targets"
+    # Both resume to step 3 (adapter + optimizer.pt; the sharded state) and end where a run
+    # that never stopped ends.
+    three = {**lora, "run.max_steps": 3}
+    run(data, tiny_model_dir, one, "sft", resume=True, **three)
+    launch(SCRIPT.replace("train(cfg, ", "train(cfg, resume=True, "),
+           ["sft", str(data), str(tiny_model_dir), str(two), "none",
+            json.dumps({"run.parallel": "fsdp", "run.cpu_offload": True, **three})], 2, tmp_path)
+    straight = run(data, tiny_model_dir, tmp_path / "straight", "sft", **three).run_dir
+    assert metric_rows(two, "train/loss") == pytest.approx(metric_rows(straight, "train/loss"), rel=1e-4)
+    reference = exported(straight, tmp_path)
+    assert_same_weights(exported(one, tmp_path / "again"), reference, 1e-6)
+    assert_same_update(exported(two, tmp_path / "again"), reference, lr=1e-3 * 2)
+
+
+def test_activation_checkpointing_leaves_a_ddp_step_unchanged(tiny_model_dir, data, tmp_path):
+    plain = run(data, tiny_model_dir, tmp_path / "plain", "sft", **{"run.max_steps": 1, "run.eval_every": 0})
+    ac = run(data, tiny_model_dir, tmp_path / "ac", "sft",
+             **{"run.max_steps": 1, "run.eval_every": 0, "run.activation_checkpointing": True})
+    assert metric_rows(ac.run_dir, "train/grad_norm") == pytest.approx(metric_rows(plain.run_dir, "train/grad_norm"),
+                                                                       rel=1e-5)
+    assert_same_weights(state_dict(plain.final_checkpoint / "model"), state_dict(ac.final_checkpoint / "model"), 1e-6)
+
+
+def test_cpu_offload_needs_fsdp():
+    from swe_srl.config import RunConfig
+    from swe_srl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="run.cpu_offload needs run.parallel=fsdp"):
+        RunConfig(cpu_offload=True)
 
 
 def test_kill_9_then_resume_under_fsdp_matches_an_uninterrupted_run(tiny_model_dir, data, tmp_path):
@@ -252,6 +283,8 @@ def test_export_of_a_sharded_run_is_what_model_and_eval_load(tiny_model_dir, dat
                      **{"run.max_steps": 2, "run.save_every": 1, "run.eval_every": 0, "run.keep_checkpoints": 2})
     with pytest.raises(InputError, match=r"sharded \(run.parallel=fsdp\).*swe-srl export"):
         ckpt.resolve_model_dir(two)
+    with pytest.raises(InputError, match="written with run.parallel=fsdp, this run has ddp"):
+        run(data, tiny_model_dir, two, "sft", resume=True, **{"run.max_steps": 3, "run.eval_every": 0})
     with pytest.raises(SystemExit) as info:
         main(["export", str(two), "--step", "1", "-o", str(tmp_path / "step1")])
     assert info.value.code == 0
@@ -271,8 +304,7 @@ def test_export_of_a_sharded_run_is_what_model_and_eval_load(tiny_model_dir, dat
 
 
 def test_fsdp_holds_about_half_of_ddps_bytes_per_rank_with_two(tiny_model_dir, data, tmp_path):
-    for parallel in ("ddp", "fsdp"):
-        launch(MEMORY_SCRIPT, [str(tmp_path), parallel, str(data), str(tiny_model_dir)], 2, tmp_path)
+    launch(MEMORY_SCRIPT, [str(tmp_path), str(data), str(tiny_model_dir)], 2, tmp_path)
     sizes = {(p, r): json.loads((tmp_path / f"{p}-{r}.json").read_text()) for p in ("ddp", "fsdp") for r in (0, 1)}
     for rank in (0, 1):
         ddp, fsdp = sizes["ddp", rank], sizes["fsdp", rank]
