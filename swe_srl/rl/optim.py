@@ -8,7 +8,7 @@ import torch
 
 from ..config import OptimConfig
 from .distributed import Dist, sync_gradients
-from .parallel import full_norm, is_sharded
+from .parallel import clip_sharded_grad_norm_, is_sharded
 
 
 def build_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Optimizer:
@@ -38,13 +38,17 @@ def lr_at(optim: OptimConfig, step: int, total_steps: int) -> float:
 def optimizer_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, optim: OptimConfig,
                    d: Dist, lr: float) -> float:
     """Sync, clip, step and zero; returns the global gradient norm before clipping."""
-    if not is_sharded(model):  # fsdp reduce-scattered each gradient already, in the backward pass
+    sharded = is_sharded(model)
+    if not sharded:  # fsdp reduce-scattered each gradient already, in the backward pass
         sync_gradients(model, d)
     params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
     max_norm = optim.max_grad_norm if optim.max_grad_norm > 0 else float("inf")
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
+    if sharded:
+        norm = clip_sharded_grad_norm_(params, max_norm, d)
+    else:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return full_norm(norm)
+    return norm

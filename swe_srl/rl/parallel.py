@@ -213,9 +213,25 @@ def padding_pass(session: Any, ref_model: Optional[torch.nn.Module] = None) -> N
         forget_forwards(ref_model)
 
 
-def full_norm(norm: torch.Tensor) -> float:
-    """A gradient norm as a float; FSDP's ``clip_grad_norm_`` returns a DTensor."""
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+def clip_sharded_grad_norm_(params: list[torch.Tensor], max_norm: float, d: Dist) -> float:
+    """``clip_grad_norm_`` for sharded gradients; returns the global norm before clipping.
+
+    Computed on each rank's shards, with the one collective on the communication device:
+    under ``run.cpu_offload`` the shards live in CPU memory, and torch's DTensor path would
+    all-reduce CPU tensors over NCCL, which has no CPU backend."""
+    local = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params]
+    if not local:
+        return 0.0
+    squares = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in local]).square().sum()
+    squares = squares.to(d.device if d.device.type == "cuda" else "cpu")
+    if d.distributed:
+        dist.all_reduce(squares, op=dist.ReduceOp.SUM)
+    norm = squares.sqrt()
+    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)  # what clip_grad_norm_ multiplies by
+    with torch.no_grad():
+        for g in local:
+            g.mul_(scale.to(device=g.device, dtype=g.dtype))
+    return float(norm)
 
 
 def _local_bytes(t: Optional[torch.Tensor]) -> int:
