@@ -107,6 +107,8 @@ def _verify_by_parsing(root: Path) -> None:
         elif path.suffix in _TORCH_SUFFIXES:
             _check_torch_file(path, rel)
     model_dirs = {p.parent for p in files if p.name in ("config.json", "adapter_config.json")}
+    if (root / "sharded").is_dir():  # an fsdp checkpoint: hf/ holds config and tokenizer, the weights are sharded/
+        model_dirs.discard(root / "hf")
     for folder in sorted(model_dirs):
         if not any(p.parent == folder and (p.suffix == ".safetensors" or p.suffix == ".bin") for p in files):
             raise CorruptCheckpoint(f"{folder.relative_to(root).as_posix()}/ holds no weights")

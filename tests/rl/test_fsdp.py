@@ -301,6 +301,12 @@ def test_export_of_a_sharded_run_is_what_model_and_eval_load(tiny_model_dir, dat
     assert info.value.code == 0
     result = run(data, model, tmp_path / "next", "sft", **{"run.max_steps": 1, "run.eval_every": 0})
     assert ckpt.latest_checkpoint(result.run_dir).state["start_model"] == str(model)
+    # A damaged shard is caught by the manifest: --resume falls back to the step before
+    shard = two / "checkpoints" / "step-00000002" / ckpt.SHARDED_DIR / "__1_0.distcp"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    found = ckpt.find_resumable(two)
+    assert found.checkpoint.step == 1 and found.skipped[0][0] == "step-00000002"
+    assert "sharded/__1_0.distcp" in found.skipped[0][1]
 
 
 def test_fsdp_holds_about_half_of_ddps_bytes_per_rank_with_two(tiny_model_dir, data, tmp_path):
