@@ -47,6 +47,8 @@ class LossAggregation(str, Enum):
 
 SFTTarget = Literal["action", "thought_action"]
 EPISODE_METHODS = ("rlvr", "hybrid")
+# Collectives of an episode step wait while other ranks run Docker episodes and grade them.
+EPISODE_DIST_TIMEOUT_S = 3 * 3600
 
 
 # --------------------------------------------------------------------------- the train config
@@ -213,6 +215,11 @@ class RunConfig:
     keep_checkpoints: int = 2
     precision: Precision = "auto"
     """auto: bf16 autocast on a GPU that supports it, float32 elsewhere."""
+    dist_timeout_s: int = 0
+    """Seconds a collective of a multi-process run waits for the other processes before the
+    run fails (the process group's timeout). 0 = 3 h for rlvr / hybrid, whose ranks run and
+    grade Docker episodes of different lengths between collectives, and torch's default
+    (10 min with nccl, 30 min with gloo) for sft / srl."""
     tensorboard: bool = True
     wandb: bool = False
     """Log to Weights & Biases too (needs the wandb package; project below)."""
@@ -224,6 +231,8 @@ class RunConfig:
             raise ConfigError("run.max_steps must be >= 1")
         if min(self.save_every, self.eval_every, self.log_every) < 0 or self.keep_checkpoints < 1:
             raise ConfigError("run.save_every/eval_every/log_every must be >= 0 and run.keep_checkpoints >= 1")
+        if self.dist_timeout_s < 0:
+            raise ConfigError("run.dist_timeout_s must be >= 0 (0 = the method's default)")
 
 
 @dataclass(frozen=True)
@@ -305,5 +314,12 @@ class TrainConfig:
     def on_episodes(self) -> bool:
         """Whether this run trains on sandboxed episodes (rlvr, hybrid) rather than step targets."""
         return self.method in EPISODE_METHODS
+
+    @property
+    def dist_timeout_s(self) -> float | None:
+        """The process group's timeout in seconds (``run.dist_timeout_s``); None = torch's default."""
+        if self.run.dist_timeout_s:
+            return float(self.run.dist_timeout_s)
+        return float(EPISODE_DIST_TIMEOUT_S) if self.on_episodes else None
 
 

@@ -26,6 +26,7 @@ import torch
 from ..config import TrainConfig
 from ..schemas import Task
 from . import grpo
+from .distributed import init_distributed
 from .records import DrawLog, Group, SampledBatch
 from .session import Session, TrainResult
 from .sft import sft_step
@@ -39,6 +40,7 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
     """Run ``config.method`` to ``run.max_steps``; ``resume`` continues the run in
     ``run.out_dir`` from its latest checkpoint. ``sampler`` (a Policy) samples the rollouts
     instead of the trained model (a scripted policy in tests); its samples count as on-policy."""
+    init_distributed(config.dist_timeout_s)  # started here with the run's timeout; the Session joins it
     with Session(config, resume=resume, sampler=sampler) as session:
         source = None if config.method == "sft" else make_source(session)
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
