@@ -76,7 +76,7 @@ def make_source(session: Session) -> Source:
     """Step targets for srl; tasks run as Docker episodes for rlvr / hybrid."""
     if session.config.on_episodes:
         return EpisodeSource(session.config, session.sampler, [t for t in session.items if isinstance(t, Task)])
-    return StepTargetSource(session.config, session.sampler, session.items)
+    return StepTargetSource(session.config, session.sampler, session.items, tokenizer=session.tokenizer)
 
 
 def collect_batch(session: Session, source: Source) -> SampledBatch:
@@ -108,9 +108,10 @@ def collect_batch(session: Session, source: Source) -> SampledBatch:
             break
     # The first ``want`` groups in draw order: the same choice a single process makes.
     chosen = set(kept_serials[:want])
-    per_group = sorted((row for part in d.gather([(g.serial, g.rewards, g.lengths) for g in drawn]) for row in part),
-                       key=lambda row: row[0])
-    log = DrawLog(ids=ids, rewards=[row[1] for row in per_group], lengths=[row[2] for row in per_group])
+    per_group = {row[0]: row for part in d.gather([(g.serial, g.rewards, g.lengths) for g in drawn]) for row in part}
+    # An item the source skipped (a prompt over data.max_prompt_tokens) logs empty lists.
+    rows = [per_group.get(s, (s, [], [])) for s in range(serial)]
+    log = DrawLog(ids=ids, rewards=[row[1] for row in rows], lengths=[row[2] for row in rows])
     metrics = sampling_metrics(session, drawn, kept=len(chosen), num_drawn=serial, rounds=rounds)
     metrics.update(source.metrics(drawn, d))
     return SampledBatch([g for g in drawn if g.serial in chosen], drawn, log, metrics)
