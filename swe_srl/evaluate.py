@@ -25,7 +25,8 @@ from .agent import GREEDY
 from .config import RewardConfig
 from .errors import ConfigError
 from .harness import GradedEpisode, HarnessConfig, run_graded_episode
-from .policy.base import GenerationConfig, Policy, SerialPolicy
+from .policy.base import GenerationConfig, Policy
+from .policy.batching import shared_policy
 from .prompts import messages_for_target
 from .rewards.similarity import StepScores
 from .schemas import StepTarget, Task
@@ -147,7 +148,8 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if not _finished(out, t, config.retry_infra)]
-    runner = policy if thread_safe_policy or config.workers == 1 else SerialPolicy(policy)
+    # An in-process engine batches the turns that wait together; other policies take turns.
+    runner = policy if thread_safe_policy or config.workers == 1 else shared_policy(policy, config.workers)
     if todo:
         # At most `workers` instances are in flight and the next starts only once a result is
         # handled: on Ctrl-C (or a raising on_result) the running ones finish and clean up their
