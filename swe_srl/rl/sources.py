@@ -32,7 +32,8 @@ from ..errors import ConfigError, InputError, RecordError
 from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
 from ..harness import GradedEpisode, resolve_image, run_graded_episode
 from ..hosts import HostPool
-from ..policy.base import Policy, SerialPolicy
+from ..policy.base import Policy
+from ..policy.batching import shared_policy
 from ..prompts import messages_for_target
 from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode, turn_credit
 from ..schemas import StepTarget, Task, Trajectory
@@ -110,8 +111,9 @@ class EpisodeSource:
         e = config.episodes
         self.config, self.tasks = config, tasks
         self.pool: Optional[HostPool] = None  # Ray host actors, started at the first draw
-        concurrent = e.workers > 1 or e.hosts.backend == "ray"
-        self.sampler = SerialPolicy(sampler) if concurrent else sampler
+        threads = e.hosts.episodes_per_host * len(e.hosts.entries()) if e.hosts.backend == "ray" else e.workers
+        # Concurrent episodes share an in-process model through one batching queue.
+        self.sampler = shared_policy(sampler, threads) if threads > 1 else sampler
         self.weights = reward_weights(config.method, e.weights.similarity, e.weights.tests)
         self.experts = load_expert_actions(e.experts or DEFAULT_EXPERTS, tasks) if SIMILARITY in self.weights else {}
         self.max_tokens, self.max_chunk = config.generation.max_new_tokens, e.update_chunk_turns
