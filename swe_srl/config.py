@@ -29,6 +29,7 @@ Schedule = Literal["constant", "cosine", "linear"]
 Precision = Literal["auto", "bf16", "fp32"]
 Parallel = Literal["ddp", "fsdp"]
 Credit = Literal["episode", "turn"]
+LongPrompts = Literal["truncate", "drop"]
 
 
 class AdvantageScale(str, Enum):
@@ -49,6 +50,8 @@ class LossAggregation(str, Enum):
 
 SFTTarget = Literal["action", "thought_action"]
 EPISODE_METHODS = ("rlvr", "hybrid")
+# Collectives of an episode step wait while other ranks run Docker episodes and grade them.
+EPISODE_DIST_TIMEOUT_S = 3 * 3600
 
 
 # --------------------------------------------------------------------------- the train config
@@ -63,7 +66,9 @@ class ModelConfig:
     backend: Literal["hf"] = "hf"
     """Policy backend used for sampling; training needs the in-process ``hf`` weights."""
     dtype: Literal["auto", "float32", "bfloat16"] = "float32"
-    """Weights dtype. Master weights stay float32 with bf16 autocast; ``bfloat16`` halves memory."""
+    """Weights dtype (auto = float32). Training needs float32 master weights: for bf16 compute
+    set ``run.precision: bf16`` (autocast). ``bfloat16`` weights are refused: plain AdamW on
+    bf16 weights rounds most small updates away."""
     attn_implementation: str = ""
     """Passed to ``from_pretrained`` when set (e.g. ``sdpa``, ``flash_attention_2``)."""
     lora: LoraOptions | None = None
@@ -90,10 +95,19 @@ class DataConfig:
     """Validate on the first N val step targets (0 = all)."""
     shuffle: bool = True
     """Shuffle train step targets each epoch (a seeded, resumable order)."""
+    max_prompt_tokens: int = 0
+    """Longest prompt (chat template included) of a step target in training, sft and srl
+    (0 = no limit). Validation prompts and episode turns (rlvr, hybrid: their context is the
+    agent's, ``episodes.harness.agent``) are not affected."""
+    long_prompts: LongPrompts = "truncate"
+    """What happens to a longer prompt. truncate: its oldest context rounds are left out until
+    it fits, then the middle of the issue is cut (a prompt that cannot keep any of its issue
+    is dropped); drop: the step target is skipped. Counted per step as
+    ``data/truncated_prompts`` and ``data/dropped_prompts``."""
 
     def __post_init__(self) -> None:
-        if self.limit < 0 or self.val_limit < 0:
-            raise ConfigError("data.limit and data.val_limit must be >= 0 (0 = all)")
+        if self.limit < 0 or self.val_limit < 0 or self.max_prompt_tokens < 0:
+            raise ConfigError("data.limit, data.val_limit and data.max_prompt_tokens must be >= 0 (0 = all)")
 
 
 @dataclass(frozen=True)
@@ -192,12 +206,25 @@ class OptimConfig:
     grad_accumulation: int = 1
     """Each process splits its share of the batch into this many forward/backward chunks: a
     memory knob that leaves the update unchanged."""
+    max_tokens_per_microbatch: int = 0
+    """Token budget of one forward/backward pass (0 = split by ``grad_accumulation`` and
+    ``episodes.update_chunk_turns``, which it replaces when set): sequences sorted by length
+    are packed while (longest prompt + longest completion) x sequences stays within it; a
+    longer sequence gets a pass of its own. Like ``grad_accumulation``, a memory knob that
+    leaves the update unchanged."""
+    logprob_chunk_tokens: int = 0
+    """Completion positions per lm_head + log-softmax chunk of the update (0 = all at once).
+    Each chunk's float32 [sequences, chunk, vocab] logits are made, used and freed (and made
+    again in the backward pass), so the whole [sequences, tokens, vocab] never is: with a 150k
+    vocabulary that tensor is 0.6 MB per token. Leaves the log-probs unchanged."""
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
             raise ConfigError("optim.lr must be > 0")
         if self.batch_size < 1 or self.grad_accumulation < 1:
             raise ConfigError("optim.batch_size and optim.grad_accumulation must be >= 1")
+        if self.max_tokens_per_microbatch < 0 or self.logprob_chunk_tokens < 0:
+            raise ConfigError("optim.max_tokens_per_microbatch and optim.logprob_chunk_tokens must be >= 0 (0 = off)")
         if self.warmup_steps < 0 or self.max_grad_norm < 0 or self.weight_decay < 0:
             raise ConfigError("optim.warmup_steps, optim.max_grad_norm and optim.weight_decay must be >= 0")
 
@@ -218,6 +245,11 @@ class RunConfig:
     keep_checkpoints: int = 2
     precision: Precision = "auto"
     """auto: bf16 autocast on a GPU that supports it, float32 elsewhere."""
+    dist_timeout_s: int = 0
+    """Seconds a collective of a multi-process run waits for the other processes before the
+    run fails (the process group's timeout). 0 = 3 h for rlvr / hybrid, whose ranks run and
+    grade Docker episodes of different lengths between collectives, and torch's default
+    (10 min with nccl, 30 min with gloo) for sft / srl."""
     tensorboard: bool = True
     wandb: bool = False
     """Log to Weights & Biases too (needs the wandb package; project below)."""
@@ -242,6 +274,8 @@ class RunConfig:
             raise ConfigError("run.max_steps must be >= 1")
         if min(self.save_every, self.eval_every, self.log_every) < 0 or self.keep_checkpoints < 1:
             raise ConfigError("run.save_every/eval_every/log_every must be >= 0 and run.keep_checkpoints >= 1")
+        if self.dist_timeout_s < 0:
+            raise ConfigError("run.dist_timeout_s must be >= 0 (0 = the method's default)")
 
 
 @dataclass(frozen=True)
@@ -280,7 +314,8 @@ class EpisodeConfig:
     then each host runs ``episodes_per_host`` at a time and ``workers`` is ignored). With several
     training processes, point ``ray_address`` at a running cluster."""
     update_chunk_turns: int = 8
-    """At most this many turns per forward/backward pass of the update (a memory knob)."""
+    """At most this many turns per forward/backward pass of the update (a memory knob;
+    ``optim.max_tokens_per_microbatch`` replaces it when set)."""
     experts: str = ""
     """Expert trajectories (swe-srl Trajectory JSONL) for hybrid. Empty: the recorded demo experts."""
     weights: RewardWeights = field(default_factory=RewardWeights)
@@ -322,10 +357,21 @@ class TrainConfig:
         w = self.episodes.weights
         if self.method == "hybrid" and w.similarity == 0 and w.tests == 0:
             raise ConfigError("--method hybrid needs a nonzero episodes.weights.similarity or episodes.weights.tests")
+        if self.model.dtype == "bfloat16":
+            raise ConfigError("model.dtype bfloat16 would train bf16 weights with plain AdamW, which rounds most "
+                              "updates away; use model.dtype float32 with run.precision bf16 (float32 master "
+                              "weights, bf16 autocast)")
 
     @property
     def on_episodes(self) -> bool:
         """Whether this run trains on sandboxed episodes (rlvr, hybrid) rather than step targets."""
         return self.method in EPISODE_METHODS
+
+    @property
+    def dist_timeout_s(self) -> float | None:
+        """The process group's timeout in seconds (``run.dist_timeout_s``); None = torch's default."""
+        if self.run.dist_timeout_s:
+            return float(self.run.dist_timeout_s)
+        return float(EPISODE_DIST_TIMEOUT_S) if self.on_episodes else None
 
 

@@ -26,7 +26,8 @@ from .config import RewardConfig
 from .errors import ConfigError
 from .harness import GradedEpisode, HarnessConfig, run_graded_episode
 from .hosts import HostPool, HostsConfig
-from .policy.base import GenerationConfig, Policy, SerialPolicy
+from .policy.base import GenerationConfig, Policy
+from .policy.batching import shared_policy
 from .prompts import messages_for_target
 from .rewards.similarity import StepScores
 from .schemas import StepTarget, Task
@@ -156,7 +157,8 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     todo = [t for t in tasks if not _finished(out, t, config.retry_infra)]
     hosts = HostPool(config.hosts) if todo and config.hosts.backend == "ray" else None
     workers = hosts.slots if hosts is not None else config.workers
-    runner = policy if thread_safe_policy or workers == 1 else SerialPolicy(policy)
+    # Threads share an in-process model through one batching queue (no global lock).
+    runner = policy if thread_safe_policy or workers == 1 else shared_policy(policy, workers)
     try:
         if todo:
             # At most `workers` instances are in flight and the next starts only once a result

@@ -13,6 +13,13 @@ from swe_srl.evaluate import EvalConfig
 from swe_srl.errors import ConfigError
 
 
+def test_process_group_timeout_is_long_for_episode_methods_unless_set():
+    assert load_config(TrainConfig, None, ["method=srl"]).dist_timeout_s is None  # torch's default
+    assert load_config(TrainConfig, None, ["method=sft"]).dist_timeout_s is None
+    assert load_config(TrainConfig, None, ["method=rlvr"]).dist_timeout_s == 3 * 3600
+    assert load_config(TrainConfig, None, ["method=hybrid", "run.dist_timeout_s=600"]).dist_timeout_s == 600
+
+
 def test_presets_ship_paper_and_tiny_cpu():
     assert {"paper", "tiny-cpu"} <= set(presets())
 
@@ -73,6 +80,11 @@ def test_yaml_file_round_trip(tmp_path):
     (["reward.similarity=levenshtein"], "reward.similarity: 'levenshtein' is not one of"),
     (["reward.similarity=args", "reward.compare=call"], "reward.compare applies to the text modes only"),
     (["grpo.similarity=lcs"], "config key grpo.similarity moved to reward.similarity"),
+    (["model.dtype=bfloat16"], "plain AdamW, which rounds most updates away; use model.dtype float32 with run.precision bf16"),
+    (["optim.max_tokens_per_microbatch=-1"], "optim.max_tokens_per_microbatch and optim.logprob_chunk_tokens must be >= 0"),
+    (["data.max_prompt_tokens=-5"], "data.max_prompt_tokens must be >= 0"),
+    (["data.long_prompts=cut"], "'truncate' | 'drop'"),
+    (["run.dist_timeout_s=-1"], "run.dist_timeout_s must be >= 0"),
 ])
 def test_bad_values_give_one_actionable_line(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("|", r"\|")) as info:

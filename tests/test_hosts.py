@@ -75,9 +75,15 @@ class Engine:
                 self.proc.wait()
 
     def containers(self) -> list[str]:
-        out = subprocess.run(["docker", "-H", self.url, "ps", "-aq", "--filter", "label=swe-srl.run-id"],
-                             capture_output=True, text=True, check=True)
-        return out.stdout.split()
+        return _ray_run_containers(self.url)
+
+
+def _ray_run_containers(url: str = "unix:///var/run/docker.sock") -> list[str]:
+    """Containers a Ray host pool made (run ids ``ray-...``) on the engine at ``url``; other
+    tests' and other jobs' sandboxes on the shared engine do not count."""
+    out = subprocess.run(["docker", "-H", url, "ps", "-a", "--filter", "label=swe-srl.run-id",
+                          "--format", '{{.ID}} {{.Label "swe-srl.run-id"}}'], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.split()[1:2] and line.split()[1].startswith("ray-")]
 
 
 @pytest.fixture(scope="module")
@@ -126,8 +132,7 @@ def test_expert_replays_spread_over_two_engines(engines, cluster, tmp_path, dock
     assert min(summary["per_host"].values()) >= 2  # least-loaded scheduling uses both
     hosts = {json.loads((instance_dir(tmp_path, t.instance_id) / "result.json").read_text())["host"] for t in DEMO}
     assert hosts == {"a", "b"}
-    assert engines[1].containers() == []
-    assert docker_client.containers.list(all=True, filters={"label": "swe-srl.run-id"}) == []
+    assert engines[1].containers() == [] and _ray_run_containers() == []
 
 
 @pytest.mark.docker
@@ -147,11 +152,10 @@ def test_engine_stopped_mid_run_fails_its_episodes_and_resume_completes(engines,
         assert summary["finished"] == len(DEMO) and summary["resolved"] == len(DEMO) - lost
         assert lost >= 1 and all("host b" in e or "b" in e for e in summary["infrastructure_errors"].values())
         assert summary["per_host"].get("a", 0) >= len(DEMO) - lost - 2  # a took over
-        assert docker_client.containers.list(all=True, filters={"label": "swe-srl.run-id"}) == []
+        assert _ray_run_containers() == []
     finally:
         second.start()
     resumed = evaluate_tasks(_replay(DEMO), DEMO, tmp_path, _config(engines), thread_safe_policy=True)
     assert resumed["resolved"] == len(DEMO) and resumed["infrastructure_failures"] == 0
     assert resumed["resumed_from_previous_run"] == len(DEMO) - lost
-    assert second.containers() == [] and docker_client.containers.list(
-        all=True, filters={"label": "swe-srl.run-id"}) == []
+    assert second.containers() == [] and _ray_run_containers() == []

@@ -11,9 +11,11 @@ from .base import (
     load_policy,
     render_conversation,
 )
+from .batching import BatchingPolicy
 
 __all__ = [
     "BACKENDS",
+    "BatchingPolicy",
     "GenerationConfig",
     "LoraOptions",
     "Policy",

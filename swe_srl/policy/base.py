@@ -102,7 +102,8 @@ class Policy(Protocol):
 
 class SerialPolicy:
     """Serialises ``generate`` calls to a policy that is not thread-safe (one in-process
-    model shared by episode threads): callers take turns."""
+    model shared by episode threads): callers take turns. For an in-process engine,
+    :class:`~.batching.BatchingPolicy` batches the waiting calls instead."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy

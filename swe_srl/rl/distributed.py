@@ -11,6 +11,7 @@ process on the whole batch.
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 from dataclasses import dataclass
@@ -67,8 +68,10 @@ class Dist:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
 
-def init_distributed() -> Dist:
-    """Join the process group torchrun set up (nccl on GPU, gloo on CPU), or run alone."""
+def init_distributed(timeout_s: float | None = None) -> Dist:
+    """Join the process group torchrun set up (nccl on GPU, gloo on CPU), or run alone.
+    ``timeout_s``: how long a collective waits for the other ranks (None = torch's default);
+    it applies when this call starts the group, not to one already started."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -78,7 +81,8 @@ def init_distributed() -> Dist:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return Dist(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 

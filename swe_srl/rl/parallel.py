@@ -11,7 +11,7 @@ reduce-scattered right after its backward.
 Two consequences for the loop:
 
 - Every FSDP forward and backward is a collective, but dynamic sampling and token budgets give
-  the ranks different numbers of micro-batches. :func:`micro_batches` tops each rank up to the
+  the ranks different numbers of micro-batches. :func:`aligned_passes` tops each rank up to the
   maximum over ranks with zero-weight passes on a one-token batch: the same collectives in the
   same order on every rank, and gradients that the padding leaves unchanged.
 - Sampling runs a different number of forward passes on each rank (other prompts, other
@@ -180,7 +180,7 @@ def max_over_ranks(d: Dist, value: int) -> int:
     return int(t.item())
 
 
-def micro_batches(session: Any, parts: Iterable[T], ref_model: Optional[torch.nn.Module] = None) -> Iterator[T]:
+def aligned_passes(session: Any, parts: Iterable[T], ref_model: Optional[torch.nn.Module] = None) -> Iterator[T]:
     """This rank's micro-batches; with a sharded model, then as many zero-weight passes as it
     takes to reach the most micro-batches of any rank (see the module docstring). Each pass of
     the caller must be one forward of ``session.model`` (and of ``ref_model``, when given),

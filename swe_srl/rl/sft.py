@@ -16,9 +16,10 @@ from ..config import SFTConfig
 from ..prompts import format_completion, messages_for_target, render_prompt
 from ..schemas import StepTarget
 from .distributed import shard
-from .logprobs import TokenBatch, autocast, chunks, completion_logprobs
+from .logprobs import TokenBatch, autocast, completion_logprobs, micro_batches
 from .optim import lr_at, optimizer_step
-from .parallel import micro_batches
+from .parallel import aligned_passes
+from .prompt_budget import PromptBudget
 from .session import Session
 
 END_OF_TURN = "<|im_end|>"
@@ -55,16 +56,22 @@ def encode_example(tokenizer: Any, target: StepTarget, config: SFTConfig) -> tup
 
 
 def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
-    """One optimizer step of token-mean cross-entropy over the global batch ``indices``."""
+    """One optimizer step of token-mean cross-entropy over the global batch ``indices`` (step
+    targets whose prompt is over ``data.max_prompt_tokens`` shortened or skipped)."""
     cfg, d = session.config, session.dist
-    examples = [encode_example(session.tokenizer, session.items[i], cfg.sft) for i in shard(indices, d)]
+    budget = PromptBudget(session.tokenizer, cfg.data)
+    targets = [budget.fit(session.items[i]) for i in shard(indices, d)]
+    examples = [encode_example(session.tokenizer, t, cfg.sft) for t in targets if t is not None]
     (global_tokens,) = d.all_sum([sum(len(label) for _, label in examples)])
     loss_sum = 0.0
-    for part in micro_batches(session, chunks(examples, cfg.optim.grad_accumulation)):  # fsdp: same count on every rank
-        batch = TokenBatch.build([p for p, _ in part], [label for _, label in part],
+    shapes = [(len(prompt), len(label)) for prompt, label in examples]
+    # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
+    for part in aligned_passes(session, micro_batches(shapes, cfg.optim.grad_accumulation,
+                                                      cfg.optim.max_tokens_per_microbatch)):
+        batch = TokenBatch.build([examples[i][0] for i in part], [examples[i][1] for i in part],
                                  session.tokenizer.pad_token_id, d.device)
         with autocast(d.device, session.bf16):
-            logprobs = completion_logprobs(session.model, batch)
+            logprobs = completion_logprobs(session.model, batch, chunk_tokens=cfg.optim.logprob_chunk_tokens)
         loss = -(logprobs * batch.completion_mask).sum() / max(global_tokens, 1.0)
         loss.backward()
         loss_sum += float(loss.detach())
@@ -72,4 +79,4 @@ def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
     grad_norm = optimizer_step(session.model, session.optimizer, cfg.optim, d, lr)
     (loss_total,) = d.all_sum([loss_sum])
     return {"train/loss": loss_total, "train/grad_norm": grad_norm, "train/lr": lr,
-            "train/tokens": global_tokens}
+            "train/tokens": global_tokens, **budget.metrics(d)}

@@ -32,30 +32,38 @@ from ..errors import ConfigError, InputError, RecordError
 from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
 from ..harness import GradedEpisode, resolve_image, run_graded_episode
 from ..hosts import HostPool
-from ..policy.base import Policy, SerialPolicy
+from ..policy.base import Policy
+from ..policy.batching import shared_policy
 from ..prompts import messages_for_target
 from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode, turn_credit
 from ..schemas import StepTarget, Task, Trajectory
 from .distributed import Dist
+from .prompt_budget import PromptBudget
 from .records import EpisodeTotals, Group
 
 
 class StepTargetSource:
-    """``srl``: G completions per step target, scored by the SRL similarity reward."""
+    """``srl``: G completions per step target, scored by the SRL similarity reward. A step
+    target whose prompt is over ``data.max_prompt_tokens`` is shortened, or skipped (no group)."""
 
     max_chunk = 0  # completions are short: ``optim.grad_accumulation`` alone splits the batch
 
-    def __init__(self, config: TrainConfig, sampler: Policy, targets: Sequence[StepTarget]) -> None:
+    def __init__(self, config: TrainConfig, sampler: Policy, targets: Sequence[StepTarget],
+                 tokenizer: Any = None) -> None:
         self.config, self.sampler, self.targets = config, sampler, targets
         self.reward_fn = config.reward.step_reward()
         self.max_tokens = config.generation.max_new_tokens
+        self.budget = PromptBudget(tokenizer if tokenizer is not None else getattr(sampler, "tokenizer", None),
+                                   config.data)
 
     def draw(self, serials: Sequence[int], indices: Sequence[int]) -> list[Group]:
-        """Sample and score one group per item index (this rank's share)."""
-        if not indices:
+        """Sample and score one group per item index (this rank's share; none for a skipped one)."""
+        fitted = [(serial, self.budget.fit(self.targets[i])) for serial, i in zip(serials, indices)]
+        serials = [serial for serial, t in fitted if t is not None]
+        targets = [t for _, t in fitted if t is not None]
+        if not targets:
             return []
         G = self.config.grpo.num_generations
-        targets = [self.targets[i] for i in indices]
         gen = replace(self.config.generation, n=G)
         outputs = self.sampler.generate([messages_for_target(t) for t in targets], gen)
         rewards = self.reward_fn([s.text for group in outputs for s in group],
@@ -72,7 +80,8 @@ class StepTargetSource:
         return samples, advantages, valid
 
     def metrics(self, drawn: Sequence[Group], dist: Dist) -> dict[str, float]:
-        return {}
+        """The step's prompt counts (``data.max_prompt_tokens``), summed over ranks."""
+        return self.budget.metrics(dist)
 
 
 @dataclass
@@ -102,8 +111,9 @@ class EpisodeSource:
         e = config.episodes
         self.config, self.tasks = config, tasks
         self.pool: Optional[HostPool] = None  # Ray host actors, started at the first draw
-        concurrent = e.workers > 1 or e.hosts.backend == "ray"
-        self.sampler = SerialPolicy(sampler) if concurrent else sampler
+        threads = e.hosts.episodes_per_host * len(e.hosts.entries()) if e.hosts.backend == "ray" else e.workers
+        # Concurrent episodes share an in-process model through one batching queue.
+        self.sampler = shared_policy(sampler, threads) if threads > 1 else sampler
         self.weights = reward_weights(config.method, e.weights.similarity, e.weights.tests)
         self.experts = load_expert_actions(e.experts or DEFAULT_EXPERTS, tasks) if SIMILARITY in self.weights else {}
         self.max_tokens, self.max_chunk = config.generation.max_new_tokens, e.update_chunk_turns

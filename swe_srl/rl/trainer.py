@@ -26,6 +26,7 @@ import torch
 from ..config import TrainConfig
 from ..schemas import Task
 from . import grpo
+from .distributed import init_distributed
 from .records import DrawLog, Group, SampledBatch
 from .session import Session, TrainResult
 from .sft import sft_step
@@ -39,6 +40,7 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
     """Run ``config.method`` to ``run.max_steps``; ``resume`` continues the run in
     ``run.out_dir`` from its latest checkpoint. ``sampler`` (a Policy) samples the rollouts
     instead of the trained model (a scripted policy in tests); its samples count as on-policy."""
+    init_distributed(config.dist_timeout_s)  # started here with the run's timeout; the Session joins it
     with Session(config, resume=resume, sampler=sampler) as session:
         source = None if config.method == "sft" else make_source(session)
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
@@ -78,7 +80,7 @@ def make_source(session: Session) -> Source:
     """Step targets for srl; tasks run as Docker episodes for rlvr / hybrid."""
     if session.config.on_episodes:
         return EpisodeSource(session.config, session.sampler, [t for t in session.items if isinstance(t, Task)])
-    return StepTargetSource(session.config, session.sampler, session.items)
+    return StepTargetSource(session.config, session.sampler, session.items, tokenizer=session.tokenizer)
 
 
 def collect_batch(session: Session, source: Source) -> SampledBatch:
@@ -111,9 +113,10 @@ def collect_batch(session: Session, source: Source) -> SampledBatch:
             break
     # The first ``want`` groups in draw order: the same choice a single process makes.
     chosen = set(kept_serials[:want])
-    per_group = sorted((row for part in d.gather([(g.serial, g.rewards, g.lengths) for g in drawn]) for row in part),
-                       key=lambda row: row[0])
-    log = DrawLog(ids=ids, rewards=[row[1] for row in per_group], lengths=[row[2] for row in per_group])
+    per_group = {row[0]: row for part in d.gather([(g.serial, g.rewards, g.lengths) for g in drawn]) for row in part}
+    # An item the source skipped (a prompt over data.max_prompt_tokens) logs empty lists.
+    rows = [per_group.get(s, (s, [], [])) for s in range(serial)]
+    log = DrawLog(ids=ids, rewards=[row[1] for row in rows], lengths=[row[2] for row in rows])
     metrics = sampling_metrics(session, drawn, kept=len(chosen), num_drawn=serial, rounds=rounds)
     metrics.update(source.metrics(drawn, d))
     return SampledBatch([g for g in drawn if g.serial in chosen], drawn, log, metrics)

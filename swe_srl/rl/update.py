@@ -1,6 +1,6 @@
 """One GRPO optimizer step on sampled sequences: recompute their log-probs under the trained
 model (exact sampled token ids), the clipped surrogate (+ optional KL to a frozen reference)
-with the global normalisers, backward in chunks, then one optimizer step."""
+with the global normalisers, backward in micro-batches, then one optimizer step."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import torch
 
 from ..config import TrainConfig
 from . import grpo
-from .logprobs import TokenBatch, autocast, chunks, completion_logprobs
+from .logprobs import TokenBatch, autocast, completion_logprobs, micro_batches
 from .optim import lr_at, optimizer_step
-from .parallel import micro_batches
+from .parallel import aligned_passes
 
 # grpo_loss metrics averaged over tokens for the log.
 TOKEN_METRICS = ("kl", "clip_fraction", "ratio_mean", "logprob_gap")
@@ -30,8 +30,9 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
                   max_chunk: int = 0) -> dict[str, float]:
     """One optimizer step on ``samples`` (each with exact ``prompt_ids`` / ``completion_ids``),
     one advantage per sample; ``valid`` False (a None reward) leaves a sample out of the loss
-    and its normalisers. ``max_chunk`` > 0 caps the sequences per forward/backward pass.
-    Every rank calls it, even with no samples (the gradient all-reduce needs every rank)."""
+    and its normalisers. ``max_chunk`` > 0 caps the sequences per forward/backward pass
+    (unless ``optim.max_tokens_per_microbatch`` packs them by tokens instead). Every rank
+    calls it, even with no samples (the gradient all-reduce needs every rank)."""
     cfg, d = session.config, session.dist
     valid = valid.bool() if len(samples) else torch.zeros(0, dtype=torch.bool)
     tokens = sum(len(s.completion_ids) for s, v in zip(samples, valid) if v)
@@ -40,25 +41,27 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
     parts = cfg.optim.grad_accumulation
     if max_chunk > 0:
         parts = max(parts, math.ceil(len(samples) / max_chunk))
+    shapes = [(len(s.prompt_ids), len(s.completion_ids)) for s in samples]
+    chunk_tokens = cfg.optim.logprob_chunk_tokens
     loss_sum, weight = 0.0, 0.0
     weighted = dict.fromkeys(TOKEN_METRICS, 0.0)  # same keys on every rank: they are all-reduced
     # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
-    for part in micro_batches(session, chunks(list(range(len(samples))), parts), ref_model):
+    for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch), ref_model):
         batch = TokenBatch.build([samples[i].prompt_ids for i in part], [samples[i].completion_ids for i in part],
                                  session.tokenizer.pad_token_id, d.device)
         with autocast(d.device, session.bf16):
-            logprobs = completion_logprobs(session.model, batch, temperature)
+            logprobs = completion_logprobs(session.model, batch, temperature, chunk_tokens)
             ref = None
             if ref_model is not None:
                 with torch.no_grad():
-                    ref = completion_logprobs(ref_model, batch, temperature)
+                    ref = completion_logprobs(ref_model, batch, temperature, chunk_tokens)
         # old_logprobs None: one on-policy update per batch, ratio 1 with the policy gradient;
         # the sampler's log-probs only serve as a check that both sides see the same tokens.
         loss, metrics = grpo.grpo_loss(logprobs, None, advantages[part], batch.completion_mask,
                                        ref_logprobs=ref, sample_mask=valid[part], config=loss_cfg,
                                        num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0))
         loss.backward()
-        # Each chunk's loss is already divided by the global count: the parts add up.
+        # Each micro-batch's loss is already divided by the global count: the parts add up.
         loss_sum += float(loss.detach())
         metrics["logprob_gap"] = sampler_gap(logprobs.detach(), [samples[i] for i in part])
         for key in TOKEN_METRICS:

@@ -113,3 +113,52 @@ def test_an_empty_batch_takes_no_optimizer_step_on_one_or_two_processes(tiny_mod
         assert_same_weights(state_dict(first.model_dir), state_dict(second.model_dir), atol=0.0)
     one, two = ckpt.latest_checkpoint(tmp_path / "one"), ckpt.latest_checkpoint(tmp_path / "two")
     assert_same_update(state_dict(one.model_dir), state_dict(two.model_dir), lr=1e-3 * 2)
+
+
+def test_the_run_timeout_reaches_init_process_group(monkeypatch):
+    """A real one-process group (gloo on CPU), started by init_distributed as under torchrun: its
+    timeout is the one asked for (WORLD_SIZE says 2 so the group is started; the rendezvous is
+    made a group of one)."""
+    import datetime
+
+    from swe_srl.rl import distributed
+
+    real = distributed.dist.init_process_group
+    seen = []
+
+    def group_of_one(backend, timeout=None):
+        seen.append(timeout)
+        real(backend, timeout=timeout, init_method=f"tcp://127.0.0.1:{free_port()}", world_size=1, rank=0)
+
+    monkeypatch.setattr(distributed.dist, "init_process_group", group_of_one)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    try:
+        d = distributed.init_distributed(3 * 3600)
+        group = distributed.dist.group.WORLD._get_backend(d.device)
+        assert seen == [datetime.timedelta(hours=3)] and group.options._timeout == datetime.timedelta(hours=3)
+    finally:
+        distributed.shutdown_distributed()
+    distributed.init_distributed(None)  # no timeout asked: torch's default (None passed on)
+    distributed.shutdown_distributed()
+    assert seen[1] is None
+
+
+@pytest.mark.parametrize("method, setting, expected", [
+    ("srl", 0, None), ("sft", 0, None), ("rlvr", 0, 3 * 3600.0), ("hybrid", 0, 3 * 3600.0), ("srl", 900, 900.0)])
+def test_train_starts_the_process_group_with_the_methods_timeout(method, setting, expected, monkeypatch):
+    from swe_srl.config import TrainConfig
+    from swe_srl.config_loader import load_config
+    from swe_srl.rl import trainer
+
+    class Started(Exception):
+        pass
+
+    def record(timeout_s=None):
+        raise Started(timeout_s)
+
+    monkeypatch.setattr(trainer, "init_distributed", record)
+    cfg = load_config(TrainConfig, None, {"method": method, "run.dist_timeout_s": setting})
+    with pytest.raises(Started) as info:
+        trainer.train(cfg)
+    assert info.value.args[0] == expected

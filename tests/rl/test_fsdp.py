@@ -1,8 +1,9 @@
 """``run.parallel=fsdp`` on two CPU processes (torchrun, gloo), real runs on the tiny model:
-the same steps as one ddp process (sft with activation checkpointing; srl with every kept group
-on rank 0, so rank 1 runs only padding passes, and a sharded KL reference; LoRA with CPU
-offload), kill -9 then ``--resume``, the export that ``--model`` and ``eval`` load, and the
-per-rank memory of weights, gradients and AdamW states against ddp's."""
+the same steps as one ddp process (sft with activation checkpointing and token-budget
+micro-batches; srl with every kept group on rank 0, so rank 1 runs only padding passes, a
+sharded KL reference and chunked log-probs; LoRA with CPU offload), kill -9 then ``--resume``,
+the export that ``--model`` and ``eval`` load, and the per-rank memory of weights, gradients
+and AdamW states against ddp's."""
 
 from __future__ import annotations
 
@@ -155,7 +156,7 @@ SFT = {"run.max_steps": 2, "run.eval_every": 2, "run.save_every": 2, "data.val_l
 def test_fsdp_sft_with_activation_checkpointing_takes_one_process_steps(tiny_model_dir, data, tmp_path):
     one = run(data, tiny_model_dir, tmp_path / "one", "sft", **SFT).run_dir
     two = train_fsdp(tmp_path, "sft", data, tiny_model_dir, tmp_path / "two", **SFT,
-                     **{"run.activation_checkpointing": True})
+                     **{"run.activation_checkpointing": True, "optim.max_tokens_per_microbatch": 200})
     for key in ("train/loss", "train/grad_norm", "val/reward"):
         assert metric_rows(two, key) == pytest.approx(metric_rows(one, key), rel=1e-4, abs=1e-6), key
     found = ckpt.latest_checkpoint(two)
@@ -169,7 +170,7 @@ def test_fsdp_srl_with_every_group_on_one_rank_takes_one_process_steps(tiny_mode
     # Rank 1 keeps no group: its two micro-batches of the update are padding passes, through
     # the policy and the sharded KL reference alike. A deadlock fails at launch()'s timeout.
     extra = {"run.max_steps": 2, "run.eval_every": 2, "run.save_every": 2, "data.val_limit": 3,
-             "data.shuffle": False, "optim.grad_accumulation": 2, "grpo.beta": 0.1}
+             "data.shuffle": False, "optim.grad_accumulation": 2, "grpo.beta": 0.1, "optim.logprob_chunk_tokens": 4}
     one = run(data, tiny_model_dir, tmp_path / "one", "srl", sampler=make_sampler("rank0", _tokenizer(tiny_model_dir)),
               **extra).run_dir
     two = train_fsdp(tmp_path, "srl", data, tiny_model_dir, tmp_path / "two", "rank0", **extra)
