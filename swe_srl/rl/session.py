@@ -270,7 +270,8 @@ class Session:
     # ------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path | None:
-        """Checkpoint the current step (rank 0 writes; every rank's RNG state is kept)."""
+        """Checkpoint the current step (rank 0 writes; under fsdp every rank writes its shards;
+        every rank's RNG state is kept)."""
         rng_states = self.dist.gather(ckpt.capture_rng())
         lora = self.config.model.lora
         state = {"data_position": self.order.state(), "method": self.config.method,
