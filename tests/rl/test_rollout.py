@@ -1,0 +1,246 @@
+"""``rollout.engine``: an engine with weights of its own is sent the trained weights after every
+optimizer step, refused when it sampled with stale ones, and its log-probs are the old
+log-probs of the importance ratio. Here the engine is a second transformers model (exact
+pushes, no vLLM needed); the same runs against real vLLM: ``test_rollout_vllm.py``."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from swe_srl.config import TrainConfig  # noqa: E402
+from swe_srl.config_loader import load_config  # noqa: E402
+from swe_srl.errors import ConfigError, InputError, StaleWeights  # noqa: E402
+from swe_srl.policy import PolicyConfig, Sample, load_policy  # noqa: E402
+from swe_srl.rl import grpo  # noqa: E402
+from swe_srl.rl import rollout as rollout_mod  # noqa: E402
+from swe_srl.rl.rollout import full_named_parameters, sampler_logprobs  # noqa: E402
+from swe_srl.rl.run_log import read_jsonl  # noqa: E402
+from swe_srl.rl.trainer import train  # noqa: E402
+from tests.rl.test_trainer import metric_rows, run, small_overrides, state_dict, write_dataset  # noqa: E402
+
+VLLM = {"rollout.engine": "vllm", "run.eval_every": 0}
+
+
+def length_reward(texts, infos):
+    """A reward that varies within a group even for the untrained tiny model (whose completions
+    all score -1 on format under the SRL reward): every group has signal, so every step learns."""
+    return [(len(t) % 7) / 7 for t in texts]
+
+
+class CopyEngine:
+    """A rollout engine with weights of its own: another transformers model that samples, with
+    VLLMPolicy's push interface (``update_weights``, ``weights_version``)."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self.policy = load_policy(PolicyConfig(backend="hf", model=str(model_dir), dtype="float32", device="cpu"))
+        self.tokenizer = self.policy.tokenizer
+        self.weights_version = 0
+        self.pushed: list[int | None] = []
+        self.closed = False
+
+    def generate(self, conversations, config):
+        groups = self.policy.generate(conversations, config)
+        return [[replace(s, weights_version=self.weights_version) for s in g] for g in groups]
+
+    def update_weights(self, named_tensors, *, version=None):
+        params = dict(self.policy.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in named_tensors:
+                params[name].copy_(tensor)
+        self.weights_version = self.weights_version + 1 if version is None else version
+        self.pushed.append(version)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture()
+def engines(monkeypatch) -> list[CopyEngine]:
+    """Every engine the runs start, in order."""
+    started: list[CopyEngine] = []
+
+    def start(config, model_dir, *, device, seed):
+        started.append(CopyEngine(model_dir))
+        return started[-1]
+
+    monkeypatch.setattr(rollout_mod, "start_engine", start)
+    return started
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return write_dataset(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(autouse=True)
+def varied_reward(monkeypatch):
+    from swe_srl.config import RewardConfig
+
+    monkeypatch.setattr(RewardConfig, "step_reward", lambda self, syntax="xml": length_reward)
+
+
+@pytest.fixture()
+def old_logprobs_seen(monkeypatch) -> list[Any]:
+    """The ``old_logprobs`` argument of every grpo_loss call."""
+    seen: list[Any] = []
+    real = grpo.grpo_loss
+
+    def spy(logprobs, old_logprobs, *args, **kwargs):
+        seen.append(None if old_logprobs is None else old_logprobs.clone())
+        return real(logprobs, old_logprobs, *args, **kwargs)
+
+    monkeypatch.setattr(grpo, "grpo_loss", spy)
+    return seen
+
+
+def test_engine_gets_the_weights_after_every_step(tiny_model_dir, dataset, tmp_path, engines, old_logprobs_seen):
+    result = run(dataset, tiny_model_dir, tmp_path / "run", "srl", **VLLM)
+    (engine,) = engines
+    assert engine.model_dir == tiny_model_dir
+    assert engine.pushed == [0, 1, 2, 3]  # at the start, then after each step
+    assert metric_rows(result.run_dir, "rollout/weights_version") == [1.0, 2.0, 3.0]
+    final = state_dict(result.final_checkpoint / "model")
+    for name, tensor in engine.policy.model.state_dict().items():
+        assert torch.equal(tensor, final[name]), name
+    # Same weights, same implementation: the engine's log-probs are the trainer's.
+    assert all(gap < 1e-5 for gap in metric_rows(result.run_dir, "train/logprob_gap"))
+    assert old_logprobs_seen and all(old is not None for old in old_logprobs_seen)
+    assert engine.closed
+
+
+def test_the_engines_logprobs_are_the_old_logprobs_of_the_ratio(monkeypatch):
+    samples = [Sample("a", (1,), (5, 6, 7), (-0.5, -1.0, -2.0), "stop", 3),
+               Sample("b", (1,), (8,), (-0.25,), "stop", 3)]
+    trainer = torch.full((2, 3), -9.0)
+    old = sampler_logprobs(samples, trainer)
+    assert torch.equal(old, torch.tensor([[-0.5, -1.0, -2.0], [-0.25, 0.0, 0.0]]))
+    engine = rollout_mod.Rollout("vllm", object())
+    assert torch.equal(engine.old_logprobs(samples, trainer), old)
+    assert rollout_mod.Rollout("hf", object()).old_logprobs(samples, trainer) is None  # ratio 1, as before
+    with pytest.raises(InputError, match="no sampler log-probs"):
+        sampler_logprobs([replace(samples[0], logprobs=None)], trainer)
+
+
+def test_hf_engine_keeps_the_exact_on_policy_ratio(tiny_model_dir, dataset, tmp_path, engines, old_logprobs_seen):
+    result = run(dataset, tiny_model_dir, tmp_path / "hf", "srl", **{"run.max_steps": 1, "run.eval_every": 0})
+    assert not engines and old_logprobs_seen == [None]  # the trained model sampled: old = its own
+    assert metric_rows(result.run_dir, "train/ratio_mean") == [1.0]
+    assert metric_rows(result.run_dir, "rollout/weights_version") == []
+
+
+def test_a_missed_push_is_refused_not_trained_on(tiny_model_dir, dataset, tmp_path, engines, monkeypatch):
+    real = CopyEngine.update_weights
+
+    def miss_second(self, named_tensors, *, version=None):
+        if version == 1:  # the push after step 1 never reaches the engine
+            return
+        real(self, named_tensors, version=version)
+
+    monkeypatch.setattr(CopyEngine, "update_weights", miss_second)
+    with pytest.raises(StaleWeights, match=r"with other weights than the trained model's \(version 1\): "
+                                           r"\d+ with version 0"):
+        run(dataset, tiny_model_dir, tmp_path / "stale", "srl", **VLLM)
+    # Step 1 was logged with the version the engine reports, which shows the missed push at once.
+    assert metric_rows(tmp_path / "stale", "rollout/weights_version") == [0.0]
+    assert engines[0].closed
+
+
+def test_resume_pushes_the_restored_weights(tiny_model_dir, dataset, tmp_path, engines):
+    out = tmp_path / "resumed"
+    run(dataset, tiny_model_dir, out, "srl", **VLLM, **{"run.max_steps": 2, "run.save_every": 2})
+    result = run(dataset, tiny_model_dir, out, "srl", resume=True, **VLLM, **{"run.max_steps": 3})
+    first, second = engines
+    assert second.model_dir == out / "checkpoints" / "step-00000002" / "model"
+    assert second.pushed == [2, 3]  # the restored weights are version 2
+    assert metric_rows(out, "rollout/weights_version") == [1.0, 2.0, 3.0]
+    final = state_dict(result.final_checkpoint / "model")
+    assert all(torch.equal(t, final[n]) for n, t in second.policy.model.state_dict().items())
+
+
+def test_rollout_config_is_checked(tiny_model_dir, dataset, tmp_path):
+    def cfg(**extra):
+        return load_config(TrainConfig, "tiny-cpu", ["method=srl"] + small_overrides(
+            dataset, tiny_model_dir, tmp_path / "c", **extra))
+
+    assert cfg().rollout.engine == "hf"
+    with pytest.raises(ConfigError, match="rollout.engine"):
+        cfg(**{"rollout.engine": "sglang"})
+    with pytest.raises(ConfigError, match="needs generation.top_p=1"):
+        cfg(**{"rollout.engine": "vllm", "generation.top_p": 0.9})
+    with pytest.raises(ConfigError, match="gpu_memory_utilization"):
+        cfg(**{"rollout.gpu_memory_utilization": 0.0})
+    with pytest.raises(ConfigError, match="a given sampler needs rollout.engine=hf"):
+        run(dataset, tiny_model_dir, tmp_path / "s", "srl", sampler=object(), **VLLM)
+
+
+def _tiny(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))
+
+
+def test_wrapped_models_push_their_checkpoint_names():
+    model = _tiny()
+    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+    wrapped = torch.nn.DataParallel(torch.compile(model))  # CPU: DataParallel runs the module as is
+    assert {n for n, _ in wrapped.named_parameters()} != set(expected)  # "module._orig_mod.0.weight"
+    pushed = dict(full_named_parameters(wrapped))
+    assert pushed.keys() == expected.keys()
+    assert all(torch.equal(pushed[n], expected[n]) for n in expected)
+
+
+def test_sharded_parameters_are_gathered_whole(tmp_path):
+    """FSDP2-style DTensor parameters (here a one-process mesh, gloo): full tensors, by name."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Shard, distribute_tensor
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already set up in this process")
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        model = _tiny(1)
+        expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+        for module in model.modules():
+            for name, param in list(module.named_parameters(recurse=False)):
+                setattr(module, name, torch.nn.Parameter(distribute_tensor(param.detach(), mesh, [Shard(0)])))
+        assert all(isinstance(p, DTensor) for p in model.parameters())
+        pushed = dict(full_named_parameters(model))
+        assert pushed.keys() == expected.keys()
+        for name, tensor in pushed.items():
+            assert not isinstance(tensor, DTensor) and torch.equal(tensor, expected[name]), name
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture()
+def demo_ready(docker_client, base_image) -> None:
+    from swe_srl.experts import DEFAULT_OUTPUT
+
+    if not DEFAULT_OUTPUT.is_file():
+        pytest.skip("no recorded demo expert trajectories")
+
+
+@pytest.mark.docker
+def test_episodes_sample_every_turn_through_the_engine(demo_ready, tiny_model_dir, tmp_path, engines, monkeypatch):
+    """rlvr: the agent's turns come from the engine, checked and pushed like SRL completions."""
+    from tests.rl.test_trainer_episodes import episode_config
+
+    calls = []
+    real = CopyEngine.generate
+    monkeypatch.setattr(CopyEngine, "generate", lambda self, c, g: calls.append(len(c)) or real(self, c, g))
+    result = train(episode_config(tiny_model_dir, tmp_path / "rlvr", "rlvr", **{"rollout.engine": "vllm"}))
+    (engine,) = engines
+    assert result.steps == 2 and engine.pushed == [0, 1, 2] and len(calls) >= 4  # >= 1 turn x 2 episodes x 2 steps
+    rows = [r for r in read_jsonl(tmp_path / "rlvr" / "metrics.jsonl") if "reward/mean" in r]
+    assert [r["rollout/weights_version"] for r in rows] == [1.0, 2.0]
+    assert all(r["train/logprob_gap"] < 1e-5 and r["episodes/infra_failures"] == 0 for r in rows)
