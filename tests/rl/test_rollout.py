@@ -5,6 +5,7 @@ pushes, no vLLM needed); the same runs against real vLLM: ``test_rollout_vllm.py
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -158,11 +159,27 @@ def test_resume_pushes_the_restored_weights(tiny_model_dir, dataset, tmp_path, e
     run(dataset, tiny_model_dir, out, "srl", **VLLM, **{"run.max_steps": 2, "run.save_every": 2})
     result = run(dataset, tiny_model_dir, out, "srl", resume=True, **VLLM, **{"run.max_steps": 3})
     first, second = engines
-    assert second.model_dir == out / "checkpoints" / "step-00000002" / "model"
+    assert second.model_dir == tiny_model_dir  # the start model, then the restored weights pushed
     assert second.pushed == [2, 3]  # the restored weights are version 2
     assert metric_rows(out, "rollout/weights_version") == [1.0, 2.0, 3.0]
     final = state_dict(result.final_checkpoint / "model")
     assert all(torch.equal(t, final[n]) for n, t in second.policy.model.state_dict().items())
+
+
+def test_lora_adapters_are_folded_into_the_pushed_weights(tiny_model_dir, dataset, tmp_path, engines):
+    from tests.rl.test_fsdp import exported
+
+    lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    result = run(dataset, tiny_model_dir, tmp_path / "lora", "srl", **VLLM,
+                 **{"model.lora": lora, "run.max_steps": 2, "run.save_every": 2})
+    (engine,) = engines
+    assert engine.pushed == [0, 1, 2]
+    merged = exported(result.run_dir, tmp_path)  # the start model with the adapter merged in
+    moved = [k for k, t in state_dict(tiny_model_dir).items() if not torch.equal(t, merged[k])]
+    assert moved and all("q_proj" in k or "v_proj" in k for k in moved)
+    weights = engine.policy.model.state_dict()
+    assert weights.keys() == merged.keys()
+    assert all(torch.allclose(weights[k], merged[k], atol=1e-6) for k in merged)
 
 
 def test_rollout_config_is_checked(tiny_model_dir, dataset, tmp_path):
@@ -244,3 +261,52 @@ def test_episodes_sample_every_turn_through_the_engine(demo_ready, tiny_model_di
     rows = [r for r in read_jsonl(tmp_path / "rlvr" / "metrics.jsonl") if "reward/mean" in r]
     assert [r["rollout/weights_version"] for r in rows] == [1.0, 2.0]
     assert all(r["train/logprob_gap"] < 1e-5 and r["episodes/infra_failures"] == 0 for r in rows)
+
+
+# One fsdp run on two processes with a copy engine per rank: DATA MODEL OUT '{"dotted.key": value}'.
+FSDP_SCRIPT = """
+import json, sys
+import torch
+import torch.distributed as dist
+from swe_srl.config import RewardConfig, TrainConfig
+from swe_srl.config_loader import load_config
+from swe_srl.rl import rollout
+from swe_srl.rl.trainer import train
+from tests.rl.test_rollout import CopyEngine, length_reward
+from tests.rl.test_trainer import small_overrides
+
+data, model, out, extra = sys.argv[1:5]
+RewardConfig.step_reward = lambda self, syntax="xml": length_reward
+engines = []
+rollout.start_engine = lambda config, model_dir, **kw: engines.append(CopyEngine(model_dir)) or engines[-1]
+cfg = load_config(TrainConfig, "tiny-cpu", ["method=srl"] + small_overrides(data, model, out, **json.loads(extra)))
+train(cfg)
+torch.save({"weights": engines[0].policy.model.state_dict(), "pushed": engines[0].pushed},
+           f"{out}/engine-{dist.get_rank()}.pt")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["fsdp", "fsdp-lora-offload"])
+def test_sharded_training_pushes_whole_merged_weights(variant, tiny_model_dir, dataset, tmp_path):
+    """run.parallel=fsdp (and LoRA with CPU offload): every rank gathers the sharded weights
+    (LoRA folded in) and its engine ends with the weights the run exports."""
+    from tests.rl.test_fsdp import exported, launch
+
+    extra = {**VLLM, "run.parallel": "fsdp", "run.max_steps": 2, "run.save_every": 2}
+    if variant == "fsdp-lora-offload":
+        extra.update({"model.lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+                      "run.cpu_offload": True})
+    out = tmp_path / "run"
+    launch(FSDP_SCRIPT, [str(dataset), str(tiny_model_dir), str(out), json.dumps(extra)], 2, tmp_path)
+    assert metric_rows(out, "rollout/weights_version") == [1.0, 2.0]
+    assert all(gap < 1e-5 for gap in metric_rows(out, "train/logprob_gap"))
+    final = exported(out, tmp_path)
+    base = state_dict(tiny_model_dir)
+    assert any(not torch.equal(final[k], base[k]) for k in final)  # the run moved the weights
+    for rank in (0, 1):
+        engine = torch.load(out / f"engine-{rank}.pt")
+        assert engine["pushed"] == [0, 1, 2]
+        assert engine["weights"].keys() == final.keys()
+        for name, tensor in engine["weights"].items():
+            assert torch.allclose(tensor, final[name], atol=1e-6), (rank, name)
