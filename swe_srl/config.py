@@ -341,10 +341,10 @@ class RolloutConfig:
     """Who samples the GRPO rollouts (SRL completions and every turn of rlvr / hybrid episodes).
 
     ``hf``: the trained transformers model itself. ``vllm``: an in-process vLLM engine
-    colocated with the trainer, started from the run's model (on ``--resume``, the checkpoint's)
-    and sent the trained weights after every optimizer step; its log-probs are the old
-    log-probs of the importance ratio (:mod:`swe_srl.rl.rollout`). The other fields configure
-    that engine only."""
+    colocated with the trainer, started from the run's start model and sent the trained
+    weights at the start (on ``--resume``, the restored ones) and after every optimizer step;
+    its log-probs are the old log-probs of the importance ratio (:mod:`swe_srl.rl.rollout`).
+    The other fields configure that engine only."""
 
     engine: RolloutEngine = "hf"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
