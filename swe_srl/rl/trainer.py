@@ -8,8 +8,8 @@ and takes one clipped-surrogate GRPO step on the exact sampled token ids. Who sa
 ``rollout.engine`` (:mod:`swe_srl.rl.rollout`): the trained model itself, or a vLLM engine
 that is sent the new weights after every step and whose batches are checked to be sampled
 with the current ones. Where the groups come from is the source (:mod:`swe_srl.rl.sources`):
-step targets for ``srl``, tasks run as Docker episodes for ``rlvr`` / ``hybrid``. ``sft`` swaps only the step: cross-entropy on the expert's
-answer (:mod:`swe_srl.rl.sft`).
+step targets for ``srl``, tasks run as Docker episodes for ``rlvr`` / ``hybrid``. ``sft`` swaps
+only the step: cross-entropy on the expert's answer (:mod:`swe_srl.rl.sft`).
 
 The SRL -> RLVR curriculum is ``swe-srl train --method rlvr --model <srl run dir>``: a run
 folder given as the model starts from its latest checkpoint. The tensor math is in
