@@ -5,8 +5,7 @@ the published Qwen2.5-Coder sizes, and the command (paper preset, JSON, bad inpu
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, replace
-from types import SimpleNamespace
+from dataclasses import replace
 
 import pytest
 
@@ -59,7 +58,8 @@ def test_parameter_count_tensors_and_linear_share_match_the_model(model_type, ti
     assert shape.matmul_params == sum(p.numel() for p in linear.values())
 
 
-@pytest.mark.parametrize("dtype,width", [("float32", 4), ("bfloat16", 2)])
+# float32 weights only: the trainer refuses bf16 weights with plain AdamW (updates round away).
+@pytest.mark.parametrize("dtype,width", [("float32", 4)])
 def test_weight_gradient_and_adamw_bytes_are_exact(dtype, width):
     """What plan predicts for one GPU equals the bytes the trainer's tensors hold: weights,
     gradients after a backward, AdamW state (two moments + a step scalar per tensor) after a step."""
@@ -207,11 +207,9 @@ def test_paper_workload_tokens_and_micro_batch():
     assert plan.recommended.strategy == Strategy("fsdp", checkpointing=True)
 
 
-def with_token_budget(cfg: TrainConfig, budget: int) -> SimpleNamespace:
-    """``cfg`` as if OptimConfig had ``max_tokens_per_microbatch`` (plan reads it when it exists)."""
-    optim = SimpleNamespace(**asdict(cfg.optim), max_tokens_per_microbatch=budget)
-    return SimpleNamespace(**{f: getattr(cfg, f) for f in ("method", "generation", "grpo", "sft", "model",
-                                                           "run", "episodes")}, optim=optim)
+def with_token_budget(cfg: TrainConfig, budget: int) -> TrainConfig:
+    """``cfg`` with ``optim.max_tokens_per_microbatch = budget``."""
+    return replace(cfg, optim=replace(cfg.optim, max_tokens_per_microbatch=budget))
 
 
 def test_token_budget_caps_the_micro_batch_when_the_config_has_one():
