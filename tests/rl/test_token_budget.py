@@ -13,7 +13,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from swe_srl.config import TrainConfig  # noqa: E402
+from swe_srl.config import TrainConfig
+from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.errors import ConfigError  # noqa: E402
 from swe_srl.policy.base import Sample  # noqa: E402
@@ -106,7 +107,8 @@ def _session(model, overrides, items=(), tokenizer=None):
                                           "generation.max_new_tokens": 16, **overrides})
     # Plain SGD with lr 1 and no clipping: the change of each weight is its gradient.
     return SimpleNamespace(config=cfg, dist=Dist(), tokenizer=tokenizer or SimpleNamespace(pad_token_id=0), model=model,
-                           optimizer=torch.optim.SGD(model.parameters(), lr=1.0), step=0, bf16=False, items=list(items))
+                           optimizer=torch.optim.SGD(model.parameters(), lr=1.0), step=0, bf16=False, items=list(items),
+                           rollout=Rollout("hf", None))
 
 
 def _step_delta(make_step, overrides, make_model=tiny_qwen) -> dict:
