@@ -173,17 +173,15 @@ class HostWorker:
         """Remove this run's containers on this engine that no running episode holds (those an
         engine restart or a lost episode left behind)."""
         from .sandbox.client import docker_client
-        from .sandbox.reaper import LABEL_RUN, reap
+        from .sandbox.reaper import LABEL_RUN, reap, remove_containers
 
         client = docker_client()
         removed = reap(client)
         with self.lock:
             held = {getattr(s, "container_id", "") for s in self.sandboxes.values()}
-        for container in client.containers.list(all=True, filters={"label": f"{LABEL_RUN}={self.run_id}"}):
-            if container.id not in held:
-                container.remove(force=True)
-                removed.append(container.name)
-        return removed
+        rows = client.api.containers(all=True, filters={"label": f"{LABEL_RUN}={self.run_id}"})
+        return removed + remove_containers(client, [r for r in rows if r["Id"] not in held],
+                                           f"container(s) of run {self.run_id} no episode holds")
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 from ..errors import InfrastructureError
 from .client import docker_client, infra_error
-from .reaper import LABEL_HOST, LABEL_PID, LABEL_RUN, LABEL_START, owner_alive, process_start
+from .reaper import LABEL_HOST, LABEL_PID, LABEL_RUN, LABEL_START, owner_alive, process_start, remove_containers
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +74,8 @@ def remove_leftovers(client: Any = None) -> list[str]:
         summaries = client.api.containers(all=True, filters={"label": LABEL_KIND})
     except Exception as exc:
         raise infra_error("listing build containers", exc) from exc
-    removed = []
-    for summary in summaries:
-        if not is_leftover(summary):
-            continue
-        try:
-            client.api.remove_container(summary["Id"], force=True)
-        except Exception as exc:  # gone already, or removed by another process
-            log.debug("removing build container %s: %s", summary["Id"][:12], exc)
-            continue
-        removed.append(summary["Id"])
-    if removed:
-        log.info("removed %d build container(s) left by killed builds", len(removed))
-    return removed
+    return remove_containers(client, [s for s in summaries if is_leftover(s)],
+                             "build container(s) left by killed builds")
 
 
 def root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -167,17 +167,27 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
     return replace(report, duration=round(time.monotonic() - started, 3))
 
 
-def guarded_command(command: str, launcher: str) -> Optional[tuple[str, str]]:
-    """``command`` with its last pytest invocation replaced by ``<python> launcher``, and the
-    launcher's mode (``module`` for ``python -m pytest``, ``script`` for ``pytest``); None when
-    the command runs no pytest (the task's own runner runs unguarded)."""
+def _last_pytest_run(command: str) -> Optional[tuple[str, str, str, str]]:
+    """``command`` split around its last pytest invocation: (what runs before it, the python
+    that runs pytest, the launcher mode, what follows); None when it runs no pytest. Mode
+    ``module`` is ``python -m pytest``, ``script`` a bare ``pytest``."""
     matches = list(_PYTEST_RUN.finditer(command))
     if not matches:
         return None
     match = matches[-1]
-    python = match.group(2) or _ANY_PYTHON
-    mode = "module" if match.group(2) else "script"
-    return command[:match.start()] + f"{match.group(1)}{python} {launcher}" + command[match.end():], mode
+    return (command[:match.start()] + match.group(1), match.group(2) or _ANY_PYTHON,
+            "module" if match.group(2) else "script", command[match.end():])
+
+
+def guarded_command(command: str, launcher: str) -> Optional[tuple[str, str]]:
+    """``command`` with its last pytest invocation replaced by ``<python> launcher``, and the
+    launcher's mode (``module`` for ``python -m pytest``, ``script`` for ``pytest``); None when
+    the command runs no pytest (the task's own runner runs unguarded)."""
+    run = _last_pytest_run(command)
+    if run is None:
+        return None
+    before, python, mode, after = run
+    return f"{before}{python} {launcher}{after}", mode
 
 
 def runner_probe(command: str) -> Optional[str]:
@@ -185,11 +195,8 @@ def runner_probe(command: str) -> Optional[str]:
     the launcher will run importing pytest; None when the command runs no pytest. Run at the
     base commit, before any of the patch is there, it fails only when the image cannot run the
     tests at all."""
-    matches = list(_PYTEST_RUN.finditer(command))
-    if not matches:
-        return None
-    match = matches[-1]
-    return command[:match.start()] + f"{match.group(1)}{match.group(2) or _ANY_PYTHON} -c 'import pytest'"
+    run = _last_pytest_run(command)
+    return None if run is None else f"{run[0]}{run[1]} -c 'import pytest'"
 
 
 def _launcher(key: bytes, channel: str, touched: Sequence[str], mode: str, tracked: str) -> str:
@@ -216,6 +223,7 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     files = {name: text if text.endswith("\n") else text + "\n"
              for name, text in (("model.patch", patch), ("test.patch", task.test_patch)) if text.strip()}
     command = task_test_command(task)
+    probe = runner_probe(command) if config.guard else None
     guarded = guarded_command(command, f"{scratch}/run_pytest.py") if config.guard else None
     key = secrets.token_bytes(32)
     channel = f"{scratch}/results"
@@ -234,7 +242,7 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     setup_script = apply_script(f"{scratch}/model.patch" if "model.patch" in files else None,
                                 f"{scratch}/test.patch" if "test.patch" in files else None,
                                 task.test_files, shadows=runner_shadows(patch), reset=config_files_to_reset(patch),
-                                probe=runner_probe(task_test_command(task)) if guarded is not None else None)
+                                probe=probe)
     limit = min(config.test_timeout, deadline.left("applying the patches"))
     tail = config.log_tail_chars
     if guarded is not None:  # what the launcher trusts as the repository's own code

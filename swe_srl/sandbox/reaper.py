@@ -71,18 +71,23 @@ def _summaries(client: Any, label: str) -> list[dict]:
 def reap(client: Any = None) -> list[str]:
     """Remove swe-srl containers whose owner process is gone; return their ids."""
     client = client or docker_client()
+    dead = [s for s in _summaries(client, LABEL_PID) if not owner_alive(s.get("Labels") or {})]
+    return remove_containers(client, dead, "sandbox container(s) left by dead processes")
+
+
+def remove_containers(client: Any, summaries: list[dict], what: str) -> list[str]:
+    """Force-remove the containers of ``summaries`` (engine list rows); return the ids removed.
+    One already gone, or being removed by another process, is skipped."""
     removed = []
-    for summary in _summaries(client, LABEL_PID):
-        if owner_alive(summary.get("Labels") or {}):
-            continue
+    for summary in summaries:
         try:
             client.api.remove_container(summary["Id"], force=True)
-        except Exception as exc:  # already gone, or being removed by another process
-            log.debug("reap %s: %s", summary["Id"][:12], exc)
+        except Exception as exc:
+            log.debug("removing %s: %s", summary["Id"][:12], exc)
             continue
         removed.append(summary["Id"])
     if removed:
-        log.info("reaped %d sandbox container(s) left by dead processes", len(removed))
+        log.info("removed %d %s", len(removed), what)
     return removed
 
 

@@ -12,6 +12,7 @@ import pytest
 from swe_srl import tasks
 from swe_srl.rewards.episode import reward_from_tests
 from swe_srl.sandbox.grading import KILLED_CONTAINER, GradingConfig, grade
+from tests.sandbox.test_grading import _init_patch
 
 pytestmark = pytest.mark.docker
 
@@ -36,20 +37,22 @@ def _new_file(path: str, text: str) -> str:
             f"@@ -0,0 +1,{len(lines)} @@\n" + "".join(f"+{line}\n" for line in lines))
 
 
-def _init_patch(extra: str) -> str:
-    """Appends ``extra`` to pagekit/__init__.py (imported by every test; fixes nothing)."""
-    lines = extra.strip("\n").splitlines()
-    body = "".join(f"+{line}\n" for line in lines)
-    return ("diff --git a/pagekit/__init__.py b/pagekit/__init__.py\n"
-            "--- a/pagekit/__init__.py\n+++ b/pagekit/__init__.py\n"
-            f"@@ -3,3 +3,{3 + len(lines)} @@\n from .pages import Page, page_count, paginate\n \n"
-            f' __all__ = ["Page", "page_count", "paginate"]\n{body}')
-
-
 def _fake_summary(task) -> str:
     tests = task.fail_to_pass + task.pass_to_pass
     return "\\n".join(["=" * 20 + " short test summary info " + "=" * 20, *(f"PASSED {t}" for t in tests),
                        "=" * 20 + f" {len(tests)} passed in 0.01s " + "=" * 20])
+
+
+# A conftest.py hook that turns every test report into a pass.
+FORCE_PASS_CONFTEST = '''
+import pytest
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    report.outcome = "passed"
+    report.longrepr = None
+'''
 
 
 def _assert_rejected(report, *words: str) -> None:
@@ -98,15 +101,7 @@ def test_attack_runner_shadow_is_rejected_in_the_container_not_only_by_name(task
 
 def test_attack_conftest_forces_every_report_to_pass(task):
     """Attack 3: a conftest.py hook that turns every report into a pass."""
-    attack = _new_file("conftest.py", '''
-import pytest
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    report.outcome = "passed"
-    report.longrepr = None
-''')
+    attack = _new_file("conftest.py", FORCE_PASS_CONFTEST)
     _assert_rejected(grade(task, attack), "tampered: conftest.py")
 
 

@@ -30,7 +30,7 @@ from swe_srl.schemas import Task, TestReport
 from swe_srl.tasks import _SWEBENCH_ENV_SETUP, load_local_tasks, load_tasks, swebench_image_name, task_test_command
 from tests.sandbox.official_layout import (ENV_MARKER, OFFICIAL_TEST_CMD, build_official_layout_image,
                                            official_image_name, swebench_row)
-from tests.sandbox.test_grading_attacks import _fake_summary, _init_patch, _new_file
+from tests.sandbox.test_grading_attacks import FORCE_PASS_CONFTEST, _fake_summary, _init_patch, _new_file
 
 pytestmark = pytest.mark.docker
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -85,15 +85,7 @@ import sys
 print("{_fake_summary(DEMO)}")
 sys.exit(0)
 '''),
-    "conftest.py forcing passes": _new_file("conftest.py", '''
-import pytest
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    report.outcome = "passed"
-    report.longrepr = None
-'''),
+    "conftest.py forcing passes": _new_file("conftest.py", FORCE_PASS_CONFTEST),
     "kills every process": _init_patch("import os, signal\nos.kill(-1, signal.SIGKILL)"),
     # a test command that "could not start" was an infrastructure failure: reward None, not 0
     "exits 127 to pass as an infra failure": _init_patch("import os\nos._exit(127)"),
