@@ -328,6 +328,8 @@ class Session:
         kind = "sft" if self.config.method == "sft" else "grpo"
         metrics.update(step_time=elapsed, epoch=self.order.epoch)
         metrics["tokens_per_s"] = metrics[TOKENS_KEY[kind]] / elapsed
+        if self.dist.device.type == "cuda":  # the trainer's own tensors (a colocated vLLM reserves apart)
+            metrics["memory/peak_gib"] = torch.cuda.max_memory_allocated(self.dist.device) / 2**30
         if self.due(self.config.run.log_every) or self.step == self.config.run.max_steps:
             self.logger.log(self.step, metrics)
         self.logger.log_rollouts(self.step, {"data_position": self.order.state(), **drawn.to_dict()})

@@ -58,6 +58,7 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     drawn = DrawLog(ids=[session.item_id(i) for i in indices])
                 else:
                     batch = collect_batch(session, source)                    # draw -> score -> dynamic sampling
+                    sampled = time.perf_counter()
                     rewards = grpo.rewards_tensor([r for g in batch.kept for r in g.rewards])
                     advantages, divisors = group_advantages(session, rewards)  # group-normalised
                     sequences, per_sequence, valid = source.sequences(batch.kept, advantages, divisors)
@@ -65,7 +66,10 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
                                             max_chunk=source.max_chunk)      # clipped surrogate, one step
                     metrics.update(batch.metrics)
+                    updated = time.perf_counter()
                     metrics.update(session.rollout.push(session.model, session.step + 1))  # engine follows
+                    metrics.update({"time/rollout_s": sampled - started, "time/update_s": updated - sampled,
+                                    "time/push_s": time.perf_counter() - updated})
                     drawn = batch.log
                 session.step += 1
                 session.log_step(metrics, drawn, time.perf_counter() - started)

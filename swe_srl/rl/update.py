@@ -74,9 +74,11 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
     else:  # nothing to learn from on any rank: no AdamW step on momentum and weight decay alone
         session.optimizer.zero_grad(set_to_none=True)
         grad_norm = 0.0
-    sums = d.all_sum([loss_sum, weight] + [weighted[k] for k in TOKEN_METRICS])
-    out = {f"train/{k}": v / max(sums[1], 1.0) for k, v in zip(TOKEN_METRICS, sums[2:])}
+    forwarded = float(sum(p + c for p, c in shapes))  # prompt + completion tokens through the model
+    sums = d.all_sum([loss_sum, weight, forwarded] + [weighted[k] for k in TOKEN_METRICS])
+    out = {f"train/{k}": v / max(sums[1], 1.0) for k, v in zip(TOKEN_METRICS, sums[3:])}
     out.update({"train/loss": sums[0], "train/grad_norm": grad_norm, "train/lr": lr,
+                "train/forward_tokens": sums[2],
                 "train/sequences": n_seq, "train/skipped_update": float(n_seq == 0)})
     return out
 
