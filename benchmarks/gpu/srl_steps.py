@@ -146,7 +146,7 @@ def summarize(args: argparse.Namespace, rows: list[dict], *, prepared: float, tr
         "group": args.group, "batch": args.batch, "max_new_tokens": args.max_new_tokens,
         "linear_params": linear_params, "prepare_s": round(prepared, 1), "train_s": round(trained, 1),
         "step_s": med("step_time"), "rollout_s": med("time/rollout_s"), "update_s": update_s,
-        "push_s": med("time/push_s"),
+        "push_s": med("rollout/push_seconds"),
         "rollout_tokens_per_s": med("completion_tokens") / max(med("time/rollout_s"), 1e-9),
         "update_tokens_per_s": med("train/forward_tokens") / max(update_s, 1e-9),
         "trainer_peak_gib": max((float(r.get("memory/peak_gib", 0.0)) for r in rows), default=0.0),

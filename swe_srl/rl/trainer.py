@@ -66,10 +66,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
                                             max_chunk=source.max_chunk)      # clipped surrogate, one step
                     metrics.update(batch.metrics)
-                    updated = time.perf_counter()
+                    metrics.update({"time/rollout_s": sampled - started, "time/update_s": time.perf_counter() - sampled})
                     metrics.update(session.rollout.push(session.model, session.step + 1))  # engine follows
-                    metrics.update({"time/rollout_s": sampled - started, "time/update_s": updated - sampled,
-                                    "time/push_s": time.perf_counter() - updated})
                     drawn = batch.log
                 session.step += 1
                 session.log_step(metrics, drawn, time.perf_counter() - started)

@@ -310,3 +310,34 @@ def test_sharded_training_pushes_whole_merged_weights(variant, tiny_model_dir, d
         assert engine["weights"].keys() == final.keys()
         for name, tensor in engine["weights"].items():
             assert torch.allclose(tensor, final[name], atol=1e-6), (rank, name)
+
+
+@pytest.mark.parametrize("visible, index, expect", [
+    (None, 3, "3"),          # every GPU visible: the rank's own index
+    ("4,5,6,7", 1, "5"),     # a narrowed machine: the physical id behind the rank's index
+    ("GPU-a, GPU-b", 1, "GPU-b"),
+])  # fmt: skip
+def test_each_ranks_engine_starts_on_the_ranks_gpu(visible, index, expect):
+    from swe_srl.rl.rollout import engine_device_env
+
+    environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    with engine_device_env(torch.device("cuda", index), 8, environ):
+        assert environ["CUDA_VISIBLE_DEVICES"] == expect  # what the spawned engine core inherits
+    assert environ == ({} if visible is None else {"CUDA_VISIBLE_DEVICES": visible})
+
+
+def test_one_gpu_or_cpu_leaves_the_environment_alone():
+    from swe_srl.rl.rollout import engine_device_env
+
+    for device, gpus in ((torch.device("cpu"), 0), (torch.device("cuda", 0), 1)):
+        environ = {"CUDA_VISIBLE_DEVICES": "2"}
+        with engine_device_env(device, gpus, environ):
+            assert environ == {"CUDA_VISIBLE_DEVICES": "2"}
+
+
+def test_an_in_process_engine_core_on_many_gpus_is_refused():
+    from swe_srl.rl.rollout import engine_device_env
+
+    with pytest.raises(ConfigError, match="VLLM_ENABLE_V1_MULTIPROCESSING"):
+        with engine_device_env(torch.device("cuda", 1), 2, {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}):
+            pass
