@@ -12,6 +12,7 @@ optimizer steps. ``--eps`` repeats arm (c) with other ``grpo.dynamic_sampling_ep
 
     .venv/bin/python benchmarks/learning.py                                  # N=80, M=20, seeds 0 1 2
     .venv/bin/python benchmarks/learning.py --seeds 0 --sft-steps 40 --srl-steps 10 --eps 1e-4 0.05
+    .venv/bin/python benchmarks/learning.py --ablate runs/bench-learning/seed-0 --eps 1e-4 --variant optim.lr=1e-3
 
 Arm (b) continues arm (a)'s run (constant learning rate, so it is the same as N + M steps from
 scratch); arm (c) starts from arm (a)'s last checkpoint, as README command 1 does.
@@ -115,13 +116,15 @@ def main() -> None:
     parser.add_argument("--eps", type=float, nargs="+", default=[0.02],
                         help="grpo.dynamic_sampling_eps of arm (c); more values repeat arm (c)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-learning")
-    parser.add_argument("--ablate-eps", type=Path, default=None, metavar="SEED_DIR",
-                        help="only arm (c), once per --eps value, from SEED_DIR/sft of an earlier run of this "
-                             "script (its dataset and seed); writes SEED_DIR/../learning-eps.json")
+    parser.add_argument("--ablate", type=Path, default=None, metavar="SEED_DIR",
+                        help="only arm (c), once per --eps value and per --variant, from SEED_DIR/sft of an earlier "
+                             "run of this script (its dataset and seed); writes SEED_DIR/../learning-ablation.json")
+    parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="with --ablate: dotted train-config overrides of one more arm (c), repeatable")
     args = parser.parse_args()
 
-    if args.ablate_eps is not None:
-        ablate_eps(args)
+    if args.ablate is not None:
+        ablate(args)
         return
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -139,23 +142,36 @@ def main() -> None:
         print(line)
 
 
-def ablate_eps(args: argparse.Namespace) -> None:
-    """Arm (c) again with other ``grpo.dynamic_sampling_eps`` values, from an existing SFT run."""
-    seed_dir = args.ablate_eps.resolve()
+def parse_variant(text: str) -> dict:
+    """``"optim.lr=1e-3,grpo.num_generations=8"`` -> {"optim.lr": 0.001, ...} (values as YAML)."""
+    import yaml
+
+    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise SystemExit(f"error: --variant wants KEY=VALUE[,KEY=VALUE], not {text!r}")
+    return {k.strip(): yaml.safe_load(v) for k, v in pairs}
+
+
+def ablate(args: argparse.Namespace) -> None:
+    """Arm (c) again with other settings (each ``--variant``, and each ``--eps`` value), from
+    the SFT checkpoint of an earlier run of this script; prints and writes a row per variant."""
+    seed_dir = args.ablate.resolve()
     seed = int(seed_dir.name.rsplit("-", 1)[-1])
     data = seed_dir.parent / "dataset"
-    rows = {}
-    for eps in args.eps:
-        out = seed_dir / f"sft_srl_eps_{eps:g}"
+    variants = {f"grpo.dynamic_sampling_eps={eps:g}": {"grpo.dynamic_sampling_eps": eps} for eps in args.eps}
+    variants.update({v: parse_variant(v) for v in args.variant})
+    result_path = seed_dir.parent / "learning-ablation.json"
+    rows = json.loads(result_path.read_text())["rows"] if result_path.is_file() else {}
+    for name, extra in variants.items():
+        out = seed_dir / ("ablate_" + "".join(c if c.isalnum() or c in ".-" else "_" for c in name))
         shutil.rmtree(out, ignore_errors=True)
-        srl = run_arm("tiny-cpu", out, seed_dir / "sft", data, args.srl_steps, seed, args.evals,
-                      {"grpo.dynamic_sampling_eps": eps})
-        rows[f"{eps:g}"] = srl[-1]
-        kept = [r["groups/kept"] for r in read_jsonl(out / "metrics.jsonl") if "groups/kept" in r]
-        rows[f"{eps:g}"]["mean_groups_kept"] = statistics.mean(kept) if kept else 0.0
-        print(f"eps {eps:g}: " + ", ".join(f"{m} {rows[f'{eps:g}'][m]:.3f}" for m in METRICS)
-              + f", groups kept/step {rows[f'{eps:g}']['mean_groups_kept']:.2f}", flush=True)
-    (seed_dir.parent / "learning-eps.json").write_text(json.dumps({"seed": seed, "rows": rows}, indent=2))
+        srl = run_arm("tiny-cpu", out, seed_dir / "sft", data, args.srl_steps, seed, args.evals, extra)
+        steps = [r for r in read_jsonl(out / "metrics.jsonl") if "groups/kept" in r]
+        rows[name] = dict(srl[-1], mean_groups_kept=statistics.mean(r["groups/kept"] for r in steps) if steps else 0.0,
+                          train_reward_last=steps[-1]["reward/mean"] if steps else None)
+        print(f"{name}: " + ", ".join(f"{m} {rows[name][m]:.3f}" for m in METRICS)
+              + f", groups kept/step {rows[name]['mean_groups_kept']:.2f}", flush=True)
+        result_path.write_text(json.dumps({"seed": seed, "srl_steps": args.srl_steps, "rows": rows}, indent=2))
 
 
 def report(args: argparse.Namespace, per_seed: list, val: list, data: Path, started: float) -> dict:
