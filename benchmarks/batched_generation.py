@@ -18,6 +18,8 @@ torch runs on ``--torch-threads`` threads (default 1: on a shared machine OpenMP
 wait for busy cores make every step many times slower).
 
 Usage: .venv/bin/python benchmarks/batched_generation.py [--part generate|eval|both] [--runs 3]
+       PYTHONPATH=. .venv-vllm/bin/python benchmarks/batched_generation.py --part generate --backend vllm
+(the same wrapper around an in-process vLLM engine: batched turns become one engine call)
 """
 
 from __future__ import annotations
@@ -196,6 +198,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="eval part: agent max_steps")
     parser.add_argument("--wait-ms", type=float, default=10.0, help="generate part: BatchingPolicy max_wait_ms")
     parser.add_argument("--torch-threads", type=int, default=1)
+    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                        help="the shared policy (vllm: run with the vLLM environment's python)")
     parser.add_argument("--json", type=Path, default=None, help="also write the raw measurements here")
     args = parser.parse_args()
     import torch
@@ -208,7 +212,12 @@ def main() -> None:
           f"{args.torch_threads} thread(s); load average at start {os.getloadavg()[0]:.1f}")
     raw: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        policy = load_policy(PolicyConfig(backend="hf", model=str(make_tiny_model(Path(tmp) / "tiny")), device="cpu"))
+        model = str(make_tiny_model(Path(tmp) / "tiny"))
+        if args.backend == "vllm":  # float32 like hf; a small KV-cache share of host memory
+            policy = load_policy(PolicyConfig(backend="vllm", model=model, dtype="float32", enforce_eager=True,
+                                              gpu_memory_utilization=0.05, max_model_len=2048))
+        else:
+            policy = load_policy(PolicyConfig(backend="hf", model=model, device="cpu"))
         if args.part in ("generate", "both"):
             raw["generate"] = bench_generate(policy, counts, args.runs, args.turns, args.tokens, args.wait_ms)
         if args.part in ("eval", "both"):

@@ -20,6 +20,7 @@ TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
 "$VENV/bin/pip" install -q "$VLLM_SPEC" "$TORCH_SPEC"
 "$VENV/bin/pip" uninstall -q -y torchvision torchaudio torchcodec || true
 # swe_srl itself is imported from the checkout through PYTHONPATH; its light runtime deps
-# (the similarity backends too: tests/rl/vllm_train_driver.py trains in this environment):
-"$VENV/bin/pip" install -q "typer>=0.12" "rich>=13" "pyyaml>=6" "rapidfuzz>=3" "cydifflib>=1.1"
+# (the similarity backends too: tests/rl/vllm_train_driver.py trains in this environment; docker:
+# benchmarks/batched_generation.py --part eval --backend vllm runs episodes from it):
+"$VENV/bin/pip" install -q "typer>=0.12" "rich>=13" "pyyaml>=6" "rapidfuzz>=3" "cydifflib>=1.1" "docker>=7.1"
 "$VENV/bin/python" -c "import vllm, torch, transformers; print('vllm', vllm.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__)"
