@@ -17,6 +17,7 @@ trajectory reads a stash that was in the repository before the task: a leak. A b
 
 from __future__ import annotations
 
+import re
 from typing import Iterator
 
 from ..schemas import Action, Trajectory
@@ -34,6 +35,14 @@ _PATH_TOOLS = {"str_replace_editor": ("path",), "open": ("path",), "find_file": 
 # Tools whose arguments are file content or navigation, never a command or a URL to open.
 _INERT_TOOLS = frozenset({"submit", "finish", "edit", "insert", "create", "llm_edit", "goto", "scroll_up",
                           "scroll_down", "think"})
+# Every rule needs one of these words in the code (quotes and backslashes removed first, so
+# g'i't still shows): code without any is not lexed, which keeps the scan cheap.
+_MAY_LEAK_RE = re.compile(r"git|pip|conda|mamba|easy_install|\buv\b|curl|wget|://|\bhttps?\b|\bxh\b|aria2c|lynx|"
+                          r"links|w3m|fetch|\bgh\b|\bhub\b|\bhg\b|svn")
+
+
+def _may_leak(code: str) -> bool:
+    return _MAY_LEAK_RE.search(code.replace("'", "").replace('"', "").replace("\\", "")) is not None
 
 
 def _command_leaks(cmds: list[Command], state: ScanState) -> Iterator[Leak]:
@@ -45,10 +54,11 @@ def _command_leaks(cmds: list[Command], state: ScanState) -> Iterator[Leak]:
 def scan_action(action: Action, state: ScanState) -> tuple[Leak, ...]:
     """The leaks of one action (each rule/text once), updating ``state`` (stashes, heads)."""
     args = action.arguments
-    if action.tool == "bash":
-        found = _command_leaks(commands(str(args.get("command", ""))), state)
-    elif action.tool == "ipython":
-        found = _command_leaks(ipython_commands(str(args.get("code", ""))), state)
+    if action.tool in ("bash", "ipython"):
+        code = str(args.get("command" if action.tool == "bash" else "code", ""))
+        if not _may_leak(code):
+            return ()
+        found = _command_leaks(commands(code) if action.tool == "bash" else ipython_commands(code), state)
     elif action.tool in _PATH_TOOLS:
         paths = [str(args[k]) for k in _PATH_TOOLS[action.tool] if isinstance(args.get(k), str)]
         found = (Leak("git-internals", p) for p in paths if internal_path(p))

@@ -54,6 +54,7 @@ URL_RE = re.compile(r"""\b(?:https?|ftp)://[^\s'"<>()]+""")
 """A URL in free text (code, a browser action)."""
 _IPY_SHELL_LINE = re.compile(r"^(\s*)(?:[A-Za-z_]\w*\s*=\s*)?!!?(.*)$")
 _IPY_MAGIC_LINE = re.compile(r"^(\s*)%(\w+)\s*(.*)$")
+_ORDINARY_RUN = re.compile(r"[^\s'\"\\$`#;&|()<>]+")  # characters with no meaning to the lexer
 
 
 @dataclass(frozen=True)
@@ -224,8 +225,9 @@ def lex(text: str) -> list[_Token]:
         else:
             end = _substitution(text, i, word, nested) if ch in "$`" else None
             if end is None:
-                word.append(ch)
-                end = i + 1
+                run = _ORDINARY_RUN.match(text, i)
+                end = run.end() if run else i + 1
+                word.append(text[i:end])
             started, i = True, end
     end_word()
     if pending:

@@ -30,6 +30,7 @@ POSITIVES = [
     ("(cd /repo; git log --all)", "git-all-refs"),
     ('echo "$(git log --all -1)"', "git-all-refs"),
     ("bash -c 'git log --all'", "git-all-refs"),
+    ("g'i't lo\\g --a\"ll\"", "git-all-refs"),  # quoting that hides the words from a plain text search
     ("git branch -a", "git-list-refs"),
     ("git branch -rv", "git-list-refs"),
     ("git show-ref", "git-list-refs"),
