@@ -28,7 +28,9 @@ _PIP_VALUE_OPTIONS = _PIP_GLOBAL_VALUE_OPTIONS | frozenset({
     "-f", "--find-links", "--src", "--root", "--prefix", "--upgrade-strategy", "--platform", "--python-version",
     "--implementation", "--abi", "--only-binary", "--no-binary", "--progress-bar", "-C", "--config-settings",
     "--global-option", "--install-option", "--report", "-d", "--dest", "--channel"})
+# Options that make an install of an already installed package fetch it again.
 _FETCHING_PIP_OPTIONS = frozenset({"-U", "--upgrade", "--force-reinstall", "-I", "--ignore-installed", "--pre"})
+_VERSION_SPEC_RE = re.compile(r"\s*(?:==|>=|<=|~=|!=|===|=|<|>|@)")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _URL_LIKE_RE = re.compile(r"^(?:[a-z][a-z0-9+.-]*://|git\+|hg\+|svn\+|bzr\+)", re.IGNORECASE)
 _HOSTISH_RE = re.compile(r"^[\w-]+(?:\.[\w-]+)+/")
@@ -111,7 +113,9 @@ def _pip_subcommand(cmd: Command) -> tuple[str, list[str]] | None:
 
 
 def package_install(cmd: Command, state: ScanState) -> Iterator[Leak]:
-    """``pip download`` of anything; installing the project from an index or by URL."""
+    """``pip download`` of anything; installing the project from an index or by URL. A plain
+    ``pip install <project>`` is left alone: the task's environment has the project installed
+    (from the checkout), so it does nothing unless pinned, upgraded or forced."""
     found = _pip_subcommand(cmd)
     if found is None:
         return
@@ -131,19 +135,24 @@ def package_install(cmd: Command, state: ScanState) -> Iterator[Leak]:
                 return
             i += 2
             continue
-        if not arg.startswith("-") and _requirement_is_project(arg, state.projects):
+        forced = bool(_FETCHING_PIP_OPTIONS & set(args))
+        if not arg.startswith("-") and _requirement_fetches_project(arg, state.projects, forced):
             yield Leak("package-fetch", cmd.text)
             return
         i += 1
 
 
-def _requirement_is_project(requirement: str, projects: frozenset[str]) -> bool:
+def _requirement_fetches_project(requirement: str, projects: frozenset[str], forced: bool) -> bool:
     if _looks_like_url(requirement):
         return _names_project(requirement, projects) or url_rule(requirement, projects) == "package-fetch"
-    if requirement.startswith((".", "/", "~")) or requirement.endswith((".whl", ".tar.gz", ".zip")):
+    if requirement.startswith((".", "/", "~")) or ("@" not in requirement
+                                                   and requirement.endswith((".whl", ".tar.gz", ".zip"))):
         return False  # a local checkout or file
     match = _NAME_RE.match(requirement)
-    return bool(match) and normalise_name(match.group(0).split("[")[0]) in projects
+    if not match or normalise_name(match.group(0)) not in projects:
+        return False
+    rest = re.sub(r"^\[[^\]]*\]", "", requirement[match.end():])  # extras
+    return forced or _VERSION_SPEC_RE.match(rest) is not None
 
 
 def url_fetch(cmd: Command, state: ScanState) -> Iterator[Leak]:

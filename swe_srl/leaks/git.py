@@ -173,7 +173,7 @@ def classify_revision(revision: str, state: ScanState) -> str | None:
             continue
         if name == "FETCH_HEAD" or (name in _OWN_HEADS and not state.own_heads):
             return "git-other-revision"
-        if name.startswith(_OTHER_REF_PREFIXES) or _TAG_RE.fullmatch(name):
+        if name in ("origin", "upstream") or name.startswith(_OTHER_REF_PREFIXES) or _TAG_RE.fullmatch(name):
             return "git-other-revision"
         if is_hex_commit(name) and not state.shown_commit(name):
             return "git-other-revision"
@@ -247,4 +247,4 @@ def internals(cmd: Command) -> Iterator[Leak]:
 
 def internal_path(path: str) -> bool:
     """An editor/viewer path inside git's own files (reflogs, refs, objects)."""
-    return bool(_INTERNAL_RE.search(path) or _GIT_DIR_RE.search(path))
+    return ".git" in path and bool(_INTERNAL_RE.search(path) or _GIT_DIR_RE.search(path))
