@@ -33,7 +33,7 @@ CORPORA = {"samples": SAMPLES_DIR, "expert": EXPERT_TRAJECTORIES_DIR, "synthetic
 
 
 def hits(repeats: int) -> None:
-    print("| corpus | trajectories | steps | leaky steps | scan, median us/step |")
+    print("| corpus | trajectories | steps | leaky steps | scan, median CPU us/step |")
     print("|---|---|---|---|---|")
     for name, root in CORPORA.items():
         if not root.is_dir():
@@ -46,27 +46,29 @@ def hits(repeats: int) -> None:
             print(f"  hit: {leak.rule}: {leak.text}")
         times = []
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = time.process_time()
             for t in trajs:
                 scan_trajectory(t)
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
         print(f"| {name} | {len(trajs)} | {steps} | {len(found)} | {statistics.median(times) / steps * 1e6:.1f} |")
 
 
 def build_times(inputs: list[Path], out: Path, repeats: int) -> dict[str, list[float]]:
+    """CPU seconds of this process per build (wall time on a shared machine is mostly the
+    other jobs), runs of the two modes interleaved."""
     times: dict[str, list[float]] = {"keep": [], "drop": []}
     for _ in range(repeats):
-        for mode in times:  # interleaved, so drift in machine load hits both alike
-            start = time.perf_counter()
+        for mode in times:
+            start = time.process_time()
             build_dataset(inputs, out / mode, DatasetConfig(leaks=mode), output="jsonl")  # type: ignore[arg-type]
-            times[mode].append(time.perf_counter() - start)
+            times[mode].append(time.process_time() - start)
     return times
 
 
 def report(label: str, times: dict[str, list[float]]) -> None:
     keep, drop = (statistics.median(times[m]) for m in ("keep", "drop"))
     runs = "; ".join(f"{m}: " + ", ".join(f"{t:.2f}" for t in ts) for m, ts in times.items())
-    print(f"{label}: keep {keep:.2f} s, drop {drop:.2f} s, ratio drop/keep {drop / keep:.2f}x  ({runs})")
+    print(f"{label}: CPU s keep {keep:.2f}, drop {drop:.2f}, ratio drop/keep {drop / keep:.2f}x  ({runs})")
 
 
 def main() -> None:

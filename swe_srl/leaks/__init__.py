@@ -17,7 +17,6 @@ trajectory reads a stash that was in the repository before the task: a leak. A b
 
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 from ..schemas import Action, Trajectory
@@ -35,14 +34,16 @@ _PATH_TOOLS = {"str_replace_editor": ("path",), "open": ("path",), "find_file": 
 # Tools whose arguments are file content or navigation, never a command or a URL to open.
 _INERT_TOOLS = frozenset({"submit", "finish", "edit", "insert", "create", "llm_edit", "goto", "scroll_up",
                           "scroll_down", "think"})
-# Every rule needs one of these words in the code (quotes and backslashes removed first, so
-# g'i't still shows): code without any is not lexed, which keeps the scan cheap.
-_MAY_LEAK_RE = re.compile(r"git|pip|conda|mamba|easy_install|\buv\b|curl|wget|://|\bhttps?\b|\bxh\b|aria2c|lynx|"
-                          r"links|w3m|fetch|\bgh\b|\bhub\b|\bhg\b|svn")
+# Every rule needs one of these in the code (quotes and backslashes removed first, so g'i't
+# still shows): code without any is not lexed, which keeps the scan cheap. Plain substring
+# tests (a short one also matching inside a longer word only costs a lexing).
+_TRIGGERS = ("git", "pip", "conda", "mamba", "easy_install", "uv", "curl", "wget", "http", "://", "xh", "aria2c",
+             "lynx", "links", "w3m", "fetch", "gh", "hub", "hg", "svn")
 
 
 def _may_leak(code: str) -> bool:
-    return _MAY_LEAK_RE.search(code.replace("'", "").replace('"', "").replace("\\", "")) is not None
+    code = code.replace("'", "").replace('"', "").replace("\\", "")
+    return any(map(code.__contains__, _TRIGGERS))
 
 
 def _command_leaks(cmds: list[Command], state: ScanState) -> Iterator[Leak]:
