@@ -19,18 +19,29 @@ from .shell import Command
 # git's own options before the subcommand; those listed take a separate value.
 _GLOBAL_VALUE_OPTIONS = frozenset({"-C", "-c", "--git-dir", "--work-tree", "--namespace", "--exec-path",
                                    "--super-prefix", "--config-env", "--list-cmds"})
-# Subcommand options whose separate value is not a revision.
-_VALUE_OPTIONS = frozenset({"-n", "--max-count", "-S", "-G", "--grep", "--author", "--committer", "--since",
-                            "--until", "--after", "--before", "--format", "--skip", "-L", "-O", "--date",
-                            "--diff-filter", "--output", "-e", "-f", "-m", "-X", "--exec", "--encoding",
-                            "-b", "-B", "--orphan", "--strategy", "--strategy-option", "--mainline", "-U",
-                            "--prefix", "--message", "--file", "--template", "--depth"})
-# Subcommands whose options differ (grep's -n is a flag; restore's -s and rebase's --onto take a revision).
-_SUB_VALUE_OPTIONS = {
+# Options that take a separate value (never a revision, except where said), per family of
+# subcommands: a flag taken for a value option would hide the revision after it
+# (``git diff -b v1.0``), a value option taken for a flag would judge its value.
+_HISTORY_VALUES = frozenset({"-n", "--max-count", "-S", "-G", "--grep", "--author", "--committer", "--since",
+                             "--until", "--after", "--before", "--format", "--pretty", "--skip", "-L", "-O",
+                             "--date", "--diff-filter", "--output", "--encoding", "-U", "--unified"})
+_PICK_VALUES = frozenset({"-m", "--mainline", "-s", "--strategy", "-X", "--strategy-option", "--exec", "-x"})
+_CHECKOUT_VALUES = frozenset({"-b", "-B", "--orphan", "--conflict"})
+_VALUE_OPTIONS = {
+    **dict.fromkeys(("log", "show", "diff", "whatchanged", "shortlog", "rev-list", "format-patch", "blame",
+                     "annotate", "diff-tree", "range-diff", "difftool", "cherry"), _HISTORY_VALUES),
+    **dict.fromkeys(("merge", "cherry-pick", "revert"), _PICK_VALUES | {"--message", "-F", "--file"}),
+    "rebase": _PICK_VALUES | {"--onto"},  # --onto names a revision: judged
+    "checkout": _CHECKOUT_VALUES,
+    "switch": _CHECKOUT_VALUES | {"-c", "-C"},
+    "restore": frozenset({"-s", "--source"}),  # the source is a revision: judged
     "grep": frozenset({"-e", "-f", "-A", "-B", "-C", "-m", "--max-count", "--max-depth", "--threads"}),
-    "restore": _VALUE_OPTIONS | {"-s", "--source"},
-    "rebase": _VALUE_OPTIONS | {"--onto"},
-    "switch": _VALUE_OPTIONS | {"-c", "-C"},
+    "archive": frozenset({"--prefix", "--format", "-o", "--output", "--remote"}),
+    **dict.fromkeys(("commit", "tag", "stash", "notes"), frozenset({"-m", "--message", "-F", "--file", "-t",
+                                                                  "--template"})),
+    **dict.fromkeys(("clone", "fetch", "pull"), frozenset({"--depth", "-o", "--origin", "-b", "--branch"})),
+    "branch": frozenset({"-m", "-M", "-c", "-C", "-u", "--set-upstream-to"}),
+    "worktree": frozenset({"-b", "-B", "--reason"}),
 }
 # Subcommands whose positional arguments (before "--") may name revisions.
 _REVISION_COMMANDS = frozenset({
@@ -76,7 +87,7 @@ def parse_git(cmd: Command) -> GitCall | None:
     if not argv:
         return None
     options, positionals, values = [], [], []
-    value_options = _SUB_VALUE_OPTIONS.get(argv[0], _VALUE_OPTIONS)
+    value_options = _VALUE_OPTIONS.get(argv[0], frozenset())
     rest = argv[1:]
     i = 0
     while i < len(rest):

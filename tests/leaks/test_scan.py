@@ -47,6 +47,10 @@ POSITIVES = [
     ("git show abc1234f:django/forms.py", "git-other-revision"),
     ("git diff HEAD..abc1234f", "git-other-revision"),
     ("git cherry-pick 1a2b3c4d5e", "git-other-revision"),
+    ("git cherry-pick -m 1 1a2b3c4d5e", "git-other-revision"),
+    ("git diff -b v4.0.1", "git-other-revision"),  # -b: a flag of diff, not checkout's -b NAME
+    ("git log -m -p abc1234f", "git-other-revision"),
+    ("git worktree add -b w /tmp/w origin/main", "git-other-revision"),
     ("git checkout origin/main -- django/forms.py", "git-other-revision"),
     ("git diff upstream/stable", "git-other-revision"),
     ("git log origin", "git-other-revision"),
@@ -126,6 +130,7 @@ NEGATIVES = [
     "git show HEAD", "git show HEAD~2:setup.py", "git show --stat", "git diff HEAD~1..HEAD", "git diff main",
     "git blame -L 10,20 django/forms.py", "git checkout -- django/forms.py", "git checkout .", "git restore x.py",
     "git add -A && git diff --cached", "git add --all", "git commit -am wip", "git stash list",
+    "git commit -m 'fix for v4.1 and abc1234f'", "git branch -m old v4.1", "git log -S v4.1 --oneline",
     "git grep -n 1.2.3", "git grep -e fixme", "git branch", "git branch -vv", "git branch -d old", "git tag",
     "git remote -v", "git rev-parse HEAD", "git rev-parse --show-toplevel", "git describe --tags --all",
     "git diff --no-index a.txt v1.0", "git fsck --no-dangling", "git reflog expire --all",
