@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
 
 from .actions import is_submit, render_bash_block, render_xml
-from .dataset_stats import DatasetStats
+from .dataset_stats import DatasetStats, LeakStats
 from .errors import ConfigError, InputError
 from .formats import read_trajectories
 from .leaks import Leak, scan_trajectory
@@ -301,8 +301,7 @@ def build_dataset(
     into ``out_dir``. Unreadable records are skipped and listed in stats.json (``strict``: the
     first one is an error). Raises InputError when nothing usable was found."""
     out = Path(out_dir)
-    stats = DatasetStats()
-    stats.leaks.mode = config.leaks
+    stats = DatasetStats(leaks=LeakStats(mode=config.leaks))
 
     def on_skip(skip) -> None:
         if strict:

@@ -166,6 +166,28 @@ def _heredoc_bodies(text: str, i: int, pending: list[tuple[str, bool, _Token]]) 
     return i
 
 
+def _word_part(text: str, i: int, word: list[str], nested: list[str]) -> int:
+    """Read the piece of a word at ``i`` (a quoted string, an escape, a substitution, a run of
+    plain characters) into ``word``; returns the index past it."""
+    ch = text[i]
+    if ch == "'":
+        end = text.find("'", i + 1)
+        end = len(text) if end < 0 else end
+        word.append(text[i + 1:end])
+        return end + 1
+    if ch == '"':
+        return _double_quoted(text, i + 1, word, nested)
+    if ch == "\\":
+        word.append(text[i + 1:i + 2])
+        return i + 2
+    end = _substitution(text, i, word, nested) if ch in "$`" else None
+    if end is None:
+        run = _ORDINARY_RUN.match(text, i)
+        end = run.end() if run else i + 1
+        word.append(text[i:end])
+    return end
+
+
 def lex(text: str) -> list[_Token]:
     """Words (quotes removed) and operators of a bash script; here-document bodies become
     ``heredoc`` tokens where their ``<<`` stood."""
@@ -212,23 +234,8 @@ def lex(text: str) -> list[_Token]:
                 tokens.append(_Token("op", op))
             if op == "\n" and pending:
                 i = _heredoc_bodies(text, i, pending)
-        elif ch == "'":
-            end = text.find("'", i + 1)
-            end = len(text) if end < 0 else end
-            word.append(text[i + 1:end])
-            started, i = True, end + 1
-        elif ch == '"':
-            started, i = True, _double_quoted(text, i + 1, word, nested)
-        elif ch == "\\":
-            word.append(text[i + 1:i + 2])
-            started, i = True, i + 2
         else:
-            end = _substitution(text, i, word, nested) if ch in "$`" else None
-            if end is None:
-                run = _ORDINARY_RUN.match(text, i)
-                end = run.end() if run else i + 1
-                word.append(text[i:end])
-            started, i = True, end
+            started, i = True, _word_part(text, i, word, nested)
     end_word()
     if pending:
         _heredoc_bodies(text, len(text), pending)
