@@ -11,7 +11,8 @@ For a trajectory with steps 1..N, step k gives one :class:`StepTarget`:
 Observations are truncated to a character budget, keeping head and tail. Trajectories known
 to have failed are dropped by default; unknown outcomes are kept unless ``require_resolved``.
 Train/val are split by a hash of the task id (or trajectory id), never by step, so no
-trajectory (and by default no task) lands in both splits.
+trajectory (and by default no task) lands in both splits. Trajectories with a leaky step (one
+that reads the fix from outside the task, see :mod:`swe_srl.leaks`) are dropped by default.
 """
 
 from __future__ import annotations
@@ -24,14 +25,19 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
 
 from .actions import is_submit, render_bash_block, render_xml
-from .dataset_stats import DatasetStats
+from .dataset_stats import DatasetStats, LeakStats
 from .errors import ConfigError, InputError
 from .formats import read_trajectories
+from .leaks import Leak, scan_trajectory
 from .schemas import ContextRound, StepTarget, Trajectory
 
 TargetSyntax = Literal["xml", "bash_block"]
 SplitBy = Literal["task", "trajectory"]
 OutputFormat = Literal["jsonl", "parquet", "both"]
+LeakMode = Literal["drop", "flag", "keep"]
+StepLeaks = Sequence[Sequence[Leak]]  # per step of a trajectory, the leaks of its action
+
+LEAKY = "leaky"  # the drop reason of a trajectory with a leaky step
 
 TRUNCATION_MARKER = "\n[... {omitted} characters omitted ...]\n"
 
@@ -60,6 +66,10 @@ class DatasetConfig:
     """Rendering of target and context actions."""
     min_steps: int = 1
     """Trajectories with fewer usable steps are dropped."""
+    leaks: LeakMode = "drop"
+    """Steps that read the fix from outside the task (git log --all, a future commit, the
+    project's next release): 'drop' the whole trajectory, 'flag' the step targets (their
+    ``leaks`` field) and keep them, or 'keep' without scanning."""
 
     def __post_init__(self) -> None:
         if self.context_rounds < 0:
@@ -72,6 +82,8 @@ class DatasetConfig:
             raise ConfigError(f"unknown target syntax {self.syntax!r}: use xml or bash_block")
         if self.split_by not in ("task", "trajectory"):
             raise ConfigError(f"unknown split unit {self.split_by!r}: use task or trajectory")
+        if self.leaks not in ("drop", "flag", "keep"):
+            raise ConfigError(f"unknown leak mode {self.leaks!r}: use drop, flag or keep")
 
 
 def truncate_middle(text: str, budget: int) -> str:
@@ -99,14 +111,20 @@ def drop_reason(traj: Trajectory, config: DatasetConfig) -> str | None:
         return "unresolved"
     if traj.resolved is None and config.require_resolved:
         return "outcome unknown"
-    usable = sum(1 for s in traj.steps if config.include_submit or not is_submit(s.action))
+    usable = usable_steps(traj, config)
     if usable < max(config.min_steps, 1):
         return "no usable steps" if usable == 0 else f"fewer than {config.min_steps} steps"
     return None
 
 
-def step_targets(traj: Trajectory, config: DatasetConfig) -> Iterator[StepTarget]:
-    """The step targets of one (already accepted) trajectory."""
+def usable_steps(traj: Trajectory, config: DatasetConfig) -> int:
+    """How many step targets ``traj`` gives under ``config``."""
+    return sum(1 for s in traj.steps if config.include_submit or not is_submit(s.action))
+
+
+def step_targets(traj: Trajectory, config: DatasetConfig, leaks: StepLeaks | None = None) -> Iterator[StepTarget]:
+    """The step targets of one (already accepted) trajectory; ``leaks`` (per step) fills
+    each target's ``leaks`` field with the rule names its action matched."""
     render = render_xml if config.syntax == "xml" else render_bash_block
     key = traj.task_id if config.split_by == "task" else traj.trajectory_id
     split = split_of(key, config.val_fraction, config.seed)
@@ -134,6 +152,7 @@ def step_targets(traj: Trajectory, config: DatasetConfig) -> Iterator[StepTarget
             source_format=traj.source_format,
             resolved=traj.resolved,
             split=split,
+            leaks=tuple(dict.fromkeys(leak.rule for leak in leaks[k])) if leaks else (),
         )
 
 
@@ -235,16 +254,26 @@ def step_target_arrow_schema():
         ("problem_statement", pa.string()), ("context", context), ("target", pa.string()),
         ("target_tool", pa.string()), ("expert_thought", pa.string()),
         ("source_format", pa.string()), ("resolved", pa.bool_()), ("split", pa.string()),
+        ("leaks", pa.list_(pa.string())),
     ])
 
 
-def iter_accepted(trajectories: Iterable[Trajectory], config: DatasetConfig, stats) -> Iterator[Trajectory]:
-    """Trajectories that pass the filters; every drop is counted in ``stats``."""
+def iter_accepted(trajectories: Iterable[Trajectory], config: DatasetConfig,
+                  stats) -> Iterator[tuple[Trajectory, StepLeaks | None]]:
+    """Trajectories that pass the filters, with their per-step leaks (None when not scanned:
+    ``leaks='keep'``); every drop and every leak is counted in ``stats``. Only trajectories
+    that pass the other filters are scanned."""
     for traj in trajectories:
         reason = drop_reason(traj, config)
+        found = None
+        if reason is None and config.leaks != "keep":
+            found = scan_trajectory(traj)
+            drop = config.leaks == "drop" and any(found)
+            stats.leaks.count(traj, found, dropped_targets=usable_steps(traj, config) if drop else 0)
+            reason = LEAKY if drop else None
         stats.count_trajectory(traj, reason)
         if reason is None:
-            yield traj
+            yield traj, found
 
 
 @dataclass(frozen=True)
@@ -272,7 +301,7 @@ def build_dataset(
     into ``out_dir``. Unreadable records are skipped and listed in stats.json (``strict``: the
     first one is an error). Raises InputError when nothing usable was found."""
     out = Path(out_dir)
-    stats = DatasetStats()
+    stats = DatasetStats(leaks=LeakStats(mode=config.leaks))
 
     def on_skip(skip) -> None:
         if strict:
@@ -285,8 +314,8 @@ def build_dataset(
         trajectories = (_with_known_outcome(t, resolved_ids) for t in trajectories)
     writer = SplitWriter(out)
     try:
-        for traj in iter_accepted(trajectories, config, stats):
-            for target in step_targets(traj, config):
+        for traj, leaks in iter_accepted(trajectories, config, stats):
+            for target in step_targets(traj, config, leaks if config.leaks == "flag" else None):
                 writer.write(target)
                 stats.count_target(target)
             if on_trajectory is not None:
@@ -335,7 +364,8 @@ def _empty_reason(stats, inputs) -> str:
     if not stats.by_format:
         return f"no trajectories found in {', '.join(map(str, inputs))}"
     dropped = ", ".join(f"{n} {r}" for r, n in stats.dropped.items())
-    return f"no step targets: every trajectory was dropped ({dropped}); see --help for --keep-unresolved"
+    hint = "--keep-unresolved" + (", --leaks flag" if LEAKY in stats.dropped else "")
+    return f"no step targets: every trajectory was dropped ({dropped}); see --help for {hint}"
 
 
 def _write_json_atomic(path: Path, data) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_LISTED_SKIPS = 10_000  # stats.json lists this many skipped records; counts cover all
+EXAMPLES_PER_RULE = 3  # leaky steps quoted per rule in stats.json
 
 
 def percentiles(values: list[int], points=(0, 50, 90, 99, 100)) -> dict[str, float]:
@@ -25,6 +26,58 @@ def percentiles(values: list[int], points=(0, 50, 90, 99, 100)) -> dict[str, flo
 
 
 @dataclass
+class LeakStats:
+    """Leaky-trajectory counts: per rule, trajectories and steps matched; trajectories and
+    step targets dropped; a few quoted examples per rule."""
+
+    mode: str = "drop"
+    scanned: int = 0
+    trajectories: int = 0
+    steps: int = 0
+    dropped_trajectories: int = 0
+    dropped_targets: int = 0
+    rule_trajectories: Counter = field(default_factory=Counter)
+    rule_steps: Counter = field(default_factory=Counter)
+    examples: list = field(default_factory=list)
+
+    def count(self, traj, step_leaks, dropped_targets: int = 0) -> None:
+        """Count one scanned trajectory (``step_leaks``: per step, its Leak matches);
+        ``dropped_targets`` > 0 means it was dropped with that many step targets."""
+        self.scanned += 1
+        leaky = [(k, leaks) for k, leaks in enumerate(step_leaks) if leaks]
+        if not leaky:
+            return
+        self.trajectories += 1
+        self.steps += len(leaky)
+        if dropped_targets:
+            self.dropped_trajectories += 1
+            self.dropped_targets += dropped_targets
+        rules = set()
+        for k, leaks in leaky:
+            for rule in dict.fromkeys(leak.rule for leak in leaks):
+                self.rule_steps[rule] += 1
+                rules.add(rule)
+            for leak in leaks:
+                if sum(e["rule"] == leak.rule for e in self.examples) < EXAMPLES_PER_RULE:
+                    self.examples.append({"trajectory_id": traj.trajectory_id, "step": k,
+                                          "rule": leak.rule, "text": leak.text})
+        self.rule_trajectories.update(rules)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "trajectories_scanned": self.scanned,
+            "leaky_trajectories": self.trajectories,
+            "leaky_steps": self.steps,
+            "dropped_trajectories": self.dropped_trajectories,
+            "dropped_step_targets": self.dropped_targets,
+            "by_rule": {rule: {"trajectories": self.rule_trajectories[rule], "steps": n}
+                        for rule, n in self.rule_steps.most_common()},
+            "examples": self.examples,
+        }
+
+
+@dataclass
 class DatasetStats:
     """Mutable accumulator; ``to_dict()`` is what lands in stats.json."""
 
@@ -39,6 +92,7 @@ class DatasetStats:
     context_chars: list = field(default_factory=list)
     splits: Counter = field(default_factory=Counter)
     split_keys: dict = field(default_factory=lambda: defaultdict(set))
+    leaks: LeakStats = field(default_factory=LeakStats)
 
     def count_skip(self, skip) -> None:
         self.skipped_count += 1
@@ -87,6 +141,7 @@ class DatasetStats:
             "target_tools": dict(self.tools.most_common()),
             "target_chars": percentiles(self.target_chars),
             "context_chars": percentiles(self.context_chars),
+            "leaks": self.leaks.to_dict(),
         }
 
 

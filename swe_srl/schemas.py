@@ -174,7 +174,9 @@ class ContextRound(Record):
 @dataclass(frozen=True)
 class StepTarget(Record):
     """One SRL training instance: predict the expert's next action from the issue and the
-    last K rounds. ``target`` is the canonical action text (XML function-call syntax)."""
+    last K rounds. ``target`` is the canonical action text (XML function-call syntax).
+    ``leaks`` names the leak rules the target action matched (``build-dataset --leaks flag``;
+    empty otherwise)."""
 
     id: str
     trajectory_id: str
@@ -189,6 +191,7 @@ class StepTarget(Record):
     source_format: str = ""
     resolved: Optional[bool] = None
     split: str = "train"
+    leaks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,10 @@ def build_dataset_command(
     split_by: Optional[str] = typer.Option(None, help="Split unit: task or trajectory.", show_default="task"),
     seed: Optional[int] = typer.Option(None, help="Salt of the deterministic split.", show_default="0"),
     syntax: Optional[str] = typer.Option(None, help="Target syntax: xml (canonical) or bash_block.", show_default="xml"),
+    leaks: Optional[str] = typer.Option(
+        None, help="Trajectories with a step that reads the fix from outside the task (git log --all, a future "
+                   "commit, the project's next release): drop them, flag the step targets, or keep them unscanned.",
+        show_default="drop"),
     output: str = typer.Option("both", help="Write jsonl, parquet or both."),
     strict: bool = typer.Option(False, help="Fail on the first unreadable record instead of skipping it."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or table."),
@@ -69,7 +73,7 @@ def build_dataset_command(
     given = {"context_rounds": context_rounds, "observation_budget": observation_budget,
              "resolved_only": resolved_only, "require_resolved": require_resolved,
              "include_submit": include_submit, "val_fraction": val_fraction, "split_by": split_by,
-             "seed": seed, "syntax": syntax}
+             "seed": seed, "syntax": syntax, "leaks": leaks}
     cfg = load_config(DatasetConfig, config_source, overrides, section="dataset",
                       flags={k: v for k, v in given.items() if v is not None})
     if not inputs:
@@ -130,7 +134,33 @@ def print_summary(result) -> None:
     if skipped["count"]:
         console.print(f"[yellow]skipped {skipped['count']} unreadable records[/] (listed in stats.json): "
                       + ", ".join(f"{r} {n}" for r, n in skipped["by_reason"].items()))
+    _print_leaks(console, stats["leaks"])
     console.print(f"wrote {', '.join(sorted(result.files))} and stats.json")
+
+
+def _print_leaks(console: Console, leaks: dict) -> None:
+    """The leak scan's line, and a table of the rules that matched (one example each)."""
+    if leaks["mode"] == "keep":
+        console.print("leak scan: off (--leaks keep)")
+        return
+    line = (f"leak scan ({leaks['mode']}): {leaks['leaky_trajectories']} of {leaks['trajectories_scanned']} "
+            f"trajectories leaky ({leaks['leaky_steps']} steps)")
+    if leaks["mode"] == "drop":
+        line += f", {leaks['dropped_trajectories']} dropped ({leaks['dropped_step_targets']} step targets)"
+    console.print(line if not leaks["leaky_trajectories"] else f"[yellow]{line}[/]")
+    if not leaks["by_rule"]:
+        return
+    table = Table(title="leaky steps by rule", title_justify="left")
+    for col in ("rule", "trajectories", "steps", "example"):
+        table.add_column(col, justify="right" if col in ("trajectories", "steps") else "left")
+    examples = {}
+    for example in leaks["examples"]:
+        examples.setdefault(example["rule"], example["text"])
+    for rule, row in leaks["by_rule"].items():
+        example = examples.get(rule, "")
+        table.add_row(rule, str(row["trajectories"]), str(row["steps"]),
+                      example if len(example) <= 60 else example[:57] + "...")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

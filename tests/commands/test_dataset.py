@@ -175,3 +175,44 @@ def test_default_invocation_is_the_default_config(tmp_path, capsys):
     for key in ("step_targets", "trajectories_per_split", "dropped_trajectories", "by_format", "target_tools"):
         assert cli[key] == lib[key], key
     assert (tmp_path / "cli" / "train.jsonl").read_bytes() == (tmp_path / "lib" / "train.jsonl").read_bytes()
+
+
+# ---------------------------------------------------------------- --leaks
+
+
+def _leaky_traj():
+    import dataclasses
+
+    from swe_srl.actions import make_action
+
+    traj = make_traj(task_id="r__leaky", n=4)
+    steps = list(traj.steps)
+    steps[1] = dataclasses.replace(steps[1], action=make_action("bash", {"command": "cd /testbed && git log --all"}))
+    return dataclasses.replace(traj, steps=tuple(steps))
+
+
+def test_leaks_modes_in_summary_and_stats(tmp_path, capsys):
+    src = write_trajs(tmp_path / "t.jsonl", [_leaky_traj(), make_traj(task_id="r__clean")])
+    code, out, err = run_cli([src, "-o", tmp_path / "drop", "--val-fraction", "0"], capsys)
+    assert code in (0, None), err
+    assert "1 of 2 trajectories leaky (1 steps), 1 dropped (4 step targets)" in " ".join(out.split())
+    assert "git-all-refs" in out and "git log --all" in out
+    assert json.loads((tmp_path / "drop" / "stats.json").read_text())["dropped_trajectories"] == {"leaky": 1}
+
+    code, out, err = run_cli([src, "-o", tmp_path / "flag", "--val-fraction", "0", "--leaks", "flag"], capsys)
+    assert code in (0, None), err
+    assert "leak scan (flag): 1 of 2" in out
+    rows = [json.loads(line) for line in (tmp_path / "flag" / "train.jsonl").read_text().splitlines()]
+    assert [r["leaks"] for r in rows if r["trajectory_id"] == "r__leaky"] == [[], ["git-all-refs"], [], []]
+
+    code, out, err = run_cli([src, "-o", tmp_path / "keep", "--set", "leaks=keep", "-q"], capsys)
+    assert code in (0, None), err
+    stats = json.loads((tmp_path / "keep" / "stats.json").read_text())
+    assert stats["config"]["leaks"] == "keep" and stats["leaks"]["trajectories_scanned"] == 0
+
+
+def test_bad_leaks_mode_is_one_line_exit_2(tmp_path, capsys):
+    src = write_trajs(tmp_path / "t.jsonl", [make_traj()])
+    code, _, err = run_cli([src, "--leaks", "maybe", "-o", tmp_path / "o"], capsys)
+    assert code == 2
+    assert_one_line_error(code, err, "leaks")
