@@ -79,15 +79,14 @@ class PatchRuns:
     def to_dict(self) -> dict[str, Any]:
         return {"graded": self.graded, "infra_failures": self.infra_failures, "resolved": self.resolved,
                 "resolved_rate": self.rate(self.resolved),
-                "seconds_per_run": round(self.seconds / self.runs, 3) if self.runs else None,
+                "seconds": self.seconds, "seconds_per_run": round(self.seconds / self.runs, 3) if self.runs else None,
                 "pass_rates": {t: self.rate(n) for t, n in self.passes.items()}, "passes": dict(self.passes)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "PatchRuns":
-        runs = int(data["graded"]) + int(data["infra_failures"])
         return cls(graded=int(data["graded"]), infra_failures=int(data["infra_failures"]),
                    resolved=int(data["resolved"]), passes={str(t): int(n) for t, n in data["passes"].items()},
-                   seconds=float(data.get("seconds_per_run") or 0.0) * runs)
+                   seconds=float(data.get("seconds") or 0.0))
 
 
 def _passed(statuses: Mapping[str, str], test: str, fail_to_pass: bool) -> bool:
