@@ -21,6 +21,7 @@ _COLOUR = {"stable": "green", "flaky": "yellow", "broken": "red", "unknown": "ma
 
 def calibrate_command(
     tasks: str = typer.Option("demo", "--tasks", help="'demo' (bundled tasks), a task folder, a SWE-bench .jsonl/.json/.parquet file, or a dataset name."),
+    subset: Optional[str] = typer.Option(None, "--subset", help="Named id list, e.g. verified-mini, demo."),
     ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated instance ids."),
     filter_: Optional[str] = typer.Option(None, "--filter", help="Regex searched in instance ids."),
     runs: int = typer.Option(5, "--runs", "-n", help="Gradings of the gold patch, and of the empty patch, per task."),
@@ -35,7 +36,7 @@ def calibrate_command(
 
     grading = load_config(EvalConfig, config, overrides, section="eval").harness.grading
     selected = load_tasks(tasks, ids=tuple(i.strip() for i in ids.split(",") if i.strip()) if ids else None,
-                          filter=filter_)
+                          filter=filter_, subset=subset)
     console = Console()
     table = Table(title=f"calibration ({runs} runs per patch)")
     for column in ("task", "verdict", "gold resolved", "empty resolved", "infra", "s/run", "why"):
