@@ -158,7 +158,8 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     """Run every task not already finished in ``out_dir``; return (and write) the summary.
     ``calibration`` (default: the one ``config.calibration`` names, if any) adds the resolve
     rate on its stable tasks (``stable``; None without a calibration)."""
-    calibration = calibration or resolve_calibration(config.calibration)
+    if calibration is None:
+        calibration = resolve_calibration(config.calibration)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if not _finished(out, t, config.retry_infra)]

@@ -12,10 +12,10 @@ import typer
 from rich.console import Console
 
 from .. import paths
+from ..calibration import resolve_calibration
 from ..config_loader import load_config
 from ..dataset import load_step_targets
 from ..errors import InputError
-from ..calibration import resolve_calibration
 from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
 from ..policy.base import PolicyConfig, load_policy
 from ..rl.checkpoint import resolve_model_dir
