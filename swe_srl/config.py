@@ -16,6 +16,7 @@ from enum import Enum
 from typing import ClassVar, Literal
 
 from .actions import ActionSyntax
+from .calibration import FlakyMode
 from .errors import ConfigError
 from .harness import HarnessConfig
 from .hosts import HostsConfig
@@ -325,10 +326,22 @@ class EpisodeConfig:
     test_reward: TestRewardShape = "resolved"
     """resolved: 1 when every FAIL_TO_PASS and PASS_TO_PASS test passes, else 0;
     f2p_fraction: the fraction of FAIL_TO_PASS tests passing, 0 when any PASS_TO_PASS fails."""
+    calibration: str = ""
+    """Calibration file of ``swe-srl env calibrate``. Empty: runs/calibration.json when it
+    exists; without one every task counts in full. Broken tasks are always skipped."""
+    flaky: FlakyMode = "skip"
+    """A task the calibration calls flaky: skip (drawn, never run), downweight (its episodes'
+    advantages times ``flaky_weight``) or keep. Skipped draws are counted per step in
+    ``episodes/skipped_broken`` and ``episodes/skipped_flaky``."""
+    flaky_weight: float = 0.5
+    """The advantage scale of a flaky task's episodes with ``flaky: downweight``."""
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.update_chunk_turns < 1:
             raise ConfigError("episodes.workers and episodes.update_chunk_turns must be >= 1")
+        if not 0 < self.flaky_weight <= 1:
+            raise ConfigError(f"episodes.flaky_weight must be in (0, 1], got {self.flaky_weight} "
+                              "(to leave flaky tasks out use episodes.flaky=skip)")
         if not self.tasks:
             raise ConfigError("episodes.tasks must name a task source ('demo', a task folder or a rows file)")
 

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .actions import ActionSyntax
 from .agent import GREEDY
+from .calibration import Calibration, resolve_calibration, stable_summary
 from .config import RewardConfig
 from .errors import ConfigError
 from .harness import GradedEpisode, HarnessConfig, run_graded_episode
@@ -52,6 +53,9 @@ class EvalConfig:
     hosts: HostsConfig = field(default_factory=HostsConfig)
     """Where episodes run: the local engine, or Docker hosts behind Ray actors (``backend: ray``;
     then ``workers`` is ignored: each host runs ``episodes_per_host`` at a time)."""
+    calibration: str = ""
+    """Calibration file (``swe-srl env calibrate``) for the resolve rate on stable tasks
+    (summary.json ``stable``); empty: runs/calibration.json when it exists."""
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -150,8 +154,12 @@ def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig,
 def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.PathLike,
                    config: EvalConfig = EvalConfig(), *,
                    on_result: Optional[Callable[[InstanceResult], None]] = None,
-                   thread_safe_policy: bool = False) -> dict:
-    """Run every task not already finished in ``out_dir``; return (and write) the summary."""
+                   thread_safe_policy: bool = False, calibration: Optional[Calibration] = None) -> dict:
+    """Run every task not already finished in ``out_dir``; return (and write) the summary.
+    ``calibration`` (default: the one ``config.calibration`` names, if any) adds the resolve
+    rate on its stable tasks (``stable``; None without a calibration)."""
+    if calibration is None:
+        calibration = resolve_calibration(config.calibration)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if not _finished(out, t, config.retry_infra)]
@@ -182,6 +190,7 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     results = [r for r in (read_result(out, t.instance_id) for t in tasks) if r is not None]
     write_predictions(out / "predictions.jsonl", results, config.model_name)
     summary = summarize(results, total=len(tasks), skipped=len(tasks) - len(todo))
+    summary["stable"] = stable_summary(results, tasks, calibration) if calibration is not None else None
     _write_json_atomic(out / "summary.json", summary)
     return summary
 

@@ -27,3 +27,5 @@ DEFAULT_DATASET_DIR = RUNS_DIR / "dataset"
 DEFAULT_MODEL_DIR = RUNS_DIR / "tiny-model"
 DEFAULT_TRAIN_DIR = RUNS_DIR / "train"
 DEFAULT_EVAL_DIR = RUNS_DIR / "eval"
+# What `swe-srl env calibrate` writes and eval / rlvr / hybrid read when no file is named.
+DEFAULT_CALIBRATION = RUNS_DIR / "calibration.json"

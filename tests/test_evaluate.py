@@ -249,3 +249,24 @@ def test_eval_cli_bad_input_is_one_red_line_exit_2(tmp_path, capsys, monkeypatch
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
     assert "Traceback" not in err
     assert not (tmp_path / "runs" / "tiny-model").exists()
+
+
+def test_eval_cli_prints_the_stable_resolve_rate_beside_the_raw_one(tiny_model_dir, tmp_path, capsys):
+    """Both instances finished earlier (nothing runs); the calibration calls one stable, one broken."""
+    from swe_srl.calibration import Calibration, TaskCalibration
+    from swe_srl.schemas import TestReport
+
+    stable, broken = DEMO[:2]
+    ok, miss = TestReport(instance_id="x", resolved=True), TestReport(instance_id="x")
+    calibration = Calibration().with_entry(TaskCalibration.of(stable, 1, [ok], [miss]))
+    calibration.with_entry(TaskCalibration.of(broken, 1, [miss], [miss])).save(tmp_path / "calib.json")
+    for task in (stable, broken):
+        folder = instance_dir(tmp_path / "eval", task.instance_id)
+        folder.mkdir(parents=True)
+        result = InstanceResult(task.instance_id, repo=task.repo, resolved=task is broken, exit_reason="submitted")
+        (folder / "result.json").write_text(json.dumps(result.to_dict()))
+    code, out, err = _cli(["--ids", f"{stable.instance_id},{broken.instance_id}", "--model", tiny_model_dir,
+                           "-o", tmp_path / "eval", "--calibration", tmp_path / "calib.json"], capsys)
+    assert code == 0, err
+    assert f"stable tasks (1 of 2 by {tmp_path / 'calib.json'}): resolved 0/1 (0.0%)" in " ".join(out.split())
+    assert "resolved 1/2 (50.0%)" in out

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from .. import paths
+from ..calibration import resolve_calibration
 from ..config_loader import load_config
 from ..dataset import load_step_targets
 from ..errors import InputError
@@ -53,6 +54,7 @@ def eval_command(
     data: Optional[Path] = typer.Option(None, help="--mode steps: step targets [default: runs/dataset/val.jsonl]."),
     limit: int = typer.Option(0, help="--mode steps: score at most this many step targets (0 = all)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder [default: runs/eval]."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration file (swe-srl env calibrate): also report the resolve rate on stable tasks [default: runs/calibration.json, if there]."),
 ) -> None:
     """Evaluate a policy: resolve rate on tasks in Docker, or step-level similarity."""
     import json
@@ -63,7 +65,7 @@ def eval_command(
     # through YAML).
     given = {"workers": workers, "harness.agent.max_steps": max_steps, "generation.max_new_tokens": max_new_tokens,
              "generation.temperature": temperature, "harness.sandbox": sandbox, "hosts.ray_address": ray_address,
-             "hosts.backend": "ray" if hosts else None,
+             "hosts.backend": "ray" if hosts else None, "calibration": str(calibration) if calibration else None,
              "hosts.hosts": [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None}
     cfg = load_config(EvalConfig, config, overrides, section="eval",
                       flags={k: v for k, v in given.items() if v is not None})
@@ -78,6 +80,7 @@ def eval_command(
         task_list = load_tasks(tasks, subset=subset, ids=tuple(i.strip() for i in ids.split(",")) if ids else None,
                                slice=slice_, filter=filter_, repo=repo, difficulty=difficulty, shuffle=shuffle,
                                seed=seed)
+        calibrated = resolve_calibration(cfg.calibration)
     model_dir = str(resolve_model_dir(model, fallback_runs=(paths.DEFAULT_TRAIN_DIR,))) if backend != "openai" or model else ""
     policy = load_policy(PolicyConfig(backend=backend, model=model_dir, base_url=base_url,  # type: ignore[arg-type]
                                       served_model_name=served_model))
@@ -98,7 +101,12 @@ def eval_command(
         console.print(f"{record.instance_id}: {verdict} ({record.exit_reason}, {record.steps} steps)")
 
     summary = evaluate_tasks(policy, task_list, out_dir, cfg, on_result=show,
-                             thread_safe_policy=backend == "openai")
+                             thread_safe_policy=backend == "openai", calibration=calibrated)
+    stable = summary["stable"]
+    if stable is not None:
+        rate = f"{stable['resolved_rate']:.1%}" if stable["resolved_rate"] is not None else "-"
+        console.print(f"stable tasks ({stable['verdicts']['stable']} of {len(task_list)} by {stable['calibration']}): "
+                      f"resolved {stable['resolved']}/{stable['graded']} ({rate})")
     console.print(f"resolved {summary['resolved']}/{summary['graded']} ({summary['resolved_rate']:.1%}); "
                   f"infrastructure failures {summary['infrastructure_failures']}; "
                   f"{summary['resumed_from_previous_run']} finished earlier; results in {out_dir}")

@@ -1,4 +1,5 @@
-"""`swe-srl doctor` (is this machine ready?) and `swe-srl env build` (sandbox images)."""
+"""`swe-srl doctor` (is this machine ready?), `swe-srl env build` (sandbox images) and
+`swe-srl env calibrate` (in :mod:`.calibrate`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..paths import TASKS_DIR
 from ..sandbox.doctor import run_checks
 from ..sandbox.images import MIRROR_ENV, build_all
 
-env_app = typer.Typer(help="Sandbox environments: build the base image and the task images.",
+env_app = typer.Typer(help="Sandbox environments: build the base image and the task images; calibrate tasks.",
                       no_args_is_help=True)
 
 
@@ -66,5 +67,8 @@ def env_build_command(
 
 
 def register(app: typer.Typer) -> None:
+    from .calibrate import calibrate_command
+
+    env_app.command("calibrate")(calibrate_command)
     app.command("doctor")(doctor_command)
     app.add_typer(env_app, name="env")

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 
 from .. import paths
+from ..calibration import resolve_calibration
 from ..config import TrainConfig
 from ..config_loader import save_config, to_mapping
 from ..dataset import load_step_targets
@@ -70,6 +71,7 @@ def load_items(config: TrainConfig) -> tuple[list[StepTarget] | list[Task], list
     if config.on_episodes:
         e = config.episodes
         items: list[Any] = load_tasks(e.tasks, ids=e.ids or None, filter=e.filter or None, slice=e.slice or None)
+        resolve_calibration(e.calibration)  # a named file that is not one fails before a model loads
         val_path = _target_file(config.data.val, "val.jsonl") if config.data.val else None
     else:
         train_path = _target_file(config.data.train or paths.DEFAULT_DATASET_DIR, "train.jsonl")

@@ -10,7 +10,11 @@ rewarded, and the samples become the sequences of the update.
   Credit assignment: every turn of an episode is one sequence (its EXACT sampled prompt ids,
   which hold the issue, earlier actions and observations, as context; its completion ids carry
   the loss) with the episode's advantage. An infrastructure failure gives the episode reward
-  None: it is left out of its group's statistics and of the loss, and counted.
+  None: it is left out of its group's statistics and of the loss, and counted. A task the
+  calibration (:mod:`swe_srl.calibration`) calls broken, or flaky with ``episodes.flaky:
+  skip``, is skipped when drawn (no group, counted); a flaky one with ``downweight`` has its
+  episodes' advantages scaled. Skipping at the draw keeps the data order, and so ``--resume``,
+  independent of the calibration.
 
 Both expose the same four members the loop uses: ``draw``, ``sequences``, ``metrics`` and
 ``max_tokens`` / ``max_chunk`` (the update's Dr. GRPO normaliser and chunking).
@@ -19,6 +23,8 @@ Both expose the same four members the loop uses: ``draw``, ``sequences``, ``metr
 from __future__ import annotations
 
 import json
+import logging
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +33,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from ..actions import render_xml
-from ..config import TrainConfig
+from ..calibration import episode_weight, resolve_calibration, verdict_counts
+from ..config import EpisodeConfig, TrainConfig
 from ..errors import ConfigError, InputError, RecordError
 from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
 from ..harness import GradedEpisode, resolve_image, run_graded_episode
@@ -40,6 +47,8 @@ from ..schemas import StepTarget, Task, Trajectory
 from .distributed import Dist
 from .prompt_budget import PromptBudget
 from .records import EpisodeTotals, Group
+
+log = logging.getLogger(__name__)
 
 
 class StepTargetSource:
@@ -117,10 +126,17 @@ class EpisodeSource:
         self.weights = reward_weights(config.method, e.weights.similarity, e.weights.tests)
         self.experts = load_expert_actions(e.experts or DEFAULT_EXPERTS, tasks) if SIMILARITY in self.weights else {}
         self.max_tokens, self.max_chunk = config.generation.max_new_tokens, e.update_chunk_turns
+        self.verdicts, self.task_weights = calibrated_weights(tasks, e)
+        self.skipped: Counter = Counter()  # this step's skipped draws, by verdict
 
     def draw(self, serials: Sequence[int], indices: Sequence[int]) -> list[Group]:
         G = self.config.grpo.num_generations
-        tasks = [self.tasks[i] for i in indices]
+        weights = [self.task_weights[self.tasks[i].instance_id] for i in indices]
+        self.skipped.update(self.verdicts[self.tasks[i].instance_id] for i, w in zip(indices, weights) if w == 0)
+        serials = [s for s, w in zip(serials, weights) if w > 0]
+        tasks = [self.tasks[i] for i, w in zip(indices, weights) if w > 0]
+        if not tasks:
+            return []
         hosts = self.config.episodes.hosts
         if hosts.backend == "ray":  # each host actor builds its own engine's images
             self.pool = self.pool or HostPool(hosts)
@@ -157,23 +173,49 @@ class EpisodeSource:
     def sequences(self, groups: Sequence[Group], advantages: torch.Tensor,
                   divisors: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
         """Every turn of episode ``i`` is one sequence with ``advantages[i]`` (plus, with
-        ``episodes.credit: turn``, its own similarity's share over the group's divisor); the
-        turns of an episode whose reward is None are not valid (left out of the loss)."""
+        ``episodes.credit: turn``, its own similarity's share over the group's divisor), times
+        its task's calibration weight; the turns of an episode whose reward is None are not
+        valid (left out of the loss)."""
         rollouts = [r for g in groups for r in g.samples]
         per_episode = torch.repeat_interleave(divisors.float(), self.config.grpo.num_generations)
         weight = self.weights.get(SIMILARITY, 0.0) if self.config.episodes.credit == "turn" else 0.0
-        return turn_sequences(rollouts, advantages, per_episode, weight)
+        scale = [self.task_weights.get(r.graded.task.instance_id, 1.0) for r in rollouts]
+        return turn_sequences(rollouts, advantages, per_episode, weight, scale)
 
     def metrics(self, drawn: Sequence[Group], dist: Dist) -> dict[str, float]:
-        """Totals over every episode the step ran (kept or not), summed over ranks."""
-        return episode_totals([r for g in drawn for r in g.samples]).all_sum(dist).metrics()
+        """Totals over every episode the step ran (kept or not) and the draws skipped by the
+        calibration, summed over ranks."""
+        metrics = episode_totals([r for g in drawn for r in g.samples]).all_sum(dist).metrics()
+        broken, flaky = dist.all_sum([self.skipped["broken"], self.skipped["flaky"]])
+        self.skipped.clear()
+        return {**metrics, "episodes/skipped_broken": broken, "episodes/skipped_flaky": flaky}
+
+
+def calibrated_weights(tasks: Sequence[Task], episodes: EpisodeConfig) -> tuple[dict[str, Any], dict[str, float]]:
+    """(verdict, weight) of each task by id under ``episodes``' calibration and flaky mode
+    (verdict None: not calibrated). A ConfigError when every task would be skipped."""
+    calibration = resolve_calibration(episodes.calibration)
+    verdicts = {t.instance_id: calibration.verdict(t) if calibration is not None else None for t in tasks}
+    weights = {i: episode_weight(v, episodes.flaky, episodes.flaky_weight) for i, v in verdicts.items()}
+    if calibration is not None:
+        counts = verdict_counts(tasks, calibration)
+        log.info("calibration %s: %d stable, %d flaky (%s), %d broken (skipped), %d not calibrated, of %d tasks",
+                 calibration.path, counts["stable"], counts["flaky"], episodes.flaky, counts["broken"],
+                 counts["uncalibrated"] + counts["unknown"], len(tasks))
+        if tasks and not any(weights.values()):
+            raise ConfigError(f"every task is skipped by the calibration {calibration.path} ({counts['broken']} "
+                              f"broken, {counts['flaky']} flaky with episodes.flaky={episodes.flaky}): "
+                              "pick other tasks, or set episodes.flaky=downweight")
+    return verdicts, weights
 
 
 def turn_sequences(rollouts: Sequence[EpisodeRollout], advantages: torch.Tensor, divisors: Optional[torch.Tensor] = None,
-                   similarity_weight: float = 0.0) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+                   similarity_weight: float = 0.0,
+                   scale: Optional[Sequence[float]] = None) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
     """(sequences, advantages, valid): each turn's sampled ``Sample`` with its episode's
     advantage; with ``similarity_weight`` > 0 (per-turn credit) each turn also gets
-    ``turn_credit / divisor`` of its episode (its own similarity in place of the episode's)."""
+    ``turn_credit / divisor`` of its episode (its own similarity in place of the episode's);
+    ``scale``: a factor per episode on all of that (a flaky task's calibration weight)."""
     samples = [turn.sample for r in rollouts for turn in r.turns]
     if not samples:
         return samples, torch.zeros(0), torch.zeros(0, dtype=torch.bool)
@@ -187,6 +229,8 @@ def turn_sequences(rollouts: Sequence[EpisodeRollout], advantages: torch.Tensor,
                       else [0.0] * len(r.turns))
             credit += [c / divisor for c in shares]
         per_turn = per_turn + torch.tensor(credit, dtype=per_turn.dtype)
+    if scale is not None:
+        per_turn = per_turn * torch.repeat_interleave(torch.tensor(list(scale), dtype=per_turn.dtype), repeat)
     valid = torch.repeat_interleave(torch.tensor([r.reward is not None for r in rollouts]), repeat)
     return samples, per_turn, valid
 

@@ -120,7 +120,8 @@ def collect_batch(session: Session, source: Source) -> SampledBatch:
     # The first ``want`` groups in draw order: the same choice a single process makes.
     chosen = set(kept_serials[:want])
     per_group = {row[0]: row for part in d.gather([(g.serial, g.rewards, g.lengths) for g in drawn]) for row in part}
-    # An item the source skipped (a prompt over data.max_prompt_tokens) logs empty lists.
+    # An item the source skipped (a prompt over data.max_prompt_tokens, a task the calibration
+    # skips) logs empty lists.
     rows = [per_group.get(s, (s, [], [])) for s in range(serial)]
     log = DrawLog(ids=ids, rewards=[row[1] for row in rows], lengths=[row[2] for row in rows])
     metrics = sampling_metrics(session, drawn, kept=len(chosen), num_drawn=serial, rounds=rounds)

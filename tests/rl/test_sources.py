@@ -27,7 +27,8 @@ from swe_srl.rl.sources import (  # noqa: E402
     load_expert_actions,
     turn_sequences,
 )
-from swe_srl.schemas import Task  # noqa: E402
+from swe_srl.rl.records import Group  # noqa: E402
+from swe_srl.schemas import Task, TestReport  # noqa: E402
 
 SUBMIT = make_action("submit", {})
 
@@ -155,3 +156,61 @@ def test_only_policy_tokens_carry_loss_observations_in_the_prompt_do_not():
     # earlier prompt tokens and the padding never get a gradient.
     assert touched == {2, 3, 5}
     assert metrics["tokens"] == 5 and metrics["sequences"] == 3
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+def _calibrated(tmp_path, verdicts: dict[str, str]):
+    """Tasks named by ``verdicts`` and a calibration file giving each its verdict."""
+    from swe_srl.calibration import Calibration, TaskCalibration
+
+    ok = TestReport(instance_id="x", statuses={}, resolved=True)
+    bad = TestReport(instance_id="x", statuses={}, resolved=False)
+    runs = {"stable": ([ok, ok], [bad, bad]), "flaky": ([ok, bad], [bad, bad]), "broken": ([bad, bad], [bad, bad])}
+    tasks = [Task(instance_id=name, repo="o/r", base_commit="0" * 40, problem_statement="?") for name in verdicts]
+    calibration = Calibration()
+    for task, verdict in zip(tasks, verdicts.values()):
+        calibration = calibration.with_entry(TaskCalibration.of(task, 2, *runs[verdict]))
+    calibration.save(tmp_path / "calibration.json")
+    return tasks, str(tmp_path / "calibration.json")
+
+
+def test_broken_and_skipped_flaky_tasks_are_drawn_but_never_run_and_counted(tmp_path):
+    tasks, path = _calibrated(tmp_path, {"s": "stable", "f": "flaky", "b": "broken"})
+    cfg = load_config(TrainConfig, None, ["method=rlvr", f"episodes.calibration={path}"])
+    source = EpisodeSource(cfg, sampler=None, tasks=tasks)  # no episode runs: only skipped tasks are drawn
+    assert source.task_weights == {"s": 1.0, "f": 0.0, "b": 0.0}
+    assert source.draw([0, 1, 2], [1, 2, 2]) == []
+    metrics = source.metrics([], Dist())
+    assert (metrics["episodes/skipped_broken"], metrics["episodes/skipped_flaky"]) == (2, 1)
+    assert source.metrics([], Dist())["episodes/skipped_broken"] == 0  # per step: reset
+    kept = EpisodeSource(load_config(TrainConfig, None, ["method=rlvr", f"episodes.calibration={path}",
+                                                         "episodes.flaky=keep"]), None, tasks)
+    assert kept.task_weights == {"s": 1.0, "f": 1.0, "b": 0.0}
+
+
+def test_a_downweighted_flaky_task_scales_its_episodes_advantages(tmp_path):
+    tasks, path = _calibrated(tmp_path, {"s": "stable", "f": "flaky"})
+    cfg = load_config(TrainConfig, None, ["method=rlvr", f"episodes.calibration={path}", "episodes.flaky=downweight",
+                                          "episodes.flaky_weight=0.25", "grpo.num_generations=2"])
+    source = EpisodeSource(cfg, sampler=None, tasks=tasks)
+    rollouts = {t.instance_id: [EpisodeRollout(GradedEpisode(t, episode=Episode(result=None, turns=[_turn([1], [2])])),
+                                               reward=r) for r in (1.0, 0.0)] for t in tasks}
+    rewards = grpo.rewards_tensor([1.0, 0.0, 1.0, 0.0])
+    advantages, divisors = grpo.group_advantages(rewards, 2), grpo.advantage_divisors(rewards, 2)
+    groups = [Group(i, t.instance_id, rollouts[t.instance_id], [1.0, 0.0], [1, 1]) for i, t in enumerate(tasks)]
+    _, per_turn, _ = source.sequences(groups, advantages, divisors)
+    assert per_turn.tolist() == pytest.approx([float(advantages[0]), float(advantages[1]),
+                                               0.25 * float(advantages[2]), 0.25 * float(advantages[3])])
+
+
+def test_a_calibration_that_skips_every_task_is_a_config_error(tmp_path):
+    tasks, path = _calibrated(tmp_path, {"b": "broken", "f": "flaky"})
+    cfg = load_config(TrainConfig, None, ["method=rlvr", f"episodes.calibration={path}"])
+    with pytest.raises(ConfigError, match="every task is skipped by the calibration .*1 broken, 1 flaky"):
+        EpisodeSource(cfg, sampler=None, tasks=tasks)
+    with pytest.raises(ConfigError, match="episodes.flaky_weight must be in"):
+        load_config(TrainConfig, None, ["episodes.flaky_weight=0"])
+    with pytest.raises(ConfigError):
+        load_config(TrainConfig, None, ["episodes.flaky=sometimes"])

@@ -164,3 +164,23 @@ def test_cli_rlvr_starts_from_an_srl_run_folder(demo_ready, tiny_model, tmp_path
     (row,) = metric_rows(out)
     # The episodes were sampled by the SRL checkpoint's weights, which the update then scored.
     assert row["episodes/count"] == 2 and row["train/logprob_gap"] < 1e-3
+
+
+def test_a_broken_task_is_drawn_but_never_run_and_counted(demo_ready, tiny_model, tmp_path):
+    """The calibration calls the second task broken: the step runs only TASK's episodes."""
+    from swe_srl.calibration import Calibration, TaskCalibration
+    from swe_srl.schemas import TestReport
+
+    other = next(t for t in load_tasks("demo") if t.instance_id != TASK)
+    miss = TestReport(instance_id=other.instance_id)
+    Calibration().with_entry(TaskCalibration.of(other, 1, [miss], [miss])).save(tmp_path / "calib.json")
+    config = episode_config(tiny_model, tmp_path / "run", method="rlvr", **{
+        "episodes.ids": [TASK, other.instance_id], "optim.batch_size": 2, "run.max_steps": 1, "run.save_every": 0,
+        "episodes.calibration": str(tmp_path / "calib.json")})
+    assert train(config).steps == 1
+    [row] = metric_rows(tmp_path / "run")
+    assert row["episodes/skipped_broken"] == 1 and row["episodes/skipped_flaky"] == 0
+    assert row["episodes/count"] == 2 and row["groups/drawn"] == 2  # G=2 episodes, of TASK only
+    [drawn] = read_jsonl(tmp_path / "run" / "rollouts.jsonl")
+    assert sorted(drawn["ids"]) == sorted([TASK, other.instance_id])
+    assert drawn["rewards"][drawn["ids"].index(other.instance_id)] == []
