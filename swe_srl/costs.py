@@ -75,3 +75,18 @@ def cost_summary(results: Sequence[Any]) -> dict:
     return {"graded": totals,
             "per_resolved_instance": per_unit(totals, sum(1 for r in graded if r.resolved)),
             "infrastructure_failures": cost_totals(infra)}
+
+
+def describe_cost(cost: Mapping[str, Any]) -> str:
+    """One line of :func:`cost_summary`'s figures for the console."""
+    graded, per = cost["graded"], cost.get("per_resolved_instance")
+    peak = graded.get("memory_peak_bytes_max")
+    line = (f"cost: {graded['cpu_seconds']:.1f} CPU-s, {graded['container_seconds']:.1f} container-s, "
+            f"{graded['tokens']:,} tokens, {graded['wall_seconds']:.1f} s wall"
+            + (f", memory peak {peak / 2**20:.0f} MiB" if peak else ""))
+    if per:
+        line += f"; per resolved instance {per['cpu_seconds']:.1f} CPU-s, {per['tokens']:,.0f} tokens"
+    lost = cost["infrastructure_failures"]
+    if lost["instances"]:
+        line += f"; infrastructure failures spent {lost['cpu_seconds']:.1f} CPU-s apart"
+    return line

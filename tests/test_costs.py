@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from swe_srl.costs import cost_summary, cost_totals, per_unit, usage_dict
+from swe_srl.costs import cost_summary, cost_totals, describe_cost, per_unit, usage_dict
 from swe_srl.evaluate import EvalConfig, InstanceResult, evaluate_tasks, instance_dir
 from swe_srl.experts import ExpertReplay, load_scripts
 from swe_srl.harness import GradedEpisode, HarnessConfig, run_graded_episode
@@ -165,3 +165,11 @@ def test_grading_infra_failure_keeps_what_its_containers_used(docker_client, bas
     row = InstanceResult.of(graded)
     assert cost_summary([row])["infrastructure_failures"]["containers"] == 2
     assert cost_summary([row])["graded"]["containers"] == 0
+
+
+def test_console_line_names_the_totals_the_cost_per_resolved_instance_and_the_failures():
+    rows = [_row(_usage(3.0, 9.0, 300 * 2**20), resolved=True, prompt=1200, completion=34, wall=12.0),
+            _row(_usage(1.0, 2.0, None), infra="engine gone", wall=1.0)]
+    line = describe_cost(cost_summary(rows))
+    assert line == ("cost: 3.0 CPU-s, 9.0 container-s, 1,234 tokens, 12.0 s wall, memory peak 300 MiB; "
+                    "per resolved instance 3.0 CPU-s, 1,234 tokens; infrastructure failures spent 1.0 CPU-s apart")
