@@ -6,8 +6,9 @@ one one-shot engine stats call, plus an exec on cgroup v2), per container, in mi
 2. back to back: containers opened and closed one after another (a stats call that arrives
    within 1 s of the previous one waits for the collector's next pass);
 3. in an eval of the demo tasks (expert replays, ``--workers``): every container's stats call,
-   and the eval's wall time with the stats read vs without (the call replaced by an unmeasured
-   result), runs alternating so both see the same machine load.
+   the share of the workers' time they took, and the eval's wall time with the stats read vs
+   without (the call replaced by an unmeasured result), runs alternating so both see the same
+   machine load.
 
     .venv/bin/python benchmarks/usage.py [--containers 10] [--runs 3] [--workers 1,2]
 """
@@ -105,7 +106,10 @@ def main() -> None:
                 walls[measure].append(wall)
                 calls += seen if measure else []
         on, off = statistics.median(walls[True]), statistics.median(walls[False])
-        print(f"eval of {len(tasks)} demo tasks, {workers} worker(s): stats calls {describe(calls)}; "
+        # The share of the workers' time spent waiting for stats: robust where the walls are noisy.
+        share = sum(calls) / args.runs / (on * workers)
+        print(f"eval of {len(tasks)} demo tasks, {workers} worker(s): stats calls {describe(calls)}, "
+              f"{sum(calls) / args.runs:.2f} s per eval = {share:.1%} of the workers' time; "
               f"eval wall median {on:.2f} s with vs {off:.2f} s without ({on / off:.3f}x), "
               f"load {os.getloadavg()[0]:.2f}")
 
