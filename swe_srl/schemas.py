@@ -233,14 +233,14 @@ class ExecResult(Record):
 class ResourceUsage(Record):
     """What sandbox containers used (one container, or the sum over an episode's or a run's).
 
-    ``cpu_seconds`` and ``memory_peak_bytes`` come from the engine's stats read once just
-    before each container is removed (the local backend: the rusage of its commands);
-    ``unmeasured`` counts the containers whose stats could not be read (dead before removal,
-    an engine error) and whose CPU is therefore missing from the sum. ``memory_peak_bytes`` is
-    the largest peak of any one container; ``memory_source`` says what it is: ``max_usage``
-    (cgroup v1, page cache included), ``memory.peak`` (cgroup v2, read in the container),
-    ``usage_at_close`` (cgroup v2 without memory.peak: a lower bound), ``max_rss`` (local:
-    the largest process), several joined by ``+``. ``container_seconds``: create to removal."""
+    ``cpu_seconds`` and ``memory_peak_bytes``: the container's cgroup counters, read once just
+    before it is removed (:mod:`swe_srl.sandbox.usage`; the local backend: the rusage of its
+    commands). ``unmeasured`` counts the containers that could not be read (dead before
+    removal, an engine error): their CPU is missing from the sum. ``memory_peak_bytes`` is the
+    largest peak of any one container; ``memory_source`` says what it is: ``max_usage``
+    (cgroup v1's high-water mark, page cache included), ``memory.peak`` (cgroup v2),
+    ``usage_at_close`` (cgroup v2 without memory.peak: a lower bound), ``max_rss`` (local: the
+    largest process), several joined by ``+``. ``container_seconds``: create to removal."""
 
     containers: int = 0
     container_seconds: float = 0.0
