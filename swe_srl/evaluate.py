@@ -24,6 +24,7 @@ from .actions import ActionSyntax
 from .agent import GREEDY
 from .calibration import Calibration, resolve_calibration, stable_summary
 from .config import RewardConfig
+from .costs import cost_summary, usage_dict
 from .errors import ConfigError
 from .harness import GradedEpisode, HarnessConfig, run_graded_episode
 from .hosts import HostPool, HostsConfig
@@ -85,12 +86,17 @@ class InstanceResult:
     patch: str = ""
     report: Optional[dict] = None
     host: Optional[str] = None
+    usage: Optional[dict] = None
+    """What the agent's and the grading containers used together (``ResourceUsage``; the
+    grading container's alone is in ``report``)."""
+    agent_usage: Optional[dict] = None
+    """What the agent's container used."""
 
     @classmethod
     def of(cls, graded: GradedEpisode) -> "InstanceResult":
         task, result, report = graded.task, graded.result, graded.report
         base = cls(instance_id=task.instance_id, repo=task.repo, infra_error=graded.infra_error,
-                   wall_time=graded.wall_time, host=graded.host)
+                   wall_time=graded.wall_time, host=graded.host, usage=usage_dict(graded.usage))
         if result is None:
             return base
         return replace(
@@ -98,7 +104,8 @@ class InstanceResult:
             format_errors=result.format_errors, prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens, model_time=result.model_time,
             sandbox_time=result.sandbox_time, grading_time=report.duration if report is not None else 0.0,
-            patch=result.patch, report=report.to_dict() if report is not None else None)
+            patch=result.patch, report=report.to_dict() if report is not None else None,
+            agent_usage=usage_dict(result.usage))
 
     @classmethod
     def from_dict(cls, data: dict) -> "InstanceResult":
@@ -239,6 +246,7 @@ def summarize(results: Sequence[InstanceResult], *, total: int, skipped: int = 0
         "tokens": {"prompt": int(total_of("prompt_tokens")), "completion": int(total_of("completion_tokens"))},
         "time_seconds": {"model": total_of("model_time"), "sandbox": total_of("sandbox_time"),
                          "grading": total_of("grading_time"), "wall": total_of("wall_time")},
+        "cost": cost_summary(results),
     }
 
 

@@ -24,7 +24,7 @@ from .sandbox import SandboxConfig, open_sandbox
 from .sandbox.config import Backend, check_size
 from .sandbox.grading import GradingConfig, grade
 from .sandbox.images import ensure_image
-from .schemas import EpisodeResult, Task, TestReport
+from .schemas import EpisodeResult, ResourceUsage, Task, TestReport
 
 EMPTY_PATCH_LOG = "empty patch: not graded"
 CONTAINER_DIED = "the agent's commands killed its container"
@@ -78,6 +78,20 @@ class GradedEpisode:
     @property
     def resolved(self) -> bool:
         return self.infra_error is None and self.report is not None and bool(self.report.resolved)
+
+    @property
+    def usage(self) -> Optional[ResourceUsage]:
+        """The agent's container and the grading container together (None: neither measured)."""
+        parts = [self.result.usage if self.result is not None else None,
+                 self.report.usage if self.report is not None else None]
+        return ResourceUsage.total(parts) if any(p is not None for p in parts) else None
+
+
+def record_usage(out: GradedEpisode, sandbox: object) -> None:
+    """Put what the episode's sandbox used (read when it was removed) into its result."""
+    usage = getattr(sandbox, "usage", None)
+    if out.episode is not None and usage is not None:
+        out.episode.result = replace(out.episode.result, usage=usage)
 
 
 def sandbox_config(task: Task, image: str, config: HarnessConfig) -> SandboxConfig:
@@ -134,6 +148,7 @@ def run_graded_episode(policy: Policy, task: Task, config: HarnessConfig = Harne
             raise image
         with open_sandbox(sandbox_config(task, image, config)) as sandbox:
             out.episode = run_episode(policy, sandbox, task, config.agent, generation, model_name=model_name)
+        record_usage(out, sandbox)
     except InfrastructureError as exc:
         out.infra_error, out.wall_time = str(exc), time.monotonic() - started
         return out

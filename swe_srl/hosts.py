@@ -36,7 +36,7 @@ from typing import Any, Literal, Optional
 
 from .agent import run_episode
 from .errors import ConfigError, InfrastructureError, SweSrlError
-from .harness import GradedEpisode, HarnessConfig, finish_graded_episode, sandbox_config
+from .harness import GradedEpisode, HarnessConfig, finish_graded_episode, record_usage, sandbox_config
 from .policy.base import GenerationConfig, Policy
 from .sandbox.config import SandboxConfig
 from .sandbox.grading import GradingConfig
@@ -157,12 +157,15 @@ class HostWorker:
             raise InfrastructureError(f"host {self.name}: sandbox {sid[:8]} is not open")
         return getattr(sandbox, method)(*args, **kwargs)
 
-    def close(self, sid: str) -> None:
+    def close(self, sid: str) -> Any:
+        """Remove the sandbox; returns what it used (its ``usage``), None when not open."""
         with self.lock:
             sandbox = self.sandboxes.pop(sid, None)
             self.episodes_served += sandbox is not None
-        if sandbox is not None:
-            sandbox.close()
+        if sandbox is None:
+            return None
+        sandbox.close()
+        return getattr(sandbox, "usage", None)
 
     def grade(self, task: Task, patch: str, config: GradingConfig) -> TestReport:
         from .sandbox.grading import grade
@@ -228,6 +231,7 @@ class RemoteSandbox:
 
     def __init__(self, host: HostHandle, config: SandboxConfig, deadline: float, grace: float) -> None:
         self.host, self.config, self.deadline, self.grace = host, config, deadline, grace
+        self.usage = None  # what the container used, as its host read it at removal
         # A start waits for a free container-start slot on the host: bounded by the budget only.
         self.sid, self.base_commit = host.call("open", config, timeout=self._left("opening a sandbox", None,
                                                                                  whole=True))
@@ -262,7 +266,7 @@ class RemoteSandbox:
 
     def close(self) -> None:
         try:
-            self.host.call("close", self.sid, timeout=self.grace)
+            self.usage = self.host.call("close", self.sid, timeout=self.grace)
         except InfrastructureError as exc:  # its host's reaper removes it later
             log.warning("closing sandbox on host %s: %s", self.host.name, exc)
 
@@ -352,6 +356,7 @@ class HostPool:
                                                              max(1.0, self.config.episode_budget_s - self.config.call_grace_s)))
             with RemoteSandbox(host, sandbox_config(task, image, harness), deadline, self.config.call_grace_s) as box:
                 out.episode = run_episode(policy, box, task, agent, generation, model_name=model_name)
+            record_usage(out, box)
             grading = harness.grading
             finish_graded_episode(out, lambda patch: host.call(
                 "grade", replace(task, image=image), patch, grading,

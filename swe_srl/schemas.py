@@ -12,7 +12,7 @@ import functools
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Optional, TypeVar, Union
+from typing import Any, ClassVar, Mapping, Optional, Sequence, TypeVar, Union
 
 from .errors import RecordError
 
@@ -233,6 +233,46 @@ class ExecResult(Record):
 
 
 @dataclass(frozen=True)
+class ResourceUsage(Record):
+    """What sandbox containers used (one container, or the sum over an episode's or a run's).
+
+    ``cpu_seconds`` and ``memory_peak_bytes``: the container's cgroup counters, read once just
+    before it is removed (:mod:`swe_srl.sandbox.usage`; the local backend: the rusage of its
+    commands). ``unmeasured`` counts the containers that could not be read (dead before
+    removal, an engine error): their CPU is missing from the sum. ``memory_peak_bytes`` is the
+    largest peak of any one container; ``memory_source`` says what it is: ``max_usage``
+    (cgroup v1's high-water mark, page cache included), ``memory.peak`` (cgroup v2),
+    ``usage_at_close`` (cgroup v2 without memory.peak: a lower bound), ``max_rss`` (local: the
+    largest process), several joined by ``+``. ``container_seconds``: create to removal."""
+
+    containers: int = 0
+    container_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    memory_peak_bytes: Optional[int] = None
+    memory_source: str = ""
+    unmeasured: int = 0
+
+    def __add__(self, other: "ResourceUsage") -> "ResourceUsage":
+        peaks = [p for p in (self.memory_peak_bytes, other.memory_peak_bytes) if p is not None]
+        sources = sorted({s for u in (self, other) for s in u.memory_source.split("+") if s})
+        return ResourceUsage(
+            containers=self.containers + other.containers,
+            container_seconds=round(self.container_seconds + other.container_seconds, 3),
+            cpu_seconds=round(self.cpu_seconds + other.cpu_seconds, 3),
+            memory_peak_bytes=max(peaks) if peaks else None, memory_source="+".join(sources),
+            unmeasured=self.unmeasured + other.unmeasured)
+
+    @classmethod
+    def total(cls, parts: Sequence[Optional["ResourceUsage"]]) -> "ResourceUsage":
+        """The sum of ``parts`` (None entries skipped)."""
+        out = cls()
+        for part in parts:
+            if part is not None:
+                out = out + part
+        return out
+
+
+@dataclass(frozen=True)
 class TestReport(Record):
     """Grading of one patch on one task. ``infra_error`` set means the harness failed and
     nothing is known about the patch. ``rejected`` says why the patch is not resolved whatever
@@ -251,6 +291,8 @@ class TestReport(Record):
     duration: float = 0.0
     log_tail: str = ""
     rejected: Optional[str] = None
+    usage: Optional[ResourceUsage] = None
+    """The grading container's (None: no container ran)."""
 
 
 @dataclass(frozen=True)
@@ -278,3 +320,5 @@ class EpisodeResult(Record):
     sandbox_time: float = 0.0
     infra_error: Optional[str] = None
     report: Optional[TestReport] = None
+    usage: Optional[ResourceUsage] = None
+    """The agent's container (None: not measured); the grading container's is in ``report``."""

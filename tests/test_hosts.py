@@ -133,6 +133,9 @@ def test_expert_replays_spread_over_two_engines(engines, cluster, tmp_path, dock
     hosts = {json.loads((instance_dir(tmp_path, t.instance_id) / "result.json").read_text())["host"] for t in DEMO}
     assert hosts == {"a", "b"}
     assert engines[1].containers() == [] and _ray_run_containers() == []
+    # What every container used came back from its host: the agent's sandbox and the grading one.
+    cost = summary["cost"]["graded"]
+    assert cost["containers"] == 2 * len(DEMO) and cost["unmeasured_containers"] == 0 and cost["cpu_seconds"] > 0
 
 
 @pytest.mark.docker

@@ -14,6 +14,7 @@ from rich.console import Console
 from .. import paths
 from ..calibration import resolve_calibration
 from ..config_loader import load_config
+from ..costs import describe_cost
 from ..dataset import load_step_targets
 from ..errors import InputError
 from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
@@ -110,6 +111,7 @@ def eval_command(
     console.print(f"resolved {summary['resolved']}/{summary['graded']} ({summary['resolved_rate']:.1%}); "
                   f"infrastructure failures {summary['infrastructure_failures']}; "
                   f"{summary['resumed_from_previous_run']} finished earlier; results in {out_dir}")
+    console.print(describe_cost(summary["cost"]))
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import astuple, dataclass, field
 from typing import Any, Optional, Sequence
 
+from ..costs import per_unit
 from .distributed import Dist
 
 
@@ -63,6 +64,16 @@ class EpisodeTotals:
     model_time: float = 0.0
     sandbox_time: float = 0.0
     grading_time: float = 0.0
+    # Costs (swe_srl.costs) of the episodes whose infrastructure held, and of those whose did not.
+    reward: float = 0.0
+    cpu_seconds: float = 0.0
+    container_seconds: float = 0.0
+    tokens: float = 0.0
+    memory_peak_bytes: float = 0.0
+    memory_peaks: float = 0.0
+    infra_cpu_seconds: float = 0.0
+    infra_container_seconds: float = 0.0
+    infra_tokens: float = 0.0
 
     def all_sum(self, dist: Dist) -> "EpisodeTotals":
         return EpisodeTotals(*dist.all_sum(astuple(self)))
@@ -89,6 +100,21 @@ class EpisodeTotals:
         }
         if self.similarity_count:
             out["reward/similarity"] = self.similarity / self.similarity_count
+        return out | self.cost_metrics()
+
+    def cost_metrics(self) -> dict[str, float]:
+        """``cost/*``: CPU-, container-seconds and tokens of the step's episodes, the same
+        per reward point (when the rewards sum above 0) and per resolved episode (when any), the
+        mean memory peak, and what the episodes that hit an infrastructure failure spent (apart)."""
+        totals = {"cpu_seconds": self.cpu_seconds, "container_seconds": self.container_seconds, "tokens": self.tokens}
+        out = {f"cost/{key}": value for key, value in totals.items()}
+        for unit, count in (("reward", self.reward), ("resolved", self.resolved)):
+            out.update({f"cost/{key}_per_{unit}": value for key, value in (per_unit(totals, count) or {}).items()})
+        if self.memory_peaks:
+            out["cost/memory_peak_mb_mean"] = self.memory_peak_bytes / self.memory_peaks / 2**20
+        out.update({"cost/infra_cpu_seconds": self.infra_cpu_seconds,
+                    "cost/infra_container_seconds": self.infra_container_seconds,
+                    "cost/infra_tokens": self.infra_tokens})
         return out
 
 

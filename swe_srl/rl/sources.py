@@ -43,7 +43,7 @@ from ..policy.base import Policy
 from ..policy.batching import shared_policy
 from ..prompts import messages_for_target
 from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode, turn_credit
-from ..schemas import StepTarget, Task, Trajectory
+from ..schemas import ResourceUsage, StepTarget, Task, Trajectory
 from .distributed import Dist
 from .prompt_budget import PromptBudget
 from .records import EpisodeTotals, Group
@@ -240,7 +240,7 @@ def episode_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:
     ok = [r for r in rollouts if r.graded.infra_error is None]
     results = [r.graded.result for r in ok if r.graded.result is not None]
     sims = [r.components[SIMILARITY] for r in ok if r.components.get(SIMILARITY) is not None]
-    return EpisodeTotals(
+    return _cost_totals(rollouts) + EpisodeTotals(
         count=len(rollouts), infra_failures=len(rollouts) - len(ok), valid=len(ok),
         tests=sum(r.components.get(TESTS) or 0.0 for r in ok), resolved=sum(1 for r in ok if r.graded.resolved),
         similarity_count=len(sims), similarity=sum(sims), turns=sum(res.num_steps for res in results),
@@ -249,6 +249,24 @@ def episode_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:
         wall_time=sum(r.graded.wall_time for r in rollouts), model_time=sum(res.model_time for res in results),
         sandbox_time=sum(res.sandbox_time for res in results),
         grading_time=sum(r.graded.report.duration for r in ok if r.graded.report is not None))
+
+
+def _cost_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:
+    """The ``cost`` part of :func:`episode_totals`: containers and tokens, infra failures apart."""
+    def spent(rows: Sequence[EpisodeRollout]) -> tuple[ResourceUsage, int]:
+        usage = ResourceUsage.total([r.graded.usage for r in rows])
+        tokens = sum(r.graded.result.prompt_tokens + r.graded.result.completion_tokens
+                     for r in rows if r.graded.result is not None)
+        return usage, tokens
+
+    ok = [r for r in rollouts if r.graded.infra_error is None]
+    (usage, tokens), (lost, lost_tokens) = spent(ok), spent([r for r in rollouts if r.graded.infra_error])
+    peaks = [u.memory_peak_bytes for u in (r.graded.usage for r in ok) if u is not None and u.memory_peak_bytes]
+    return EpisodeTotals(
+        reward=sum(r.reward for r in ok if r.reward is not None), cpu_seconds=usage.cpu_seconds,
+        container_seconds=usage.container_seconds, tokens=tokens, memory_peak_bytes=sum(peaks),
+        memory_peaks=len(peaks), infra_cpu_seconds=lost.cpu_seconds,
+        infra_container_seconds=lost.container_seconds, infra_tokens=lost_tokens)
 
 
 def load_expert_actions(path: str | Path, tasks: Sequence[Task]) -> dict[str, list[str]]:

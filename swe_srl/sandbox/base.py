@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Protocol, runtime_checkable
+from typing import Optional, Protocol, runtime_checkable
 
 from ..errors import PatchTooLarge, SweSrlError
-from ..schemas import ExecResult
+from ..schemas import ExecResult, ResourceUsage
 
 # Where swe-srl keeps its own files inside a sandbox: outside the repository (so never in the
 # diff) and out of the agent's usual sight (/tmp, $HOME).
@@ -32,9 +32,11 @@ class Sandbox(Protocol):
     """An isolated copy of a task repository where an episode's commands run.
 
     ``exec`` never raises for a failing or timing-out command (that is an observation); it
-    raises InfrastructureError when the sandbox itself is gone or broken."""
+    raises InfrastructureError when the sandbox itself is gone or broken. ``usage`` is None
+    until ``close`` has read what the sandbox used (CPU, memory peak, lifetime)."""
 
     base_commit: str
+    usage: Optional[ResourceUsage]
 
     def exec(self, command: str, timeout: float | None = None, *, workdir: str | None = None,
              env: dict | None = None) -> ExecResult: ...

@@ -26,17 +26,19 @@ import tarfile
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import DiskLimitExceeded, InfrastructureError, SandboxDied
-from ..schemas import ExecResult
+from ..schemas import ExecResult, ResourceUsage
 from .base import (KILL_GRACE, check_patch_size, RESCUE_COMMAND, STATE_DIR, OutputCapture, SandboxFileNotFound, diff_script,
                    exec_argv, hygiene_script, is_timeout, kill_group_command)
 from .client import docker_client, infra_error
 from .config import SandboxConfig
 from .reaper import owner_labels, reap
 from .tools import tools_archive
+from .usage import container_usage
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class DockerSandbox:
         self._container: Any = None
         self._closed = False
         self._serial = itertools.count()
+        self.usage: ResourceUsage | None = None
+        """What the container used, set when it is removed (see :mod:`.usage`)."""
         self._start()
 
     # ------------------------------------------------------------------ lifecycle
@@ -67,6 +71,7 @@ class DockerSandbox:
         cfg = self.config
         name = f"swe-srl-{cfg.run_id}-{uuid.uuid4().hex[:8]}"
         self._created_at = int(time.time()) - 1
+        self._born = time.monotonic()
         options = dict(
             command=["sleep", "infinity"], name=name, init=True, detach=True,
             working_dir=cfg.workdir, environment={**BASE_ENV, **cfg.env},
@@ -114,17 +119,20 @@ class DockerSandbox:
         return self._container.name if self._container is not None else ""
 
     def close(self) -> None:
-        """Remove the container (idempotent; never waits for a stop grace period)."""
+        """Read what the container used (``usage``), then remove it (idempotent; never waits
+        for a stop grace period)."""
         if self._closed:
             return
         self._closed = True
         if self._container is None:
             return
+        usage = container_usage(self._api, self._container.id)
         try:
             self._container.remove(force=True)
         except Exception as exc:  # already gone is fine; anything else the reaper retries
             if getattr(getattr(exc, "response", None), "status_code", None) != 404:
                 log.warning("removing sandbox %s failed: %s", self._container.name, exc)
+        self.usage = replace(usage, container_seconds=round(time.monotonic() - self._born, 3))
 
     def __enter__(self) -> "DockerSandbox":
         return self

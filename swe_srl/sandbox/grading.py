@@ -152,6 +152,7 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
                           rejected=rejected, log_tail=f"[swe-srl] {rejected}",
                           duration=round(time.monotonic() - started, 3))
     deadline = _Deadline(config.harness_timeout)
+    sandbox = None
     try:
         image = ensure_image(task)
         deadline.left("starting the container")
@@ -164,7 +165,8 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
             report = _grade_in(sandbox, task, patch, config, deadline)
     except InfrastructureError as exc:
         report = TestReport(instance_id=task.instance_id, infra_error=str(exc), pass_to_pass=0.0)
-    return replace(report, duration=round(time.monotonic() - started, 3))
+    # What the grading container used, read as it was removed (kept for an infra failure too).
+    return replace(report, duration=round(time.monotonic() - started, 3), usage=getattr(sandbox, "usage", None))
 
 
 def _last_pytest_run(command: str) -> Optional[tuple[str, str, str, str]]:

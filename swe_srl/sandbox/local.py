@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..errors import InfrastructureError, InputError
-from ..schemas import ExecResult
+from ..schemas import ExecResult, ResourceUsage
 from .base import (KILL_GRACE, STATE_DIR, OutputCapture, SandboxFileNotFound, check_patch_size, diff_script,
                    hygiene_script)
 from .config import SandboxConfig
@@ -56,6 +56,12 @@ class LocalSandbox:
         self._root = Path(tempfile.mkdtemp(prefix="swe-srl-local-"))
         self._closed = False
         self._serial = itertools.count()
+        self._born = time.monotonic()
+        self._cpu, self._max_rss = 0.0, 0
+        self.usage: ResourceUsage | None = None
+        """Set at close: the CPU of every command (as its process reported it when reaped, its
+        waited-for children included; what it left running in the background is not counted)
+        and the largest resident set of any one process."""
         self.repo = self._root / "repo"
         self.state = self._root / "state"
         try:
@@ -87,6 +93,9 @@ class LocalSandbox:
         if not self._closed:
             self._closed = True
             shutil.rmtree(self._root, ignore_errors=True)
+            self.usage = ResourceUsage(containers=1, container_seconds=round(time.monotonic() - self._born, 3),
+                                       cpu_seconds=round(self._cpu, 3), memory_peak_bytes=self._max_rss or None,
+                                       memory_source="max_rss" if self._max_rss else "")
 
     def __enter__(self) -> "LocalSandbox":
         return self
@@ -117,15 +126,32 @@ class LocalSandbox:
         if not ended:
             _kill_group(proc.pid)
         proc.stdout.close()
-        try:
-            exit_code = proc.wait(timeout=KILL_GRACE)
-        except subprocess.TimeoutExpired:
+        exit_code = self._reap(proc, KILL_GRACE)
+        if exit_code is None:
             _kill_group(proc.pid)
-            exit_code = proc.wait()
+            exit_code = self._reap(proc, None)
         elapsed = time.monotonic() - start
         timed_out = not ended and not capture.runaway
         return ExecResult(output=capture.text(), exit_code=137 if timed_out else _status(exit_code),
                           timed_out=timed_out, duration=elapsed, truncated=capture.truncated)
+
+    def _reap(self, proc: subprocess.Popen, timeout: float | None) -> int | None:
+        """Wait for ``proc`` (None when it is still running after ``timeout`` seconds) with
+        wait4, which gives its resource usage too (Popen.wait drops it)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while True:
+            pid, status, rusage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        self._cpu += rusage.ru_utime + rusage.ru_stime
+        self._max_rss = max(self._max_rss, rusage.ru_maxrss * (1 if sys.platform == "darwin" else 1024))
+        return proc.returncode
 
     def write_file(self, path: str, content: str | bytes) -> None:
         target = self._abs(path)

@@ -90,6 +90,7 @@ def test_episodes_run_on_ray_host_actors(demo_ready, tiny_model, tmp_path):
     (row,) = metric_rows(tmp_path / "run")
     assert row["episodes/count"] == 2 and row["episodes/infra_failures"] == 0 and row["reward/none"] == 0
     assert row["train/logprob_gap"] < 1e-3
+    assert row["cost/cpu_seconds"] > 0 and row["cost/container_seconds"] > 0  # read on the host actors
     assert not ray.is_initialized()
 
 
@@ -119,6 +120,10 @@ def test_a_resolving_episode_against_a_failing_one_gives_a_graded_signal(demo_re
     assert row["groups/kept"] == 1 and row["filter_rate"] == 0.0
     assert row["time/grading"] > 0 and row["train/grad_norm"] > 0
     assert row["train/sequences"] == 7 + 4  # every turn of both episodes is a sequence
+    # Costs per reward point: the containers and tokens of both episodes over their summed reward.
+    assert row["cost/cpu_seconds"] > 0 and row["cost/tokens"] > 0 and row["cost/infra_cpu_seconds"] == 0
+    assert row["cost/cpu_seconds_per_reward"] == pytest.approx(row["cost/cpu_seconds"] / (1.5 + 0.5 * nonsense), abs=2e-3)
+    assert row["cost/tokens_per_resolved"] == row["cost/tokens"]
 
 
 def test_a_missing_image_gives_masked_none_rewards_not_zero(docker_client, tiny_model, tmp_path):
