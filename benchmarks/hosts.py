@@ -31,7 +31,7 @@ def main() -> None:
 
     from swe_srl.evaluate import EvalConfig, evaluate_tasks
     from swe_srl.experts import ExpertReplay, load_scripts
-    from swe_srl.hosts import RESOURCE_PREFIX, HostsConfig
+    from swe_srl.hosts import RESOURCE_PREFIX, HostPool, HostsConfig
     from swe_srl.sandbox.images import ensure_image
     from swe_srl.tasks import load_tasks
 
@@ -47,8 +47,13 @@ def main() -> None:
                                                     episodes_per_host=max(1, args.workers // 2))),
     }
     times: dict[str, list[float]] = {k: [] for k in settings}
+    starts: list[float] = []  # HostPool with one host actor: start, ping, close (no episode)
     per_host: dict[str, dict] = {}
     for _ in range(args.runs):
+        start = time.perf_counter()
+        with HostPool(settings["ray-1-host"].hosts):
+            pass
+        starts.append(time.perf_counter() - start)
         for name, config in settings.items():
             replay = ExpertReplay.from_scripts(load_scripts(tasks), tasks)
             start = time.perf_counter()
@@ -66,6 +71,9 @@ def main() -> None:
         "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
         "episodes_per_min": {k: round(len(tasks) / m * 60, 1) for k, m in medians.items()},
         "ray_over_local": round(medians["ray-1-host"] / medians["local"], 3),
+        "actor_start_seconds": [round(t, 2) for t in starts],
+        # What a long-lived actor pays per run once its start is paid (a real run starts it once)
+        "ray_over_local_without_start": round((medians["ray-1-host"] - statistics.median(starts)) / medians["local"], 3),
         "per_host": per_host,
         "seconds_per_episode_slot": round(per_episode, 2),
     }, indent=2))

@@ -118,7 +118,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-learning")
     parser.add_argument("--ablate", type=Path, default=None, metavar="SEED_DIR",
                         help="only arm (c), once per --eps value and per --variant, from SEED_DIR/sft of an earlier "
-                             "run of this script (its dataset and seed); writes SEED_DIR/../learning-ablation.json")
+                             "run of this script (its dataset and seed); writes SEED_DIR/../learning-ablation-SEED.json")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="with --ablate: dotted train-config overrides of one more arm (c), repeatable")
     args = parser.parse_args()
@@ -160,7 +160,7 @@ def ablate(args: argparse.Namespace) -> None:
     data = seed_dir.parent / "dataset"
     variants = {f"grpo.dynamic_sampling_eps={eps:g}": {"grpo.dynamic_sampling_eps": eps} for eps in args.eps}
     variants.update({v: parse_variant(v) for v in args.variant})
-    result_path = seed_dir.parent / "learning-ablation.json"
+    result_path = seed_dir.parent / f"learning-ablation-{seed_dir.name}.json"
     rows = json.loads(result_path.read_text())["rows"] if result_path.is_file() else {}
     for name, extra in variants.items():
         out = seed_dir / ("ablate_" + "".join(c if c.isalnum() or c in ".-" else "_" for c in name))

@@ -271,11 +271,16 @@ def _cost_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:
 
 def load_expert_actions(path: str | Path, tasks: Sequence[Task]) -> dict[str, list[str]]:
     """Canonical expert actions per task id, from swe-srl Trajectory JSONL (the first
-    trajectory of a task wins). A task without one is a ConfigError: hybrid cannot score it."""
+    trajectory of a task wins). A task without one is a ConfigError: hybrid cannot score it.
+    A leaky trajectory (one that reads the fix from outside the task: :mod:`swe_srl.leaks`) is
+    never a reference: scoring the policy's similarity to it would reward the same cheat."""
+    from ..leaks import scan_trajectory
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"expert trajectories not found: {path} (set episodes.experts, or use --method rlvr)")
     found: dict[str, list[str]] = {}
+    leaky: dict[str, str] = {}  # task id -> the first leaky action's rule
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -284,9 +289,15 @@ def load_expert_actions(path: str | Path, tasks: Sequence[Task]) -> dict[str, li
         except (ValueError, TypeError, KeyError, RecordError) as exc:
             raise InputError(f"{path}:{number}: not a swe-srl trajectory ({exc})") from None
         if trajectory.steps and trajectory.task_id not in found:
+            leaks = [leak for step in scan_trajectory(trajectory) for leak in step]
+            if leaks:
+                leaky.setdefault(trajectory.task_id, leaks[0].rule)
+                continue
             found[trajectory.task_id] = [render_xml(step.action) for step in trajectory.steps]
     missing = [t.instance_id for t in tasks if t.instance_id not in found]
     if missing:
-        raise ConfigError(f"{path} has no expert trajectory for {len(missing)} task(s), e.g. {missing[0]!r}; "
-                          "record them or narrow episodes.ids, or use --method rlvr")
+        why = (f" ({sum(m in leaky for m in missing)} only leaky, e.g. {leaky[next(m for m in missing if m in leaky)]})"
+               if any(m in leaky for m in missing) else "")
+        raise ConfigError(f"{path} has no usable expert trajectory for {len(missing)} task(s), e.g. {missing[0]!r}"
+                          f"{why}; record them or narrow episodes.ids, or use --method rlvr")
     return found

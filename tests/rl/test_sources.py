@@ -42,10 +42,34 @@ def test_expert_actions_come_from_the_recorded_demo_trajectories(tmp_path):
     assert set(experts) >= {t.instance_id for t in tasks}
     assert all(actions[-1] == render_xml(SUBMIT) for actions in experts.values())
     stranger = Task(instance_id="nobody__x-1", repo="nobody/x", base_commit="0" * 40, problem_statement="?")
-    with pytest.raises(ConfigError, match="no expert trajectory for 1 task"):
+    with pytest.raises(ConfigError, match="no usable expert trajectory for 1 task"):
         load_expert_actions(DEFAULT_OUTPUT, [stranger])
     with pytest.raises(ConfigError, match="expert trajectories not found"):
         load_expert_actions(tmp_path / "none.jsonl", tasks)
+
+
+def test_a_leaky_expert_is_never_the_hybrid_reference(tmp_path):
+    """An expert that read the fix from the history (``git log --all``) would teach the same
+    cheat through hybrid's similarity: it is passed over for a clean one, or refused."""
+    import dataclasses
+    import json
+
+    from swe_srl.schemas import Step, Trajectory
+    from swe_srl.tasks import load_tasks
+
+    if not DEFAULT_OUTPUT.is_file():
+        pytest.skip("no recorded demo experts")
+    task = load_tasks("demo")[0]
+    clean = next(Trajectory.from_dict(json.loads(line)) for line in DEFAULT_OUTPUT.read_text().splitlines()
+                 if line.strip() and json.loads(line)["task_id"] == task.instance_id)
+    peek = Step(action=make_action("bash", {"command": "cd /testbed && git log --all -p | head -200"}))
+    leaky = dataclasses.replace(clean, steps=(peek, *clean.steps))
+    path = tmp_path / "experts.jsonl"
+    path.write_text(json.dumps(leaky.to_dict()) + "\n")
+    with pytest.raises(ConfigError, match=r"no usable expert trajectory for 1 task.*1 only leaky, e.g. git-"):
+        load_expert_actions(path, [task])
+    path.write_text(json.dumps(leaky.to_dict()) + "\n" + json.dumps(clean.to_dict()) + "\n")
+    assert load_expert_actions(path, [task])[task.instance_id] == [render_xml(s.action) for s in clean.steps]
 
 
 def test_a_missing_image_gives_a_none_reward_not_zero():
