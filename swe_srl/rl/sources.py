@@ -147,7 +147,8 @@ class EpisodeSource:
         if self.pool is not None:
             graded = self.pool.run_graded_episode(self.sampler, task, e.harness, self.config.generation)
         else:
-            with self.images.lease(task) if self.images is not None else nullcontext(image) as leased:
+            leasing = self.images is not None and image is None  # else: the image (or error) given
+            with self.images.lease(task) if leasing else nullcontext(image) as leased:
                 graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=leased)
         score = score_episode(
             graded.report, [turn.action for turn in graded.turns], self.experts.get(task.instance_id, ()),

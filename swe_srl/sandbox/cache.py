@@ -254,7 +254,8 @@ class ImageCache:
                 del self._held[key]
             with self.index.locked() as data:
                 add_hold(data, ref, delta)
-                touch(data, ref)
+                if delta < 0:  # the end of a use is its last use
+                    touch(data, ref)
             if delta < 0:
                 self._room.notify_all()
 
