@@ -32,7 +32,7 @@ from ..schemas import Task
 from .cache_index import ImageIndex, add_hold, image_entry, index_path, touch
 from .client import docker_client
 from .images import cache_dir, ensure_image, expected_image_tag, image_exists
-from .usage import GB, ImageRecord, Snapshot, human_bytes, take_snapshot
+from .usage import ImageRecord, ImageStatus, Snapshot, Usage, budget_bytes, human_bytes, take_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -60,45 +60,6 @@ class CacheStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class ImageStatus:
-    """One project image in a usage report."""
-
-    ref: str
-    kind: str
-    bytes: int
-    """What it adds on top of the image it was built on (base images: their whole size)."""
-    last_used: float
-    pinned: str
-    """Why it may not be evicted ('' = it may)."""
-
-
-@dataclass(frozen=True)
-class Usage:
-    """The project's images against a budget (``doctor``, ``env prune``)."""
-
-    total_bytes: int
-    budget_bytes: Optional[int]
-    images: tuple[ImageStatus, ...]
-
-    @property
-    def pinned_bytes(self) -> int:
-        return self.total_bytes - sum(i.bytes for i in self.images if not i.pinned)
-
-    @property
-    def over_budget(self) -> bool:
-        return self.budget_bytes is not None and self.total_bytes > self.budget_bytes
-
-
-def budget_bytes(budget_gb: Optional[float]) -> Optional[int]:
-    """A budget in GB (10^9 bytes, as ``docker system df`` prints) as bytes; None = no budget."""
-    if budget_gb is None:
-        return None
-    if budget_gb < 0:
-        raise ConfigError(f"image budget must be >= 0 GB (or unset for no budget), got {budget_gb}")
-    return int(budget_gb * GB)
 
 
 class ImageCache:
@@ -145,7 +106,7 @@ class ImageCache:
         self._first_use()
         with self._lock:
             self._started.add(task.instance_id)
-        self._hold(tag, 1)
+        self._hold(tag, 1, task_image=True)
         try:
             with self._tag_lock(tag):  # a build of the same image in progress finishes first
                 if image_exists(tag):
@@ -244,7 +205,9 @@ class ImageCache:
                 self._index = ImageIndex(index_path(cache_dir(), engine))
             return self._index
 
-    def _hold(self, ref: str, delta: int) -> None:
+    def _hold(self, ref: str, delta: int, *, task_image: bool = False) -> None:
+        """One hold more or less on ``ref``; ``task_image``: it is a task's image (a pulled one
+        counts among the project's images from now on)."""
         with self._lock:
             key = (ref, threading.get_ident())
             if delta < 0 and key not in self._held:  # released by another thread than took it
@@ -256,6 +219,8 @@ class ImageCache:
                 add_hold(data, ref, delta)
                 if delta < 0:  # the end of a use is its last use
                     touch(data, ref)
+                if task_image:
+                    image_entry(data, ref)["task_image"] = True
             if delta < 0:
                 self._room.notify_all()
 
@@ -398,7 +363,7 @@ class ImageCache:
             with self.index.locked() as data:
                 image_entry(data, made)["task_image"] = True
                 touch(data, made)
-            self._fit(None, None, horizon=None, partial=True)
+            self._fit(None, None, horizon=None, partial=True)  # an estimate that fell short
 
     def _first_use(self) -> None:
         """Once: fit the budget (the engine may hold more than it when the run starts) and

@@ -22,6 +22,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+from ..errors import ConfigError
 from .builder import LABEL_KIND
 from .client import infra_error
 
@@ -216,3 +217,42 @@ def all_images_bytes(client: Any) -> int:
         for chain, size in image_layers(client, row["Id"]) or ():
             chains[chain] = size
     return sum(chains.values())
+
+
+@dataclass(frozen=True)
+class ImageStatus:
+    """One project image in a usage report."""
+
+    ref: str
+    kind: str
+    bytes: int
+    """What it adds on top of the image it was built on (base images: their whole size)."""
+    last_used: float
+    pinned: str
+    """Why it may not be evicted ('' = it may)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The project's images against a budget (``doctor``, ``env prune``)."""
+
+    total_bytes: int
+    budget_bytes: Optional[int]
+    images: tuple[ImageStatus, ...]
+
+    @property
+    def pinned_bytes(self) -> int:
+        return self.total_bytes - sum(i.bytes for i in self.images if not i.pinned)
+
+    @property
+    def over_budget(self) -> bool:
+        return self.budget_bytes is not None and self.total_bytes > self.budget_bytes
+
+
+def budget_bytes(budget_gb: Optional[float]) -> Optional[int]:
+    """A budget in GB (10^9 bytes, as ``docker system df`` prints) as bytes; None = no budget."""
+    if budget_gb is None:
+        return None
+    if budget_gb < 0:
+        raise ConfigError(f"image budget must be >= 0 GB (or unset for no budget), got {budget_gb}")
+    return int(budget_gb * GB)
