@@ -9,7 +9,8 @@ pass the budget, and builds (or pulls) the images of the next tasks in the backg
 
 Never evicted: base images (every task image is built on one), an image a container was
 created from, an image another present image was built on, an image a live process holds (an
-episode in flight, here or in another run on the same engine: holds live in the cache index).
+episode in flight, here or in another run on the same engine: holds live in the cache index),
+an untagged image younger than two minutes (a commit not tagged yet).
 Among the rest, images no upcoming task needs go first, least recently used first (last use
 as recorded in the index, else creation time); then images of upcoming tasks, the one needed
 last first. An image is made only once room for it is free: its size is known from an earlier
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 
 _WAIT_S = 5.0  # re-check for room at least this often while waiting for a held image
 _FIRST_BUILD_SLACK = 64 * 1024  # git's own files in a task image's layer (hooks, index, config)
+# An untagged image may be a commit (ours or another run's) between its creation and its tag:
+# removing it by id then would take the tag with it. Older untagged images are leftovers.
+_UNTAGGED_MIN_AGE_S = 120.0
 
 
 @dataclass
@@ -110,6 +115,7 @@ class ImageCache:
         try:
             with self._tag_lock(tag):  # a build of the same image in progress finishes first
                 if image_exists(tag):
+                    log.debug("acquired %s (present)", tag)
                     with self._lock:
                         self.stats.hits += 1
                 else:
@@ -258,6 +264,8 @@ class ImageCache:
                 pins[image.id] = "parent"
             elif held.intersection((image.id, *image.tags)):
                 pins[image.id] = "held"
+            elif not image.tags and time.time() - image.created < _UNTAGGED_MIN_AGE_S:
+                pins[image.id] = "new"  # a commit in progress: the engine tags the image just after
         return pins
 
     def _needed(self) -> dict[str, int]:

@@ -146,6 +146,22 @@ def test_least_recently_used_goes_first_and_held_and_base_images_stay(docker_cli
                 docker_client.images.remove(tag)
 
 
+@docker
+def test_a_fresh_untagged_image_is_not_evicted_as_a_commit_may_be_about_to_tag_it(docker_client, base_image):
+    container = docker_client.containers.create(base_image, command=["true"], labels={"swe-srl.kind": "task"})
+    try:
+        image = container.commit()  # a project image (its label) that has no tag yet
+    finally:
+        container.remove(force=True)
+    try:
+        assert {i.ref: i.pinned for i in ImageCache().usage().images}[image.id] == "new"
+        with ImageCache().hold(_others(docker_client, {image.id})):
+            assert ImageCache(0).enforce() == []
+        assert docker_client.images.get(image.id)
+    finally:
+        docker_client.images.remove(image.id, force=True)
+
+
 class _Sampler(threading.Thread):
     """Samples the project's image bytes and which of ``tags`` are present, every 50 ms."""
 
