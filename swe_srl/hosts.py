@@ -421,7 +421,7 @@ class HostPool:
 def check_hosts(config: HostsConfig, tasks_dir: Any = None) -> list:
     """``doctor --hosts``: one line per Docker host, through its Ray actor."""
     from .sandbox.doctor import Check
-    from .sandbox.usage import human_bytes
+    from .sandbox.image_usage import human_bytes
 
     checks = []
     try:

@@ -16,7 +16,7 @@ from ..paths import TASKS_DIR
 from ..sandbox.cache import ImageCache, budget_bytes
 from ..sandbox.doctor import run_checks
 from ..sandbox.images import MIRROR_ENV, build_all
-from ..sandbox.usage import human_bytes
+from ..sandbox.image_usage import human_bytes
 
 env_app = typer.Typer(help="Sandbox environments: build the base image and the task images.",
                       no_args_is_help=True)

@@ -1,5 +1,5 @@
 """Task images under a disk budget: the engine's images as a cache that evicts the least
-recently used task image when the project's image bytes (:mod:`~swe_srl.sandbox.usage`) would
+recently used task image when the project's image bytes (:mod:`~swe_srl.sandbox.image_usage`) would
 pass the budget, and builds (or pulls) the images of the next tasks in the background.
 
     cache = ImageCache.of(budget_gb=20, prefetch=2)
@@ -34,7 +34,7 @@ from ..schemas import Task
 from .cache_index import ImageIndex, add_hold, image_entry, index_path, touch
 from .client import docker_client
 from .images import cache_dir, ensure_image, expected_image_tag, image_exists
-from .usage import ImageRecord, ImageStatus, Snapshot, Usage, budget_bytes, human_bytes, take_snapshot
+from .image_usage import ImageRecord, ImageStatus, Snapshot, Usage, budget_bytes, human_bytes, take_snapshot
 
 log = logging.getLogger(__name__)
 

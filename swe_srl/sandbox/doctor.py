@@ -20,7 +20,7 @@ from .cache import ImageCache
 from .client import docker_client
 from .images import base_image_tag, image_exists, task_dirs, task_image_tag
 from .reaper import LABEL_PID, owner_alive
-from .usage import human_bytes
+from .image_usage import human_bytes
 
 Status = Literal["ok", "warn", "fail"]
 PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "swebench", "docker")
