@@ -31,17 +31,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swe_srl.evaluate import EvalConfig, evaluate_tasks  # noqa: E402
 from swe_srl.experts import ExpertReplay, load_scripts  # noqa: E402
+from swe_srl.harness import HarnessConfig  # noqa: E402
 from swe_srl.sandbox.images import ensure_image  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 
 
-def one_run(tasks, scripts, workers: int) -> dict:
+def one_run(tasks, scripts, workers: int, harness: HarnessConfig = HarnessConfig()) -> dict:
     """One whole evaluation of ``tasks`` in a fresh output folder; returns its measurements."""
     replay = ExpertReplay.from_scripts(scripts, tasks)
     with tempfile.TemporaryDirectory(prefix="swe-srl-bench-eval-") as out:
         started = time.perf_counter()
-        summary = evaluate_tasks(replay.policy(), tasks, out, EvalConfig(workers=workers, model_name="expert-script"),
-                                 thread_safe_policy=True)
+        config = EvalConfig(workers=workers, model_name="expert-script", harness=harness)
+        summary = evaluate_tasks(replay.policy(), tasks, out, config, thread_safe_policy=True)
         wall = time.perf_counter() - started
         if summary["resolved"] != len(tasks):
             details = {}
@@ -56,7 +57,8 @@ def one_run(tasks, scripts, workers: int) -> dict:
                              f"{json.dumps(details, indent=1)}")
     split = summary["time_seconds"]
     return {"wall": wall, "episodes_per_min": 60 * len(tasks) / wall, "model": split["model"],
-            "sandbox": split["sandbox"], "grading": split["grading"], "instance_wall": split["wall"]}
+            "sandbox": split["sandbox"], "grading": split["grading"], "instance_wall": split["wall"],
+            "image_cache": summary.get("image_cache")}
 
 
 def load_average() -> float:

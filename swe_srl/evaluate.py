@@ -15,6 +15,7 @@ import os
 import statistics
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import islice
 from pathlib import Path
@@ -32,6 +33,7 @@ from .policy.base import GenerationConfig, Policy
 from .policy.batching import shared_policy
 from .prompts import messages_for_target
 from .rewards.similarity import StepScores
+from .sandbox.cache import ImageCache
 from .schemas import StepTarget, Task
 
 
@@ -143,13 +145,18 @@ def _finished(out_dir: Path, task: Task, retry_infra: bool) -> bool:
 
 
 def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig,
-                 pool: Optional[HostPool] = None) -> InstanceResult:
-    """Run and grade one task (on a host of ``pool`` when given); writes trajectory.json, then
-    result.json (atomically, last: its presence marks the instance finished)."""
+                 pool: Optional[HostPool] = None, images: Optional[ImageCache] = None) -> InstanceResult:
+    """Run and grade one task (on a host of ``pool`` when given; else with its image leased
+    from ``images`` when given); writes trajectory.json, then result.json (atomically, last:
+    its presence marks the instance finished)."""
     folder = instance_dir(out_dir, task.instance_id)
     folder.mkdir(parents=True, exist_ok=True)
-    run = pool.run_graded_episode if pool is not None else run_graded_episode
-    graded = run(policy, task, config.harness, config.generation, model_name=config.model_name)
+    if pool is not None:
+        graded = pool.run_graded_episode(policy, task, config.harness, config.generation, model_name=config.model_name)
+    else:
+        with images.lease(task) if images is not None else nullcontext(None) as image:
+            graded = run_graded_episode(policy, task, config.harness, config.generation, image=image,
+                                        model_name=config.model_name)
     if graded.result is not None:
         (folder / "trajectory.json").write_text(
             json.dumps(graded.result.trajectory.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
@@ -171,6 +178,9 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if not _finished(out, t, config.retry_infra)]
     hosts = HostPool(config.hosts) if todo and config.hosts.backend == "ray" else None
+    images = config.harness.image_cache() if hosts is None and config.harness.sandbox == "docker" else None
+    if images is not None:
+        images.plan(todo)  # prefetch builds the next tasks' images; eviction keeps the soonest needed
     workers = hosts.slots if hosts is not None else config.workers
     # Threads share an in-process model through one batching queue (no global lock).
     runner = policy if thread_safe_policy or workers == 1 else shared_policy(policy, workers)
@@ -181,7 +191,7 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
             # up their containers, nothing new starts, and a rerun resumes from there.
             queue = iter(todo)
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                running = {pool.submit(run_instance, runner, task, out, config, hosts)
+                running = {pool.submit(run_instance, runner, task, out, config, hosts, images)
                            for task in islice(queue, workers)}
                 while running:
                     done, running = wait(running, return_when=FIRST_COMPLETED)
@@ -189,15 +199,19 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
                         result = future.result()  # a harness bug surfaces here, never silently lost
                         if on_result is not None:
                             on_result(result)
-                        running |= {pool.submit(run_instance, runner, task, out, config, hosts)
+                        running |= {pool.submit(run_instance, runner, task, out, config, hosts, images)
                                     for task in islice(queue, 1)}
     finally:
         if hosts is not None:
             hosts.close()
+        if images is not None:
+            images.close()
     results = [r for r in (read_result(out, t.instance_id) for t in tasks) if r is not None]
     write_predictions(out / "predictions.jsonl", results, config.model_name)
     summary = summarize(results, total=len(tasks), skipped=len(tasks) - len(todo))
     summary["stable"] = stable_summary(results, tasks, calibration) if calibration is not None else None
+    if images is not None and images.budget is not None:
+        summary["image_cache"] = images.stats.to_dict()
     _write_json_atomic(out / "summary.json", summary)
     return summary
 

@@ -21,6 +21,7 @@ from .agent import GREEDY, AgentConfig, Episode, run_episode
 from .errors import ConfigError, InfrastructureError
 from .policy.base import GenerationConfig, Policy
 from .sandbox import SandboxConfig, open_sandbox
+from .sandbox.cache import ImageCache
 from .sandbox.config import Backend, check_size
 from .sandbox.grading import GradingConfig, grade
 from .sandbox.images import ensure_image
@@ -47,11 +48,26 @@ class HarnessConfig:
     the model's failure."""
     sandbox: Backend = "docker"
     """'docker' (isolated) or 'local' (no isolation; only where docker is unavailable)."""
+    image_budget_gb: Optional[float] = None
+    """Disk budget of the project's images on each Docker engine, in GB (10^9 bytes; None =
+    no budget): task images are evicted least recently used to stay within it (never a base
+    image or one in use) and rebuilt when needed again. See :mod:`swe_srl.sandbox.cache`."""
+    image_prefetch: int = 2
+    """Images of the next N tasks made (built or pulled) in the background while the current
+    ones run, within the budget (local engine; 0 = off)."""
 
     def __post_init__(self) -> None:
         if self.cpus <= 0:
             raise ConfigError(f"harness.cpus must be > 0, got {self.cpus}")
         check_size("harness.disk_limit", self.disk_limit)
+        if self.image_budget_gb is not None and self.image_budget_gb < 0:
+            raise ConfigError(f"harness.image_budget_gb must be >= 0 (or null for no budget), got {self.image_budget_gb}")
+        if self.image_prefetch < 0:
+            raise ConfigError(f"harness.image_prefetch must be >= 0 (0 = off), got {self.image_prefetch}")
+
+    def image_cache(self) -> "ImageCache":
+        """The image cache episodes under this config lease their images from (one per run)."""
+        return ImageCache.of(self.image_budget_gb, self.image_prefetch)
 
 
 @dataclass

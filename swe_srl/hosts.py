@@ -107,16 +107,16 @@ class HostWorker:
         self.sandboxes: dict[str, Any] = {}
         self.lock = threading.Lock()
         self.starts = threading.BoundedSemaphore(max_starts)
-        self.image_locks: dict[str, threading.Lock] = {}
+        self.images: Any = None  # this engine's ImageCache, made at the first episode
         self.episodes_served = 0
 
     def ping(self) -> dict:
         """Engine facts for ``doctor`` and health checks; raises InfrastructureError when the
         engine does not answer."""
+        from .sandbox.cache import ImageCache
         from .sandbox.client import docker_client
-        from .sandbox.reaper import list_sandboxes
-
         from .sandbox.images import base_image_tag, image_exists
+        from .sandbox.reaper import list_sandboxes
 
         client = docker_client()
         try:
@@ -131,15 +131,24 @@ class HostWorker:
         return {"host": self.name, "engine": info.get("ServerVersion"), "containers_running": info.get("ContainersRunning"),
                 "images": info.get("Images"), "driver": info.get("Driver"), "pid": os.getpid(),
                 "base_image": image_exists(base_image_tag()), "disk_free_bytes": free,
-                "sandboxes": len(list_sandboxes(client=client)), "episodes_served": self.episodes_served}
+                "sandboxes": len(list_sandboxes(client=client)), "episodes_served": self.episodes_served,
+                "image_bytes": (self.images or ImageCache()).usage().total_bytes}
 
-    def ensure_image(self, task: Task) -> str:
-        from .sandbox.images import ensure_image
+    def ensure_image(self, task: Task, budget_gb: Optional[float] = None) -> str:
+        """Make ``task``'s image present on this engine (one build per image, whatever the
+        concurrency; evicting under ``budget_gb``) and hold it until :meth:`release_image`."""
+        from .sandbox.cache import ImageCache, budget_bytes
 
         with self.lock:
-            lock = self.image_locks.setdefault(task.instance_id, threading.Lock())
-        with lock:  # one build per task image on this engine, whatever the concurrency
-            return ensure_image(task)
+            if self.images is None:
+                self.images = ImageCache(budget_bytes(budget_gb))
+            self.images.budget = budget_bytes(budget_gb)
+        return self.images.acquire(task)
+
+    def release_image(self, tag: str) -> None:
+        """The episode that held ``tag`` is graded: it may be evicted again."""
+        if self.images is not None:
+            self.images.release(tag)
 
     def open(self, config: SandboxConfig) -> tuple[str, str]:
         from .sandbox import open_sandbox
@@ -350,8 +359,9 @@ class HostPool:
             return out
         out.host = host.name
         deadline = started + self.config.episode_budget_s
+        image = None
         try:
-            image = host.call("ensure_image", task, timeout=max(1.0, deadline - time.monotonic()))
+            image = host.call("ensure_image", task, harness.image_budget_gb, timeout=max(1.0, deadline - time.monotonic()))
             agent = replace(harness.agent, max_wall_time=min(harness.agent.max_wall_time,
                                                              max(1.0, self.config.episode_budget_s - self.config.call_grace_s)))
             with RemoteSandbox(host, sandbox_config(task, image, harness), deadline, self.config.call_grace_s) as box:
@@ -365,12 +375,20 @@ class HostPool:
             out.infra_error = str(exc)
             self._check(host)
         finally:
+            if image is not None:
+                self._release_image(host, image)
             host.episodes += 1
             self._give(host)
         if out.infra_error is None and out.episode is not None and out.episode.result.infra_error:
             self._check(host)
         out.wall_time = time.monotonic() - started
         return out
+
+    def _release_image(self, host: HostHandle, image: str) -> None:
+        try:
+            host.call("release_image", image, timeout=self.config.call_grace_s)
+        except InfrastructureError as exc:  # the host is gone, and its holds with its process
+            log.warning("releasing %s on host %s: %s", image, host.name, exc)
 
     def _check(self, host: HostHandle) -> None:
         """After an infrastructure failure: is the host's engine still there? If not, it
@@ -408,6 +426,7 @@ class HostPool:
 def check_hosts(config: HostsConfig, tasks_dir: Any = None) -> list:
     """``doctor --hosts``: one line per Docker host, through its Ray actor."""
     from .sandbox.doctor import Check
+    from .sandbox.image_usage import human_bytes
 
     checks = []
     try:
@@ -425,6 +444,7 @@ def check_hosts(config: HostsConfig, tasks_dir: Any = None) -> list:
             detail = (f"engine {facts['engine']} ({facts['driver']}), {facts['images']} images, base image "
                       f"{'present' if facts['base_image'] else 'missing (built on first use)'}, "
                       f"{facts['containers_running']} containers running ({facts['sandboxes']} swe-srl), "
+                      f"project images {human_bytes(facts['image_bytes'])}, "
                       f"disk free {'?' if free is None else f'{free / 2**30:.1f} GiB'}")
             low = free is not None and free < 20 * 2**30
             checks.append(Check(f"host {host.name}", "warn" if low else "ok", detail,

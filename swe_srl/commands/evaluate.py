@@ -52,6 +52,7 @@ def eval_command(
     max_new_tokens: Optional[int] = typer.Option(None, help="Tokens per policy turn [default: 512]."),
     temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0]."),
     sandbox: Optional[str] = typer.Option(None, help="docker (isolated) or local (no isolation) [default: docker]."),
+    image_budget_gb: Optional[float] = typer.Option(None, "--image-budget-gb", help="Disk budget of the project's images (GB): least recently used task images are evicted to stay within it [default: none]."),
     data: Optional[Path] = typer.Option(None, help="--mode steps: step targets [default: runs/dataset/val.jsonl]."),
     limit: int = typer.Option(0, help="--mode steps: score at most this many step targets (0 = all)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder [default: runs/eval]."),
@@ -66,6 +67,7 @@ def eval_command(
     # through YAML).
     given = {"workers": workers, "harness.agent.max_steps": max_steps, "generation.max_new_tokens": max_new_tokens,
              "generation.temperature": temperature, "harness.sandbox": sandbox, "hosts.ray_address": ray_address,
+             "harness.image_budget_gb": image_budget_gb,
              "hosts.backend": "ray" if hosts else None, "calibration": str(calibration) if calibration else None,
              "hosts.hosts": [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None}
     cfg = load_config(EvalConfig, config, overrides, section="eval",

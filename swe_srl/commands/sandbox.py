@@ -1,8 +1,10 @@
 """`swe-srl doctor` (is this machine ready?), `swe-srl env build` (sandbox images) and
-`swe-srl env calibrate` (in :mod:`.calibrate`)."""
+`swe-srl env prune` (the project's images down to a disk budget) and `swe-srl env calibrate`
+(in :mod:`.calibrate`)."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,8 +14,10 @@ from rich.table import Table
 
 from ..errors import ConfigError
 from ..paths import TASKS_DIR
+from ..sandbox.cache import ImageCache, budget_bytes
 from ..sandbox.doctor import run_checks
 from ..sandbox.images import MIRROR_ENV, build_all
+from ..sandbox.image_usage import human_bytes
 
 env_app = typer.Typer(help="Sandbox environments: build the base image and the task images; calibrate tasks.",
                       no_args_is_help=True)
@@ -23,10 +27,12 @@ def doctor_command(
     tasks: Path = typer.Option(TASKS_DIR, "--tasks", help="Task folders whose images should exist."),
     hosts: Optional[str] = typer.Option(None, "--hosts", help="Also check these Docker hosts through their Ray actors: comma-separated name=docker-url."),
     ray_address: str = typer.Option("", "--ray-address", help="The Ray cluster the hosts are on [default: a local one]."),
+    budget: Optional[float] = typer.Option(None, "--budget", help="Report the project's image bytes against this budget (GB)."),
 ) -> None:
-    """Check the Docker engine, sandbox images, disk, cores, memory, GPU and package versions
-    (and, with --hosts, every Docker host: engine, images, disk, running containers)."""
-    checks = run_checks(tasks)
+    """Check the Docker engine, sandbox images, image bytes, disk, cores, memory, GPU and package
+    versions (and, with --hosts, every Docker host: engine, images, disk, running containers)."""
+    budget_bytes(budget)  # a bad budget is one line, before any check runs
+    checks = run_checks(tasks, budget)
     if hosts:
         from ..hosts import HostsConfig, check_hosts
 
@@ -64,6 +70,34 @@ def env_build_command(
                      echo=lambda line: typer.secho(line, fg=typer.colors.BRIGHT_BLACK, err=True))
     for name, tag in tags.items():
         typer.echo(f"{name}\t{tag}")
+
+
+@env_app.command("prune")
+def env_prune_command(
+    budget: float = typer.Option(0.0, "--budget", help="Evict task images, least recently used first, until the "
+                                 "project's images take at most this many GB [default: 0: every evictable one]."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show the images and what they take."),
+) -> None:
+    """Show the project's images (bytes counted once per shared layer, as Docker stores them)
+    and evict task images down to a budget; base images and images in use stay. Evicted
+    images are rebuilt when a task needs them again."""
+    cache = ImageCache.of(budget)
+    before = cache.usage()
+    evicted = [] if dry_run else cache.enforce()
+    table = Table(title=f"swe-srl images (budget {human_bytes(cache.budget or 0)})")
+    for column in ("image", "kind", "bytes", "last used", "status"):
+        table.add_column(column, overflow="fold")
+    for image in before.images:
+        status = "evicted" if image.ref in evicted else (f"kept ({image.pinned})" if image.pinned else "kept")
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(image.last_used)) if image.last_used else "-"
+        table.add_row(image.ref, image.kind, human_bytes(image.bytes), used, status)
+    Console().print(table)
+    after = before if dry_run else cache.usage()
+    typer.echo(f"project images: {human_bytes(before.total_bytes)} -> {human_bytes(after.total_bytes)} "
+               f"({len(evicted)} evicted; pinned {human_bytes(after.pinned_bytes)})")
+    if after.over_budget and not dry_run:
+        typer.secho("still over the budget: what is left is pinned (base images, images in use)",
+                    fg=typer.colors.YELLOW, err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -41,6 +41,9 @@ def train_command(
         [], "--set", "-s", help="Dotted override, repeatable: --set grpo.num_generations=4"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder. Default: runs/train."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    image_budget_gb: Optional[float] = typer.Option(
+        None, "--image-budget-gb", help="rlvr/hybrid: disk budget of the project's images (GB); least recently "
+        "used task images are evicted to stay within it. Default: the config's episodes.harness.image_budget_gb."),
 ) -> None:
     """Train a policy on step targets or on sandboxed episodes; writes config, metrics,
     TensorBoard events and checkpoints."""
@@ -57,6 +60,8 @@ def train_command(
         flags["model.path"] = str(model)
     if tasks is not None:
         flags["episodes.tasks"] = tasks
+    if image_budget_gb is not None:
+        flags["episodes.harness.image_budget_gb"] = image_budget_gb
     cfg = load_config(TrainConfig, config, overrides, flags=flags)
     result = train(cfg, resume=resume)
     val = "  ".join(f"{k} {v:.4g}" for k, v in result.val_metrics.items() if k != "val/n")

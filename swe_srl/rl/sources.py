@@ -26,6 +26,7 @@ import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -37,7 +38,7 @@ from ..calibration import episode_weight, resolve_calibration, verdict_counts
 from ..config import EpisodeConfig, TrainConfig
 from ..errors import ConfigError, InputError, RecordError
 from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
-from ..harness import GradedEpisode, resolve_image, run_graded_episode
+from ..harness import GradedEpisode, run_graded_episode
 from ..hosts import HostPool
 from ..policy.base import Policy
 from ..policy.batching import shared_policy
@@ -120,6 +121,8 @@ class EpisodeSource:
         e = config.episodes
         self.config, self.tasks = config, tasks
         self.pool: Optional[HostPool] = None  # Ray host actors, started at the first draw
+        # Local engine: each episode leases its task's image (built once, evicted under a budget).
+        self.images = e.harness.image_cache() if e.hosts.backend != "ray" and e.harness.sandbox == "docker" else None
         threads = e.hosts.episodes_per_host * len(e.hosts.entries()) if e.hosts.backend == "ray" else e.workers
         # Concurrent episodes share an in-process model through one batching queue.
         self.sampler = shared_policy(sampler, threads) if threads > 1 else sampler
@@ -143,7 +146,9 @@ class EpisodeSource:
             images: dict[str, Any] = {t.instance_id: None for t in tasks}
             workers = self.pool.slots
         else:
-            images = {t.instance_id: resolve_image(t) for t in tasks}  # one build per task, not per episode
+            if self.images is not None:
+                self.images.plan(tasks)  # the step's other tasks' images are made while the first run
+            images = {t.instance_id: None for t in tasks}  # leased per episode; one build per task
             workers = self.config.episodes.workers
         jobs = [(t, images[t.instance_id]) for t in tasks for _ in range(G)]
         with ThreadPoolExecutor(workers, thread_name_prefix="episode") as pool:
@@ -158,14 +163,18 @@ class EpisodeSource:
         if self.pool is not None:
             graded = self.pool.run_graded_episode(self.sampler, task, e.harness, self.config.generation)
         else:
-            graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=image)
+            leasing = self.images is not None and image is None  # else: the image (or error) given
+            with self.images.lease(task) if leasing else nullcontext(image) as leased:
+                graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=leased)
         score = score_episode(
             graded.report, [turn.action for turn in graded.turns], self.experts.get(task.instance_id, ()),
             self.weights, shape=e.test_reward, scorer=self.config.reward.scorer(), infra_error=graded.infra_error)
         return EpisodeRollout(graded, score.components, score.reward, score.turn_scores)
 
     def close(self) -> None:
-        """Stop the host actors (and the local Ray this run started, if any)."""
+        """Stop the host actors (and the local Ray this run started, if any) and prefetching."""
+        if self.images is not None:
+            self.images.close()
         if self.pool is not None:
             self.pool.close()
             self.pool = None

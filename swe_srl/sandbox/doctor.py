@@ -1,8 +1,9 @@
 """`swe-srl doctor`: is this machine ready to train and run sandboxed episodes?
 
 Each check says what it found and, when something is wrong, what to run. Only the Docker
-engine and the sandbox images are required (episodes and grading cannot run without them);
-the rest (GPU, optional packages, headroom) are reported as warnings."""
+engine and the base image are required (episodes and grading cannot run without them; task
+images are built from it when a task needs them); the rest (missing task images, GPU,
+optional packages, headroom, image bytes over the budget) are reported as warnings."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Optional
 
 from ..errors import InfrastructureError
 from ..paths import TASKS_DIR
+from .cache import ImageCache
 from .client import docker_client
 from .images import base_image_tag, image_exists, task_dirs, task_image_tag
 from .reaper import LABEL_PID, owner_alive
+from .image_usage import human_bytes
 
 Status = Literal["ok", "warn", "fail"]
 PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "swebench", "docker")
@@ -53,9 +56,10 @@ def _images(tasks_dir: Path) -> list[Check]:
     missing = [f.name for f in folders if not image_exists(task_image_tag(f, base))]
     if not folders:
         checks.append(Check("task images", "warn", f"no task folders under {tasks_dir}"))
-    elif missing:
-        checks.append(Check("task images", "fail", f"{len(missing)}/{len(folders)} missing: {', '.join(missing[:3])}"
-                            + (" ..." if len(missing) > 3 else ""), "swe-srl env build"))
+    elif missing:  # built from the base image offline when a task needs them (or evicted under a budget)
+        checks.append(Check("task images", "warn", f"{len(missing)}/{len(folders)} not built: {', '.join(missing[:3])}"
+                            + (" ..." if len(missing) > 3 else "") + " (built when a task needs them)",
+                            "swe-srl env build"))
     else:
         checks.append(Check("task images", "ok", f"{len(folders)} built"))
     return checks
@@ -69,6 +73,21 @@ def _leftovers() -> list[Check]:
                       "they are removed when the next sandbox starts (or: docker rm -f $(docker ps -aq "
                       "--filter label=swe-srl.owner-pid))")]
     return [Check("sandbox containers", "ok", f"{len(summaries)} running")]
+
+
+def _image_cache(budget_gb: Optional[float]) -> list[Check]:
+    usage = ImageCache.of(budget_gb).usage()
+    pinned = sum(1 for i in usage.images if i.pinned)
+    detail = (f"{human_bytes(usage.total_bytes)} in {len(usage.images)} project images "
+              f"({pinned} pinned: {human_bytes(usage.pinned_bytes)})")
+    if usage.budget_bytes is None:
+        return [Check("image cache", "ok", detail + ", no budget")]
+    detail += f" of a {human_bytes(usage.budget_bytes)} budget"
+    if usage.pinned_bytes > usage.budget_bytes:
+        return [Check("image cache", "fail", detail, "raise the budget: base images and images in use cannot go")]
+    if usage.over_budget:
+        return [Check("image cache", "warn", detail, f"swe-srl env prune --budget {budget_gb:g} (or the next run evicts)")]
+    return [Check("image cache", "ok", detail)]
 
 
 def _disk() -> list[Check]:
@@ -115,13 +134,14 @@ def _packages() -> list[Check]:
     return [Check("packages", "ok", ", ".join(found))]
 
 
-def run_checks(tasks_dir: Path | str = TASKS_DIR) -> list[Check]:
-    """All checks, in display order. Checks that need the engine are skipped without one."""
+def run_checks(tasks_dir: Path | str = TASKS_DIR, budget_gb: Optional[float] = None) -> list[Check]:
+    """All checks, in display order; ``budget_gb``: the image budget to report usage against.
+    Checks that need the engine are skipped without one."""
     checks = _engine()
     engine_ok = checks[0].status == "ok"
     steps: list[Callable[[], list[Check]]] = [_machine, _gpu, _packages]
     if engine_ok:
-        steps = [lambda: _images(Path(tasks_dir)), _leftovers, _disk, *steps]
+        steps = [lambda: _images(Path(tasks_dir)), lambda: _image_cache(budget_gb), _leftovers, _disk, *steps]
     for step in steps:
         try:
             checks.extend(step())

@@ -299,14 +299,31 @@ def build_all(tasks_dir: Path | str = TASKS_DIR, only: str | None = None, *,
     return tags
 
 
+def _local_task_dir(task: Task) -> str | None:
+    """The folder a bundled (local) task's image is built from, if it has one."""
+    task_dir = task.metadata.get("task_dir") if isinstance(task.metadata, dict) else None
+    return str(task_dir) if task.source == "local" and task_dir else None
+
+
+def expected_image_tag(task: Task) -> str:
+    """The tag :func:`ensure_image` gives ``task``, without building or pulling anything."""
+    task_dir = _local_task_dir(task)
+    if task_dir and not task.image:
+        return task_image_tag(Path(task_dir), base_image_tag())
+    if not task.image:
+        raise InfrastructureError(f"task {task.instance_id} names no image")
+    return task.image
+
+
 def ensure_image(task: Task) -> str:
     """The image tag to grade ``task`` in, present in the local engine: a bundled task's image
-    is built (cached by content); another task's image is pulled where a registry answers.
+    is built (cached by content; also when its tag is given but was removed, e.g. evicted by
+    the image cache); another task's image is pulled where a registry answers.
 
     Raises InfrastructureError ("image X is not present and cannot be pulled: ...")."""
     client = docker_client()
-    task_dir = task.metadata.get("task_dir") if isinstance(task.metadata, dict) else None
-    if task.source == "local" and task_dir and not task.image:
+    task_dir = _local_task_dir(task)
+    if task_dir and not task.image:
         return build_task_image(task_dir)
     if not task.image:
         raise InfrastructureError(f"task {task.instance_id} names no image")
@@ -316,6 +333,8 @@ def ensure_image(task: Task) -> str:
     except Exception as exc:
         if type(exc).__name__ != "ImageNotFound":
             raise infra_error(f"cannot inspect image {task.image}", exc) from exc
+    if task_dir and task.image == task_image_tag(Path(task_dir), base_image_tag()):
+        return build_task_image(task_dir)  # our own image, gone: rebuilt offline, same tag
     try:
         client.images.pull(task.image)
     except Exception as exc:

@@ -248,3 +248,25 @@ def test_task_folder_without_base_commit_builds_and_grades(tmp_path):
         assert box.base_commit == task.base_commit
     report = grade(task, task.patch)
     assert report.infra_error is None and report.resolved, report.log_tail
+
+
+@pytest.mark.docker
+def test_a_removed_task_image_named_by_its_tag_is_rebuilt_offline_not_pulled(base_image, docker_client, tmp_path):
+    from dataclasses import replace
+
+    from swe_srl.sandbox.images import ensure_image, expected_image_tag
+    from swe_srl.tasks import load_local_task
+
+    folder = tmp_path / "evicted-datekit"  # a tag of its own: the demo task's image is not touched
+    shutil.copytree(REPO_ROOT / "environments" / "tasks" / "swe-srl-demo__datekit-1", folder)
+    task = load_local_task(folder)
+    tag = expected_image_tag(task)
+    assert ensure_image(task) == tag
+    try:
+        docker_client.images.remove(tag)  # as the image cache evicts it
+        assert ensure_image(replace(task, image=tag)) == tag  # grading names the tag: rebuilt, same one
+        with open_sandbox(SandboxConfig(image=tag)) as box:
+            assert box.base_commit == task.base_commit
+    finally:
+        if docker_client.images.list(name=tag):
+            docker_client.images.remove(tag)
