@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--sft-steps", type=int, default=80)
     parser.add_argument("--srl-steps", type=int, default=20)
     parser.add_argument("--evals", type=int, default=4, help="validations per arm (plus step 0)")
-    parser.add_argument("--eps", type=float, nargs="+", default=[0.02],
+    parser.add_argument("--eps", type=float, nargs="+", default=None,
                         help="grpo.dynamic_sampling_eps of arm (c); more values repeat arm (c)")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-learning")
     parser.add_argument("--ablate", type=Path, default=None, metavar="SEED_DIR",
@@ -124,8 +124,10 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.ablate is not None:
+        args.eps = args.eps or []  # only the variants asked for
         ablate(args)
         return
+    args.eps = args.eps or [0.02]
     if args.out.exists():
         shutil.rmtree(args.out)
     data = args.out / "dataset"

@@ -358,6 +358,11 @@ class Session:
             [local.n, local.reward_sum, local.format_errors, local.similarity_sum, local.exact])
         metrics = StepScores(n=int(n), reward_sum=total, format_errors=int(bad), similarity_sum=sim,
                              exact=int(exact)).metrics()
+        # A policy that answers every step with one "average" action can score a fair similarity
+        # (benchmarks/README.md, learning): the share of distinct answers shows such a collapse.
+        answers = {a for part in self.dist.gather([s.text.rsplit("</think>", 1)[-1].strip() for s in samples])
+                   for a in part}
+        metrics["distinct_answers"] = len(answers) / max(len(self.val_targets), 1)
         return {f"val/{k}": v for k, v in metrics.items()}
 
     def validate_and_log(self) -> dict[str, float]:

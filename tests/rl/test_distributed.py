@@ -82,7 +82,7 @@ def test_two_processes_take_the_same_step_as_one(method, tiny_model_dir, tmp_pat
     launch(script, method, data, tiny_model_dir, tmp_path / "two", 2)
     one, two = tmp_path / "one", tmp_path / "two"
 
-    for key in ("train/loss", "train/grad_norm", "val/reward"):
+    for key in ("train/loss", "train/grad_norm", "val/reward", "val/distinct_answers"):
         assert metric_rows(two, key) == pytest.approx(metric_rows(one, key), rel=1e-4, abs=1e-6), key
     if method == "srl":
         for key in ("groups/kept", "groups/drawn", "reward/mean", "filter_rate"):
