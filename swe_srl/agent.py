@@ -110,6 +110,11 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
     turn samples one completion with ``generation``."""
     if generation.n != 1:
         raise ConfigError("an episode follows one sample per turn: generation.n must be 1")
+    if task.base_commit and not getattr(sandbox, "base_commit", ""):
+        # The sandbox found no repository where the task has one: the diff would come back
+        # empty and score the policy 0 for the infrastructure's failure (seen on Ray hosts).
+        raise InfrastructureError(f"sandbox of {task.instance_id}: no git repository at {task.workdir} at the start "
+                                  f"(the task's base commit is {task.base_commit[:12]})")
     start = time.monotonic()
     rounds: list[tuple[Action | str, str]] = []
     steps: list[Step] = []

@@ -110,3 +110,16 @@ def test_container_killed_between_two_turns_is_an_infra_failure(docker_client, i
         result = run_episode(policy, box, TASK, AgentConfig(max_steps=5)).result
     assert result.exit_reason == "infra_error" and result.infra_error
     assert len(result.trajectory.steps) == 1 and result.num_steps == 2
+
+
+def test_a_sandbox_without_the_tasks_repository_is_an_infrastructure_failure(image):
+    """Seen on Ray hosts: a sandbox whose start found no repository gave an empty diff, and the
+    policy's work scored 0. Before any turn it is the infrastructure's failure instead."""
+    from swe_srl.errors import InfrastructureError
+    from swe_srl.sandbox import SandboxConfig, open_sandbox
+
+    policy = ScriptedPolicy([_say("look", "bash", command="ls")])
+    with open_sandbox(SandboxConfig(image=image, workdir="/tmp")) as box:  # no repository there
+        assert box.base_commit == ""
+        with pytest.raises(InfrastructureError, match="no git repository at /testbed"):
+            run_episode(policy, box, TASK, AgentConfig(max_steps=2))

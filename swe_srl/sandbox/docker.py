@@ -102,6 +102,9 @@ class DockerSandbox:
             if result.exit_code != 0:
                 raise InfrastructureError(f"sandbox setup failed ({result.exit_code}): {result.output[-300:]}")
             self.base_commit = result.output.rpartition("BASE=")[2].strip()
+            if not self.base_commit:
+                log.warning("sandbox %s: no git repository at %s at the start: %s", name, cfg.workdir,
+                            result.output[-300:])
         except BaseException as exc:
             self.close()
             if isinstance(exc, SandboxDied):  # no code of the model ran yet: the infrastructure's
