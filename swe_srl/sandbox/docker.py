@@ -458,7 +458,8 @@ def _pump_frames(sock: Any, capture: OutputCapture, deadline: float) -> bool:
     """Read the engine's multiplexed exec stream (8-byte frame headers) into ``capture``
     until it ends (True) or the deadline passes / the output runs away (False)."""
     raw = getattr(sock, "_sock", sock)
-    buf = bytearray()
+    buf = bytearray(_read_ahead(sock, raw))
+    _feed_frames(buf, capture)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or capture.runaway:
@@ -470,11 +471,35 @@ def _pump_frames(sock: Any, capture: OutputCapture, deadline: float) -> bool:
         if not chunk:
             return True
         buf += chunk
-        pos = 0
-        while len(buf) - pos >= 8:
-            size = int.from_bytes(buf[pos + 4:pos + 8], "big")
-            if len(buf) - pos - 8 < size:
-                break
-            capture.feed(bytes(buf[pos + 8:pos + 8 + size]))
-            pos += 8 + size
-        del buf[:pos]
+        _feed_frames(buf, capture)
+
+
+def _feed_frames(buf: bytearray, capture: OutputCapture) -> None:
+    """Move every whole frame at the start of ``buf`` into ``capture``."""
+    pos = 0
+    while len(buf) - pos >= 8:
+        size = int.from_bytes(buf[pos + 4:pos + 8], "big")
+        if len(buf) - pos - 8 < size:
+            break
+        capture.feed(bytes(buf[pos + 8:pos + 8 + size]))
+        pos += 8 + size
+    del buf[:pos]
+
+
+def _read_ahead(sock: Any, raw: Any) -> bytes:
+    """The start of the stream that the HTTP client already read with the upgrade response's
+    headers: its buffered reader takes whatever one recv returns, and when the command's
+    output arrived with the headers (a fast command on a loaded host) those bytes sit there,
+    not on the socket. Reading the socket alone lost them: a start script's output came back
+    empty, so the sandbox saw no repository and the episode's diff was empty."""
+    reader = getattr(getattr(getattr(getattr(sock, "_response", None), "raw", None), "_fp", None), "fp", None)
+    if reader is None or not hasattr(reader, "read1"):
+        return b""
+    timeout = raw.gettimeout()
+    raw.setblocking(False)  # only what is buffered (or already on the socket): never wait here
+    try:
+        return reader.read1(1 << 16) or b""
+    except (BlockingIOError, OSError, ValueError):
+        return b""
+    finally:
+        raw.settimeout(timeout)
