@@ -19,6 +19,7 @@ from swe_srl.paths import REPO_ROOT
 from swe_srl.sandbox import SandboxConfig, open_sandbox
 from swe_srl.sandbox.builder import BUILD_PREFIX, LABEL_KIND, host_id, build_container_name, is_leftover
 from swe_srl.sandbox.images import MIRROR_ENV, BaseSpec, build_all, build_task_image, debootstrap_argv, resolve_mirror
+from swe_srl.leaks.fetch import CODE_HOSTS
 from swe_srl.sandbox.reaper import LABEL_RUN
 
 # ------------------------------------------------------------------ no host names, no mirror
@@ -33,6 +34,9 @@ _DOMAIN = re.compile(r"\b(?:[a-z0-9-]+\.)+(?:org|com|net|io|dev|edu|gov)\b", re.
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "0.0.0.0", "vllm"}
 # `docker.io` is the Debian package of the engine (apt-get install docker.io).
 _PACKAGE_NAMES = {"docker.io"}
+# Code hosts (no registry, no mirror): the leaky-trajectory scan must name them to see an expert
+# fetching the fix from one (swe_srl/leaks/fetch.py); nothing downloads from them.
+_CODE_HOSTS = tuple(CODE_HOSTS)
 
 
 def _scanned_files():
@@ -54,7 +58,8 @@ def _foreign_hosts(text: str) -> set[str]:
             continue
         found.add(host)
     found |= {d.lower() for d in _DOMAIN.findall(text)} - _PACKAGE_NAMES
-    return {h for h in found if not re.fullmatch(r"example\.(com|org|net)", h)}
+    return {h for h in found if not re.fullmatch(r"example\.(com|org|net)", h)
+            and not any(h == c or h.endswith("." + c) for c in _CODE_HOSTS)}
 
 
 def test_no_mirror_or_registry_host_is_named_in_code_docs_or_tests():
