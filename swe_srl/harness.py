@@ -118,15 +118,6 @@ def sandbox_config(task: Task, image: str, config: HarnessConfig) -> SandboxConf
                          disk_limit=config.disk_limit)
 
 
-def resolve_image(task: Task) -> str | InfrastructureError:
-    """The task's image tag (built or pulled when missing), or the infrastructure error that
-    prevented it: resolve once per task, then run several episodes on it."""
-    try:
-        return ensure_image(task)
-    except InfrastructureError as exc:
-        return exc
-
-
 def finish_graded_episode(out: GradedEpisode, grade_patch: Callable[[str], TestReport]) -> None:
     """Set ``out``'s report from its finished episode: what the episode itself decided
     (infrastructure failure, a killed container, the disk budget, an oversized or empty patch),

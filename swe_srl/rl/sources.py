@@ -143,22 +143,20 @@ class EpisodeSource:
         hosts = self.config.episodes.hosts
         if hosts.backend == "ray":  # each host actor builds its own engine's images
             self.pool = self.pool or HostPool(hosts)
-            images: dict[str, Any] = {t.instance_id: None for t in tasks}
             workers = self.pool.slots
         else:
             if self.images is not None:
                 self.images.plan(tasks)  # the step's other tasks' images are made while the first run
-            images = {t.instance_id: None for t in tasks}  # leased per episode; one build per task
             workers = self.config.episodes.workers
-        jobs = [(t, images[t.instance_id]) for t in tasks for _ in range(G)]
         with ThreadPoolExecutor(workers, thread_name_prefix="episode") as pool:
-            done = list(pool.map(lambda job: self.rollout(*job), jobs))
+            done = list(pool.map(self.rollout, [t for t in tasks for _ in range(G)]))
         return [Group(serial, task.instance_id, done[i * G:(i + 1) * G], [r.reward for r in done[i * G:(i + 1) * G]],
                       [r.num_tokens for r in done[i * G:(i + 1) * G]])
                 for i, (serial, task) in enumerate(zip(serials, tasks))]
 
-    def rollout(self, task: Task, image: Any) -> EpisodeRollout:
-        """One episode in a fresh sandbox, graded in a fresh container, rewarded."""
+    def rollout(self, task: Task, image: Any = None) -> EpisodeRollout:
+        """One episode in a fresh sandbox, graded in a fresh container, rewarded. ``image``: a
+        tag (or the InfrastructureError that stands for it) to use instead of leasing one."""
         e = self.config.episodes
         if self.pool is not None:
             graded = self.pool.run_graded_episode(self.sampler, task, e.harness, self.config.generation)
