@@ -178,7 +178,7 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if not _finished(out, t, config.retry_infra)]
     hosts = HostPool(config.hosts) if todo and config.hosts.backend == "ray" else None
-    images = config.harness.image_cache() if hosts is None and config.harness.sandbox == "docker" else None
+    images = config.harness.image_cache() if hosts is None else None  # Ray hosts keep their own
     if images is not None:
         images.plan(todo)  # prefetch builds the next tasks' images; eviction keeps the soonest needed
     workers = hosts.slots if hosts is not None else config.workers

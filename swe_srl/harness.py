@@ -65,9 +65,10 @@ class HarnessConfig:
         if self.image_prefetch < 0:
             raise ConfigError(f"harness.image_prefetch must be >= 0 (0 = off), got {self.image_prefetch}")
 
-    def image_cache(self) -> "ImageCache":
-        """The image cache episodes under this config lease their images from (one per run)."""
-        return ImageCache.of(self.image_budget_gb, self.image_prefetch)
+    def image_cache(self) -> Optional["ImageCache"]:
+        """The image cache episodes under this config lease their images from (one per run);
+        None for the local backend, which runs no images."""
+        return ImageCache.of(self.image_budget_gb, self.image_prefetch) if self.sandbox == "docker" else None
 
 
 @dataclass

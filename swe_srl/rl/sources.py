@@ -122,7 +122,7 @@ class EpisodeSource:
         self.config, self.tasks = config, tasks
         self.pool: Optional[HostPool] = None  # Ray host actors, started at the first draw
         # Local engine: each episode leases its task's image (built once, evicted under a budget).
-        self.images = e.harness.image_cache() if e.hosts.backend != "ray" and e.harness.sandbox == "docker" else None
+        self.images = e.harness.image_cache() if e.hosts.backend != "ray" else None
         threads = e.hosts.episodes_per_host * len(e.hosts.entries()) if e.hosts.backend == "ray" else e.workers
         # Concurrent episodes share an in-process model through one batching queue.
         self.sampler = shared_policy(sampler, threads) if threads > 1 else sampler
