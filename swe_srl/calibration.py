@@ -30,6 +30,7 @@ from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
 
 from . import paths
 from .errors import InputError
+from .jsonio import write_json_atomic
 from .rewards.testlog import score
 from .schemas import Task, TestReport
 
@@ -185,12 +186,8 @@ class Calibration:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the file atomically: a killed run leaves the previous complete file."""
-        path = Path(path)
-        data = {"version": FORMAT_VERSION, "rule": RULE,
-                "tasks": {i: e.to_dict() for i, e in sorted(self.entries.items())}}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_json_atomic(Path(path), {"version": FORMAT_VERSION, "rule": RULE,
+                                       "tasks": {i: e.to_dict() for i, e in sorted(self.entries.items())}})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Calibration":

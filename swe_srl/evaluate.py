@@ -29,6 +29,7 @@ from .costs import cost_summary, usage_dict
 from .errors import ConfigError
 from .harness import GradedEpisode, HarnessConfig, run_graded_episode
 from .hosts import HostPool, HostsConfig
+from .jsonio import write_json_atomic
 from .policy.base import GenerationConfig, Policy
 from .policy.batching import shared_policy
 from .prompts import messages_for_target
@@ -118,12 +119,6 @@ class InstanceResult:
         return asdict(self)
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def instance_dir(out_dir: Path, instance_id: str) -> Path:
     return out_dir / "instances" / instance_id.replace("/", "__")
 
@@ -161,7 +156,7 @@ def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig,
         (folder / "trajectory.json").write_text(
             json.dumps(graded.result.trajectory.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
     result = InstanceResult.of(graded)
-    _write_json_atomic(folder / "result.json", result.to_dict())
+    write_json_atomic(folder / "result.json", result.to_dict())
     return result
 
 
@@ -212,7 +207,7 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     summary["stable"] = stable_summary(results, tasks, calibration) if calibration is not None else None
     if images is not None and images.budget is not None:
         summary["image_cache"] = images.stats.to_dict()
-    _write_json_atomic(out / "summary.json", summary)
+    write_json_atomic(out / "summary.json", summary)
     return summary
 
 
