@@ -107,6 +107,39 @@ def plot(per_seed: list[dict[str, list[dict]]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def collapse(run_dirs: list[Path]) -> None:
+    """For each run folder (its last checkpoint): greedy answers on every val step target, how
+    many are distinct and the most common one's share; and the held-out reward of the best
+    single constant answer among the train split's actions (every 7th, at most 400 tried), the
+    score a policy that ignores its context can reach."""
+    from collections import Counter
+
+    from swe_srl.config import RewardConfig
+    from swe_srl.policy import GenerationConfig, PolicyConfig, load_policy
+    from swe_srl.prompts import format_completion, messages_for_target
+
+    data = run_dirs[0].resolve().parent.parent / "dataset"
+    val = load_step_targets(data / "val.jsonl")
+    reward = RewardConfig().step_reward()
+    infos = [{"target": t.target} for t in val]
+
+    def mean_reward(texts: list[str]) -> float:
+        return sum(reward(texts, infos)) / len(val)
+
+    candidates = list(dict.fromkeys(format_completion("", t.target) for t in load_step_targets(data / "train.jsonl")[::7]))
+    best = max((mean_reward([c] * len(val)), c) for c in candidates[:400])
+    print(f"best constant answer: held-out reward {best[0]:.3f}: {best[1].split('</think>')[-1].strip()[:100]!r}")
+    for run in run_dirs:
+        model = sorted((run / "checkpoints").glob("step-*"))[-1] / "model"
+        policy = load_policy(PolicyConfig(backend="hf", model=str(model), device="cpu"))
+        texts = [group[0].text for group in policy.generate([messages_for_target(t) for t in val],
+                                                             GenerationConfig(temperature=0.0, max_new_tokens=128))]
+        answers = Counter(t.rsplit("</think>", 1)[-1].strip() for t in texts)
+        top, count = answers.most_common(1)[0]
+        print(f"{run}: held-out reward {mean_reward(texts):.3f}, {len(answers)} distinct answers of {len(val)}, "
+              f"the most common {count / len(val):.0%}: {top[:100]!r}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -119,10 +152,16 @@ def main() -> None:
     parser.add_argument("--ablate", type=Path, default=None, metavar="SEED_DIR",
                         help="only arm (c), once per --eps value and per --variant, from SEED_DIR/sft of an earlier "
                              "run of this script (its dataset and seed); writes SEED_DIR/../learning-ablation-SEED.json")
+    parser.add_argument("--collapse", type=Path, nargs="+", default=None, metavar="RUN_DIR",
+                        help="only count the distinct greedy answers of these runs of this script (their last "
+                             "checkpoint) and score the best constant answer")
     parser.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
                         help="with --ablate: dotted train-config overrides of one more arm (c), repeatable")
     args = parser.parse_args()
 
+    if args.collapse:
+        collapse(args.collapse)
+        return
     if args.ablate is not None:
         args.eps = args.eps or []  # only the variants asked for
         ablate(args)
