@@ -1,5 +1,5 @@
 """The exec stream reader: output the HTTP client read ahead with the upgrade response's
-headers is part of the stream (it was lost, ~0.5% of fast commands on a loaded host: a
+headers is part of the stream (it was lost for ~0.2% of fast commands on a loaded host: a
 start script's `BASE=<sha>` vanished and the episode's diff came back empty)."""
 
 from __future__ import annotations
