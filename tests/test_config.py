@@ -164,3 +164,18 @@ def test_one_preset_holds_the_train_and_eval_sections():
     assert load_config(EvalConfig, "paper", section="eval") == EvalConfig()  # no eval: section = defaults
     with pytest.raises(ConfigError, match="unknown config key grpo"):
         load_config(EvalConfig, None, ["grpo.beta=1"], section="eval")
+
+
+def test_setting_one_generation_key_keeps_the_sections_other_defaults():
+    """`eval --max-new-tokens N` used to switch greedy step eval to sampling at temperature 1.0
+    (the override rebuilt GenerationConfig from its class defaults)."""
+    from swe_srl.config import TrainConfig
+    from swe_srl.config_loader import load_config
+    from swe_srl.evaluate import EvalConfig
+
+    ev = load_config(EvalConfig, None, ["generation.max_new_tokens=100"], section="eval")
+    assert (ev.generation.temperature, ev.generation.max_new_tokens) == (0.0, 100)
+    ev = load_config(EvalConfig, None, [], section="eval", flags={"generation.max_new_tokens": 7})
+    assert ev.generation.temperature == 0.0
+    tr = load_config(TrainConfig, None, ["generation.temperature=0.5"])
+    assert (tr.generation.temperature, tr.generation.max_new_tokens) == (0.5, 512)

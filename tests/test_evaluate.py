@@ -233,6 +233,11 @@ def test_eval_steps_mode_scores_the_tiny_model_on_expert_step_targets(tiny_model
     for key in ("format_error_rate", "exact_match_rate"):
         assert 0.0 <= scores[key] <= 1.0
     assert sum(tool["n"] for tool in scores["per_tool"].values()) == 3
+    answers = [json.loads(line) for line in (tmp_path / "eval" / "steps_answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 3 and all({"id", "completion", "target", "reward"} <= set(a) for a in answers)
+    assert scores["distinct_answers"] == len({a["completion"].rsplit("</think>", 1)[-1].strip() for a in answers})
+    assert scores["generation"]["temperature"] == 0.0  # --max-new-tokens left decoding greedy
+    assert scores["generation"]["max_new_tokens"] == 16
 
 
 @pytest.mark.parametrize("args, needle", [

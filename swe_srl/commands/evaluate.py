@@ -17,6 +17,7 @@ from ..config_loader import load_config
 from ..costs import describe_cost
 from ..dataset import load_step_targets
 from ..errors import InputError
+from ..jsonio import write_json_atomic, write_jsonl_atomic
 from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
 from ..policy.base import PolicyConfig, load_policy
 from ..rl.checkpoint import resolve_model_dir
@@ -91,9 +92,12 @@ def eval_command(
     out_dir.mkdir(parents=True, exist_ok=True)
     if mode is Mode.steps:
         scores = evaluate_steps(policy, targets, generation=cfg.generation, reward=cfg.reward)
-        (out_dir / "steps_summary.json").write_text(json.dumps(scores, indent=2) + "\n")
+        answers = scores.pop("answers")
+        write_jsonl_atomic(out_dir / "steps_answers.jsonl", answers)
+        write_json_atomic(out_dir / "steps_summary.json", scores)
         console.print(f"{scores['step_targets']} step targets: mean reward {scores['mean_reward']:.3f}, "
-                      f"mean similarity {scores['mean_similarity']:.3f}, format errors {scores['format_error_rate']:.1%}")
+                      f"mean similarity {scores['mean_similarity']:.3f}, format errors {scores['format_error_rate']:.1%}, "
+                      f"distinct answers {scores['distinct_answers']}; answers in {out_dir / 'steps_answers.jsonl'}")
         return
     if cfg.model_name == EvalConfig.model_name:  # not named by the config: say which model ran
         cfg = replace(cfg, model_name=served_model or model_dir or backend)

@@ -98,6 +98,9 @@ class HFPolicy:
         self.model = model
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
+        # Sample under bf16 autocast (float32 weights): set by a run that trains with
+        # run.precision bf16, so its rollouts, validation and update see the same numerics.
+        self.autocast_bf16 = False
         eos = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
         eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
         eos_ids.add(tokenizer.eos_token_id)
@@ -213,7 +216,8 @@ class HFPolicy:
         was_training = self.model.training
         self.model.eval()  # dropout off while sampling (LoRA dropout included)
         try:
-            with _bare_generation_config(self.model):
+            with _bare_generation_config(self.model), torch.autocast(
+                    device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
                 result = self.model.generate(
                     input_ids=input_ids.to(self.device),
                     attention_mask=mask.to(self.device),

@@ -132,6 +132,8 @@ class Session:
             raise ConfigError(f"optim.batch_size {config.optim.batch_size} must be a multiple of the "
                               f"{self.dist.world_size} processes")
         seed_everything(config.run.seed + self.dist.rank)
+        if config.run.threads:
+            torch.set_num_threads(config.run.threads)
         self.items, self.val_targets = load_items(config)
         self.resumed_from = found
         # The model the run started from: the KL reference, on every resume too.
@@ -139,6 +141,8 @@ class Session:
             Path(found.state["start_model"]) if found.state.get("start_model") else None)
         self.policy = self._load_policy(self.start_model) if found is None else self._load_checkpoint_policy(found)
         self.bf16 = resolve_precision(config.run.precision, self.dist.device)
+        if hasattr(self.policy, "autocast_bf16"):  # sampling and validation in the update's numerics
+            self.policy.autocast_bf16 = self.bf16
         # Activation checkpointing; fsdp: sharded in place, before the optimizer sees the weights.
         self.model = parallel.prepare_model(self.policy.model, config.run, self.dist, bf16=self.bf16)
         # Who samples rollouts (rollout.engine): the trained policy itself, a given Policy (a

@@ -19,7 +19,7 @@ from .distributed import shard
 from .logprobs import TokenBatch, autocast, completion_logprobs, micro_batches
 from .optim import lr_at, optimizer_step
 from .parallel import aligned_passes
-from .prompt_budget import PromptBudget
+from .prompt_budget import PromptBudget, fit_prompt
 from .session import Session
 
 END_OF_TURN = "<|im_end|>"
@@ -42,17 +42,24 @@ def sft_completion(target: StepTarget, config: SFTConfig) -> str:
     return format_completion(thought, target.target)
 
 
-def encode_example(tokenizer: Any, target: StepTarget, config: SFTConfig) -> tuple[list[int], list[int]]:
-    """(prompt ids, label ids) of one step target, cut to ``config.max_length`` tokens.
+def encode_example(tokenizer: Any, target: StepTarget, config: SFTConfig) -> tuple[list[int], list[int]] | None:
+    """(prompt ids, label ids) of one step target within ``config.max_length`` tokens, or None
+    when it cannot fit.
 
     Prompt and label are tokenised apart and concatenated, so the loss mask is exact. A
-    sequence too long loses the start of its prompt (the system prompt and issue come first;
-    the most recent rounds, closest to the action, are kept)."""
-    prompt = tokenizer(render_prompt(tokenizer, messages_for_target(target)), add_special_tokens=False)["input_ids"]
-    label = tokenizer(sft_completion(target, config), add_special_tokens=False)["input_ids"]
-    label = list(label)[: config.max_length - 1] + [end_of_turn_id(tokenizer)]
-    room = max(1, config.max_length - len(label))
-    return list(prompt)[-room:], label
+    sequence too long is shortened the way ``data.max_prompt_tokens`` shortens prompts: its
+    oldest context rounds go first, then the middle of the issue; the system prompt (the output
+    contract) and the head and tail of the issue always stay. The label is never cut (a
+    half action ended by the end-of-turn token would teach the model to stop mid-call): a step
+    target whose label leaves no room for its prompt is left out (None)."""
+    label = list(tokenizer(sft_completion(target, config), add_special_tokens=False)["input_ids"])
+    label.append(end_of_turn_id(tokenizer))
+    room = config.max_length - len(label)
+    fitted = fit_prompt(tokenizer, target, room) if room > 0 else None
+    if fitted is None:
+        return None
+    prompt = tokenizer(render_prompt(tokenizer, messages_for_target(fitted)), add_special_tokens=False)["input_ids"]
+    return list(prompt), label
 
 
 def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
@@ -61,8 +68,11 @@ def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
     cfg, d = session.config, session.dist
     budget = PromptBudget(session.tokenizer, cfg.data)
     targets = [budget.fit(session.items[i]) for i in shard(indices, d)]
-    examples = [encode_example(session.tokenizer, t, cfg.sft) for t in targets if t is not None]
-    (global_tokens,) = d.all_sum([sum(len(label) for _, label in examples)])
+    encoded = [encode_example(session.tokenizer, t, cfg.sft) for t in targets if t is not None]
+    examples = [e for e in encoded if e is not None]
+    (global_tokens, forward_tokens, too_long) = d.all_sum([
+        sum(len(label) for _, label in examples), sum(len(p) + len(label) for p, label in examples),
+        len(encoded) - len(examples)])
     loss_sum = 0.0
     shapes = [(len(prompt), len(label)) for prompt, label in examples]
     # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
@@ -78,5 +88,8 @@ def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
     lr = lr_at(cfg.optim, session.step, cfg.run.max_steps)
     grad_norm = optimizer_step(session.model, session.optimizer, cfg.optim, d, lr)
     (loss_total,) = d.all_sum([loss_sum])
+    # train/tokens: the label tokens the loss covers; train/forward_tokens: every token forwarded
+    # and back-propagated (prompts too): the step's compute.
     return {"train/loss": loss_total, "train/grad_norm": grad_norm, "train/lr": lr,
-            "train/tokens": global_tokens, **budget.metrics(d)}
+            "train/tokens": global_tokens, "train/forward_tokens": forward_tokens,
+            "data/sft_too_long": too_long, **budget.metrics(d)}

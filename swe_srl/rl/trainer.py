@@ -132,10 +132,12 @@ def collect_batch(session: Session, source: Source) -> SampledBatch:
 def sampling_metrics(session: Session, drawn: list[Group], *, kept: int, num_drawn: int, rounds: int) -> dict[str, float]:
     """Reward and length statistics over every group drawn this step (all ranks)."""
     rewards = [r for g in drawn for r in g.rewards if r is not None]
-    n, total, sq, bad, tokens, none, samples = session.dist.all_sum([
+    n, total, sq, bad, tokens, none, samples, prompts = session.dist.all_sum([
         len(rewards), sum(rewards), sum(r * r for r in rewards), sum(1 for r in rewards if r <= -1.0),
         sum(n for g in drawn for n in g.lengths), sum(1 for g in drawn for r in g.rewards if r is None),
-        sum(len(g.lengths) for g in drawn)])
+        sum(len(g.lengths) for g in drawn),
+        # the prompt tokens prefilled to sample them (step targets; episodes count turns apart)
+        sum(len(getattr(s, "prompt_ids", ())) for g in drawn for s in g.samples)])
     return {
         "reward/mean": total / max(n, 1),
         "reward/std": grpo.std_from_moments(n, total, sq),
@@ -146,6 +148,7 @@ def sampling_metrics(session: Session, drawn: list[Group], *, kept: int, num_dra
         "groups/drawn": num_drawn,
         "sampling_rounds": rounds,
         "completion_tokens": tokens,
+        "prompt_tokens_sampled": prompts,
         "completion_len/mean": tokens / max(samples, 1),
     }
 

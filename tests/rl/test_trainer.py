@@ -154,8 +154,28 @@ def test_sft_masks_the_prompt_and_ends_with_end_of_turn(tiny_model, dataset):
     assert "Look at" not in text and "The bug is in" not in text  # no thought, no prompt in the label
     with_thought = tokenizer.decode(encode_example(tokenizer, target, SFTConfig(target="thought_action"))[1])
     assert "Look at parse.py first." in with_thought or "Look at cli.py first." in with_thought
-    short_prompt, short_label = encode_example(tokenizer, target, SFTConfig(max_length=64))
-    assert len(short_prompt) + len(short_label) <= 64 and short_prompt == prompt[-len(short_prompt):]
+
+def test_sft_cuts_old_rounds_never_the_system_prompt_the_issue_or_the_label(tiny_model, dataset):
+    """The SFT cut used to drop the start of the prompt (the system prompt and the issue: 12.8%
+    of the bundled examples at max_length 1024); now it cuts as data.max_prompt_tokens does."""
+    from transformers import AutoTokenizer
+
+    from swe_srl.config import SFTConfig
+    from swe_srl.dataset import load_step_targets
+    from swe_srl.prompts import SYSTEM_PROMPT
+    from swe_srl.rl.sft import encode_example
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    target = next(t for t in load_step_targets(dataset / "train.jsonl") if t.context)
+    prompt, label = encode_example(tokenizer, target, SFTConfig())
+    limit = len(prompt) + len(label) - 20  # too long by 20 tokens
+    short_prompt, short_label = encode_example(tokenizer, target, SFTConfig(max_length=limit))
+    assert short_label == label and len(short_prompt) + len(short_label) <= limit
+    text = tokenizer.decode(short_prompt)
+    assert SYSTEM_PROMPT.strip()[:60] in text  # the output contract stays
+    assert target.problem_statement.strip()[:40] in text  # so does the head of the issue
+    assert short_prompt != prompt[-len(short_prompt):]  # not a cut from the left
+    assert encode_example(tokenizer, target, SFTConfig(max_length=len(label))) is None  # no room: left out
 
 
 def test_trainer_logprobs_are_the_samplers_on_the_exact_token_ids(tiny_model, dataset):
