@@ -60,7 +60,6 @@ def eval_command(
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration file (swe-srl env calibrate): also report the resolve rate on stable tasks [default: runs/calibration.json, if there]."),
 ) -> None:
     """Evaluate a policy: resolve rate on tasks in Docker, or step-level similarity."""
-    import json
 
 
     console = Console()
