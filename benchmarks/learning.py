@@ -81,8 +81,8 @@ def run_train(preset: str, out: Path, model: Path, data: Path, steps: int, seed:
 
 def score(model: Path, val: list, novel: set[str], max_new_tokens: int) -> dict:
     """Greedy answers on every held-out step target; metrics on all and on the novel subset."""
-    policy = load_policy(PolicyConfig(backend="hf", model=str(model), device="cpu"))
-    policy.autocast_bf16 = True  # as the runs validate and sample
+    # bf16 autocast, as the runs sample and validate
+    policy = load_policy(PolicyConfig(backend="hf", model=str(model), device="cpu", autocast_bf16=True))
     wall = time.perf_counter()
     result = evaluate_steps(policy, val, generation=GenerationConfig(temperature=0.0, max_new_tokens=max_new_tokens))
     result["wall_s"] = time.perf_counter() - wall

@@ -10,9 +10,9 @@ mean SRL reward, similarity of the well-formed answers, format-error rate, exact
 table gives mean +- std over seeds of the final values; the PNG the held-out reward against
 optimizer steps. ``--eps`` repeats arm (c) with other ``grpo.dynamic_sampling_eps`` values.
 
-    .venv/bin/python benchmarks/learning.py                                  # N=80, M=20, seeds 0 1 2
-    .venv/bin/python benchmarks/learning.py --seeds 0 --sft-steps 40 --srl-steps 10 --eps 1e-4 0.05
-    .venv/bin/python benchmarks/learning.py --ablate runs/bench-learning/seed-0 --eps 1e-4 --variant optim.lr=1e-3
+    .venv/bin/python benchmarks/learning_tiny.py                                  # N=80, M=20, seeds 0 1 2
+    .venv/bin/python benchmarks/learning_tiny.py --seeds 0 --sft-steps 40 --srl-steps 10 --eps 1e-4 0.05
+    .venv/bin/python benchmarks/learning_tiny.py --ablate runs/bench-learning-tiny/seed-0 --eps 1e-4 --variant optim.lr=1e-3
 
 Arm (b) continues arm (a)'s run (constant learning rate, so it is the same as N + M steps from
 scratch); arm (c) starts from arm (a)'s last checkpoint, as README command 1 does.
@@ -148,7 +148,7 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=4, help="validations per arm (plus step 0)")
     parser.add_argument("--eps", type=float, nargs="+", default=None,
                         help="grpo.dynamic_sampling_eps of arm (c); more values repeat arm (c)")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-learning")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-learning-tiny")
     parser.add_argument("--ablate", type=Path, default=None, metavar="SEED_DIR",
                         help="only arm (c), once per --eps value and per --variant, from SEED_DIR/sft of an earlier "
                              "run of this script (its dataset and seed); writes SEED_DIR/../learning-ablation-SEED.json")

@@ -57,6 +57,7 @@ def eval_command(
     data: Optional[Path] = typer.Option(None, help="--mode steps: step targets [default: runs/dataset/val.jsonl]."),
     limit: int = typer.Option(0, help="--mode steps: score at most this many step targets (0 = all)."),
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder [default: runs/eval]."),
+    bf16: bool = typer.Option(False, "--bf16", help="hf backend: sample under bf16 autocast (float32 weights), as a run trained with run.precision bf16 validates."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration file (swe-srl env calibrate): also report the resolve rate on stable tasks [default: runs/calibration.json, if there]."),
 ) -> None:
     """Evaluate a policy: resolve rate on tasks in Docker, or step-level similarity."""
@@ -86,7 +87,7 @@ def eval_command(
         calibrated = resolve_calibration(cfg.calibration)
     model_dir = str(resolve_model_dir(model, fallback_runs=(paths.DEFAULT_TRAIN_DIR,))) if backend != "openai" or model else ""
     policy = load_policy(PolicyConfig(backend=backend, model=model_dir, base_url=base_url,  # type: ignore[arg-type]
-                                      served_model_name=served_model))
+                                      served_model_name=served_model, autocast_bf16=bf16))
     out_dir = out or paths.DEFAULT_EVAL_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     if mode is Mode.steps:

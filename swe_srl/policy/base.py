@@ -149,6 +149,9 @@ class PolicyConfig:
     """"auto" = bfloat16 on a GPU, float32 on CPU."""
     device: str = "auto"
     """"auto", "cpu", "cuda", "cuda:1", ... (hf backend)."""
+    autocast_bf16: bool = False
+    """hf backend: sample under bf16 autocast with the weights in ``dtype`` (what a run with
+    ``run.precision: bf16`` samples and validates with; ~1.5x faster on a CPU with bf16 units)."""
     lora: LoraOptions | None = None
     max_batch_size: int = 64
     """Most sequences (conversations x n) generated together by the hf backend."""

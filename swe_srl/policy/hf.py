@@ -132,7 +132,9 @@ class HFPolicy:
         model.to(device)
         if config.lora is not None:
             model = apply_lora(model, config.lora)
-        return cls(model, tokenizer, max_batch_size=config.max_batch_size)
+        policy = cls(model, tokenizer, max_batch_size=config.max_batch_size)
+        policy.autocast_bf16 = config.autocast_bf16
+        return policy
 
     @property
     def device(self) -> torch.device:

@@ -86,3 +86,28 @@ def test_a_missed_push_stops_the_run(driven):
     assert "samples were drawn with other weights than the trained model's (version 1)" in result["stale"]
     assert " with version 0" in result["stale"]
     assert [r["rollout/weights_version"] for r in rows(driven["work"] / "stale")] == [0.0]
+
+
+@pytest.fixture(scope="module")
+def driven_real(smollm2_dir, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("vllm-real")
+    data = write_dataset(root / "data")
+    proc = subprocess.run(
+        [str(VLLM_PYTHON), str(REPO / "tests" / "rl" / "vllm_train_driver.py"), "--real", str(smollm2_dir), str(data),
+         str(root / "work"), str(root / "result.json")],
+        env=_env(), capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        pytest.fail(f"vllm real-weight driver failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return root / "work" / "real"
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_real_weights_the_engine_follows_the_trainer_within_1e4_after_every_push(driven_real):
+    """SmolLM2-135M-Instruct (30 layers, 49k vocabulary): after each weight push the engine's
+    log-probs of the sampled tokens match the trainer's to 1e-4 per token."""
+    steps = rows(driven_real)
+    assert [r["rollout/weights_version"] for r in steps] == [1.0, 2.0]
+    assert all(r["train/grad_norm"] > 0 for r in steps)
+    assert all(r["train/logprob_gap"] < 1e-4 for r in steps), [r["train/logprob_gap"] for r in steps]

@@ -2,9 +2,12 @@
 python (test_rollout_vllm.py does):
 
     PYTHONPATH=<repo> .venv-vllm/bin/python tests/rl/vllm_train_driver.py MODEL_DIR DATA_DIR WORK_DIR OUT.json
+    PYTHONPATH=<repo> .venv-vllm/bin/python tests/rl/vllm_train_driver.py --real SMOLLM2_DIR DATA_DIR WORK_DIR OUT.json
 
 Three runs, each with its own engine: ``steps`` (3 steps), ``resumed`` (the same run resumed
 to step 4) and ``stale`` (a fresh run whose push after step 1 never reaches the engine).
+``--real``: one run, ``real`` (2 steps of the real SmolLM2-135M-Instruct, preset smollm2-cpu in
+float32, where engine and trainer must agree to 1e-4 per token after every push).
 Writes what the test asserts on; the runs' metrics.jsonl stay under WORK_DIR.
 """
 
@@ -77,5 +80,23 @@ def main(model: str, data: str, work: str, out_path: str) -> None:
         json.dump(result, f)
 
 
+def real(model: str, data: str, work: str, out_path: str) -> None:
+    from swe_srl.config import RewardConfig, TrainConfig
+    from swe_srl.config_loader import load_config
+    from swe_srl.rl.trainer import train
+
+    RewardConfig.step_reward = lambda self, syntax="xml": length_reward
+    settings = dict(SETTINGS, **{"model.path": model, "data.train": data, "run.out_dir": str(Path(work) / "real"),
+                                 "run.max_steps": 2, "run.save_every": 0, "optim.lr": 1e-4, "run.precision": "fp32",
+                                 "generation.max_new_tokens": 16, "data.max_prompt_tokens": 768})
+    t0 = time.perf_counter()
+    train(load_config(TrainConfig, "smollm2-cpu", [f"{k}={json.dumps(v)}" for k, v in settings.items()]))
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump({"seconds": {"real": time.perf_counter() - t0}}, f)
+
+
 if __name__ == "__main__":  # vLLM spawns processes: the engine must start under this guard
-    main(*sys.argv[1:5])
+    if sys.argv[1] == "--real":
+        real(*sys.argv[2:6])
+    else:
+        main(*sys.argv[1:5])
