@@ -31,6 +31,7 @@ Precision = Literal["auto", "bf16", "fp32"]
 Parallel = Literal["ddp", "fsdp"]
 Credit = Literal["episode", "turn"]
 LongPrompts = Literal["truncate", "drop"]
+RolloutCorrection = Literal["auto", "tis", "bypass"]
 
 
 class AdvantageScale(str, Enum):
@@ -138,6 +139,22 @@ class GRPOConfig:
     success in G=64 still has std 0.12."""
     max_resample_rounds: int = 4
     """Sampling rounds per step while refilling dropped groups (1 = no refill)."""
+    rollout_correction: RolloutCorrection = "auto"
+    """How samples from another implementation than the trainer (``rollout.engine: vllm``) are
+    corrected. tis: truncated importance sampling: the PPO ratio is the trainer's against its
+    own detached log-probs, each token's loss times ``min(exp(trainer - engine), tis_cap)``;
+    bypass: the engine's log-probs are the ratio's old log-probs (bounded for negative
+    advantages only by ``dual_clip``); auto: tis with vllm, nothing to correct with hf."""
+    tis_cap: float = 2.0
+    """The truncation C of the importance weight (TRL's default 2)."""
+    dual_clip: float = 3.0
+    """Dual-clip constant c > 1: a token of a negative advantage weighs at most c times (verl's
+    default 3); 0 = off."""
+    is_veto: float = 0.0
+    """Leave out tokens (or sequences, ``is_veto_level``) whose raw importance weight is above
+    this (e.g. 20: a token the engine and trainer disagree on that much is a bug's signature,
+    not a sample); 0 = off."""
+    is_veto_level: Literal["token", "sequence"] = "token"
     moved_keys: ClassVar[dict[str, str]] = {"similarity": "reward.similarity"}
 
     def __post_init__(self) -> None:
@@ -147,6 +164,10 @@ class GRPOConfig:
             raise ConfigError("grpo.beta and the clip ranges must be >= 0")
         if self.max_resample_rounds < 1:
             raise ConfigError("grpo.max_resample_rounds must be >= 1 (1 = sample once, no refill)")
+        if self.tis_cap < 1 or (self.dual_clip and self.dual_clip <= 1):
+            raise ConfigError("grpo.tis_cap must be >= 1 and grpo.dual_clip > 1 (or 0 = off)")
+        if self.is_veto and self.is_veto <= self.tis_cap:
+            raise ConfigError("grpo.is_veto must be above grpo.tis_cap (or 0 = off)")
 
 
 @dataclass(frozen=True)

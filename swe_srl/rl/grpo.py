@@ -130,13 +130,18 @@ class Surrogate(NamedTuple):
     ratio: Tensor
     clipped_low: Tensor
     clipped_high: Tensor
+    clipped_dual: Tensor
 
 
 def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor, *,
-                      clip_low: float = 0.2, clip_high: float = 0.2) -> Surrogate:
+                      clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float = 0.0) -> Surrogate:
     """PPO's clipped objective per token, negated into a loss: ``-min(r A, clip(r) A)`` with
     ``r = exp(logp - old_logp)`` clipped to ``[1 - clip_low, 1 + clip_high]`` (DAPO raises
-    ``clip_high``). ``advantages`` is ``[B]`` (one per sequence) or ``[B, T]``."""
+    ``clip_high``). ``advantages`` is ``[B]`` (one per sequence) or ``[B, T]``.
+
+    ``dual_clip`` c > 1 (Ye et al. 2020): for a negative advantage the objective is also
+    bounded below by ``c A``, so a token whose ratio ran far above 1 (old log-probs from another
+    implementation, e.g. a vLLM engine) weighs at most c, not ``r``; 0 turns it off."""
     mask = mask.bool()
     # Zero the log-ratio off the mask before exp: padding logprobs can be -inf, and an inf
     # in the branch torch.where discards still turns the backward pass into NaN.
@@ -147,10 +152,42 @@ def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor
         adv = adv[:, None]
     unclipped = ratio * adv
     clipped = torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high) * adv
-    loss = torch.where(mask, -torch.minimum(unclipped, clipped), 0.0)
+    per_token = -torch.minimum(unclipped, clipped)
+    clipped_dual = torch.zeros_like(mask)
+    if dual_clip > 0:
+        bound = -dual_clip * adv  # the loss of a negative advantage is at most -c A (> 0)
+        clipped_dual = mask & (adv < 0) & (per_token > bound)
+        per_token = torch.where(adv < 0, torch.minimum(per_token, bound), per_token)
+    loss = torch.where(mask, per_token, 0.0)
     clipped_low = mask & (ratio < 1.0 - clip_low) & (adv < 0)
     clipped_high = mask & (ratio > 1.0 + clip_high) & (adv > 0)
-    return Surrogate(loss, ratio, clipped_low, clipped_high)
+    return Surrogate(loss, ratio, clipped_low, clipped_high, clipped_dual)
+
+
+class ISWeights(NamedTuple):
+    """Truncated importance sampling (TIS) between the trainer and the engine that sampled."""
+
+    weight: Tensor  # [B, T] min(exp(trainer - engine), cap), 0 where vetoed; detached
+    raw: Tensor  # [B, T] exp(trainer - engine), before the cap
+    vetoed: Tensor  # [B, T] bool
+
+
+def truncated_is_weights(trainer_logprobs: Tensor, engine_logprobs: Tensor, mask: Tensor, *, cap: float,
+                         veto: float = 0.0, veto_level: str = "token") -> ISWeights:
+    """``min(exp(trainer - engine), cap)`` per token (Yao et al. 2025; TRL, OpenRLHF and slime
+    do the same): the engine's samples re-weighted towards the trainer's distribution, the
+    weight truncated so one mismatched token cannot dominate. ``veto`` > 0 zeroes tokens
+    (``veto_level`` token) or whole sequences (sequence) with a raw weight above it."""
+    mask = mask.bool()
+    log_w = torch.where(mask, trainer_logprobs.detach().float() - engine_logprobs.float(), 0.0)
+    raw = torch.exp(log_w)
+    vetoed = torch.zeros_like(mask)
+    if veto > 0:
+        vetoed = mask & (raw > veto)
+        if veto_level == "sequence":
+            vetoed = mask & vetoed.any(dim=1, keepdim=True)
+    weight = torch.where(vetoed, 0.0, torch.clamp(raw, max=cap))
+    return ISWeights(weight, raw, vetoed)
 
 
 def k3_kl(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -194,6 +231,10 @@ class GrpoLossConfig:
     beta: float = 0.0  # weight of the k3 KL to the reference policy; 0 = no reference needed
     aggregation: LossAggregation = LossAggregation.SEQ_MEAN_TOKEN_MEAN
     max_tokens: int | None = None  # Dr. GRPO normaliser: the generation budget (max_new_tokens)
+    dual_clip: float = 0.0  # c > 1 bounds a negative advantage's token weight at c; 0 = off
+    tis_cap: float = 2.0  # truncated importance sampling cap (used when engine log-probs are given)
+    is_veto: float = 0.0  # zero tokens / sequences whose raw IS weight is above this; 0 = off
+    is_veto_level: str = "token"
 
     def __post_init__(self) -> None:
         try:
@@ -209,6 +250,14 @@ class GrpoLossConfig:
             raise ConfigError(f"beta (KL weight) must be >= 0, got {self.beta}")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.dual_clip and self.dual_clip <= 1:
+            raise ConfigError(f"dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
+        if self.tis_cap < 1:
+            raise ConfigError(f"tis_cap must be >= 1, got {self.tis_cap}")
+        if self.is_veto and self.is_veto <= self.tis_cap:
+            raise ConfigError(f"is_veto must be above tis_cap ({self.tis_cap}) or 0 = off, got {self.is_veto}")
+        if self.is_veto_level not in ("token", "sequence"):
+            raise ConfigError(f"is_veto_level must be token or sequence, got {self.is_veto_level!r}")
 
 
 def _masked_mean(values: Tensor, mask: Tensor) -> float:
@@ -219,13 +268,17 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float:
 def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor, mask: Tensor, *,
               ref_logprobs: Tensor | None = None, sample_mask: Tensor | None = None,
               config: GrpoLossConfig = GrpoLossConfig(), num_sequences: float | None = None,
-              num_tokens: float | None = None) -> tuple[Tensor, dict[str, float]]:
+              num_tokens: float | None = None, engine_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """The GRPO loss of one (micro-)batch and its metrics.
 
     ``logprobs`` ``[B, T]`` carries the gradient; ``old_logprobs`` are the sampling policy's
     (None: a single on-policy update, ratio 1 with the gradient of logprobs);
     ``ref_logprobs`` are needed when ``config.beta > 0``; ``sample_mask`` ``[B]`` removes
-    samples from the loss (NaN rewards, dropped groups). Metrics are token means over the
+    samples from the loss (NaN rewards, dropped groups). ``engine_logprobs``: the log-probs of
+    another implementation that sampled the tokens (a vLLM engine): each token's loss is then
+    weighted by :func:`truncated_is_weights` (``is_weight_max``, ``is_clip_fraction``,
+    ``is_veto_fraction`` and ``mismatch_kl``, the k3 estimate of KL(engine || trainer), say
+    how far apart the two were). Metrics are token means over the
     masked-in tokens: ``clip_fraction`` (``clip_low_fraction`` + ``clip_high_fraction``),
     ``ratio_mean``/``ratio_min``/``ratio_max``, ``kl``, plus ``policy_loss``, ``kl_loss``,
     ``tokens``, ``sequences``."""
@@ -241,10 +294,16 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor,
     advantages = torch.nan_to_num(advantages, nan=0.0, posinf=0.0, neginf=0.0)
 
     terms = clipped_surrogate(logprobs, old_logprobs, advantages, mask,
-                              clip_low=config.clip_low, clip_high=config.clip_high)
+                              clip_low=config.clip_low, clip_high=config.clip_high, dual_clip=config.dual_clip)
     agg = dict(mode=config.aggregation, max_tokens=config.max_tokens,
                num_sequences=num_sequences, num_tokens=num_tokens)
-    policy_loss = aggregate(terms.loss, mask, **agg)
+    per_token = terms.loss
+    tis = None
+    if engine_logprobs is not None:
+        tis = truncated_is_weights(old_logprobs, engine_logprobs, mask, cap=config.tis_cap,
+                                   veto=config.is_veto, veto_level=config.is_veto_level)
+        per_token = per_token * tis.weight
+    policy_loss = aggregate(per_token, mask, **agg)
     kl_tokens = k3_kl(logprobs, ref_logprobs, mask) if ref_logprobs is not None else None
     kl_loss = aggregate(kl_tokens, mask, **agg) if kl_tokens is not None else torch.zeros(())
     loss = policy_loss + config.beta * kl_loss if config.beta > 0 else policy_loss
@@ -261,8 +320,15 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor,
             "ratio_mean": _masked_mean(ratio, mask) if tokens else 1.0,
             "ratio_min": float(ratio[mask].min()) if tokens else 1.0,
             "ratio_max": float(ratio[mask].max()) if tokens else 1.0,
+            "clip_dual_fraction": _masked_mean(terms.clipped_dual.float(), mask),
             "tokens": float(tokens),
             "sequences": float((mask.sum(dim=1) > 0).sum()),
+            "is_weight_max": float(tis.raw[mask].max()) if tis is not None and tokens else 1.0,
+            "is_clip_fraction": _masked_mean((tis.raw > config.tis_cap).float(), mask) if tis is not None else 0.0,
+            "is_veto_fraction": _masked_mean(tis.vetoed.float(), mask) if tis is not None else 0.0,
+            # k3 of KL(engine || trainer) on the engine's samples: r - log r - 1, r = trainer / engine
+            "mismatch_kl": _masked_mean(k3_kl(engine_logprobs, old_logprobs, mask), mask)
+            if engine_logprobs is not None else 0.0,
         }
         metrics["clip_fraction"] = metrics["clip_low_fraction"] + metrics["clip_high_fraction"]
     return loss, metrics

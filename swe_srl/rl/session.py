@@ -47,7 +47,9 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = "config.yaml"
 # What the progress line shows of each method's metrics, and which count gives tokens/s.
 PROGRESS = {"sft": (("loss", "train/loss"),), "grpo": (("reward", "reward/mean"), ("filtered", "filter_rate"))}
-TOKENS_KEY = {"sft": "train/tokens", "grpo": "completion_tokens"}
+# tokens_per_s: every token an SFT step forwards and back-propagates (prompts too); the
+# completions a GRPO step sampled.
+TOKENS_KEY = {"sft": "train/forward_tokens", "grpo": "completion_tokens"}
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,22 @@ from .optim import lr_at, optimizer_step
 from .parallel import aligned_passes
 
 # grpo_loss metrics averaged over tokens for the log.
-TOKEN_METRICS = ("kl", "clip_fraction", "ratio_mean", "logprob_gap")
+TOKEN_METRICS = ("kl", "clip_fraction", "clip_dual_fraction", "ratio_mean", "logprob_gap", "is_clip_fraction",
+                 "is_veto_fraction", "mismatch_kl")
 
 
 def loss_config(config: TrainConfig, max_tokens: int) -> grpo.GrpoLossConfig:
     g = config.grpo
     return grpo.GrpoLossConfig(clip_low=g.clip_eps_low, clip_high=g.clip_eps_high, beta=g.beta,
-                               aggregation=g.loss_aggregation, max_tokens=max_tokens)
+                               aggregation=g.loss_aggregation, max_tokens=max_tokens, dual_clip=g.dual_clip,
+                               tis_cap=g.tis_cap, is_veto=g.is_veto, is_veto_level=g.is_veto_level)
+
+
+def uses_tis(config: TrainConfig) -> bool:
+    """Whether engine log-probs are corrected by truncated importance sampling (else, bypass:
+    they are the ratio's old log-probs)."""
+    return config.grpo.rollout_correction == "tis" or (
+        config.grpo.rollout_correction == "auto" and config.rollout.engine == "vllm")
 
 
 def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
@@ -43,7 +52,8 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
         parts = max(parts, math.ceil(len(samples) / max_chunk))
     shapes = [(len(s.prompt_ids), len(s.completion_ids)) for s in samples]
     chunk_tokens = cfg.optim.logprob_chunk_tokens
-    loss_sum, weight = 0.0, 0.0
+    loss_sum, weight, weight_max = 0.0, 0.0, 1.0
+    tis = uses_tis(cfg)
     weighted = dict.fromkeys(TOKEN_METRICS, 0.0)  # same keys on every rank: they are all-reduced
     # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
     for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch), ref_model):
@@ -55,12 +65,17 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
             if ref_model is not None:
                 with torch.no_grad():
                     ref = completion_logprobs(ref_model, batch, temperature, chunk_tokens)
-        # One update per batch. Old log-probs: None when the trained model sampled (rollout.engine
-        # hf: ratio 1 with the policy gradient), the engine's own for vllm (rl/rollout.py).
-        old = session.rollout.old_logprobs([samples[i] for i in part], logprobs)
+        # One update per batch. Engine log-probs: None when the trained model sampled (rollout.engine
+        # hf: ratio 1 with the policy gradient), the engine's own for vllm (rl/rollout.py): with
+        # TIS they weigh each token, min(exp(trainer - engine), cap); bypassed, they are the
+        # ratio's old log-probs (dual-clip bounds the negative advantages).
+        engine = session.rollout.old_logprobs([samples[i] for i in part], logprobs)
+        old, engine = (None, engine) if tis else (engine, None)
         loss, metrics = grpo.grpo_loss(logprobs, old, advantages[part], batch.completion_mask,
                                        ref_logprobs=ref, sample_mask=valid[part], config=loss_cfg,
-                                       num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0))
+                                       num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0),
+                                       engine_logprobs=engine)
+        weight_max = max(weight_max, metrics["is_weight_max"])
         loss.backward()
         # Each micro-batch's loss is already divided by the global count: the parts add up.
         loss_sum += float(loss.detach())
@@ -79,6 +94,7 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
     out = {f"train/{k}": v / max(sums[1], 1.0) for k, v in zip(TOKEN_METRICS, sums[3:])}
     out.update({"train/loss": sums[0], "train/grad_norm": grad_norm, "train/lr": lr,
                 "train/forward_tokens": sums[2],
+                "train/is_weight_max": max(d.gather(weight_max)),  # the tail of trainer / engine
                 "train/sequences": n_seq, "train/skipped_update": float(n_seq == 0)})
     return out
 

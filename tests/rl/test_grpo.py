@@ -225,3 +225,67 @@ def test_advantage_divisors_match_the_advantages():
     div = advantage_divisors(rewards, 2)
     assert close(adv, [0.5 / float(div[0]), -0.5 / float(div[0]), 0.0, 0.0, 1.0 / float(div[2]), -1.0 / float(div[2])])
     assert advantage_divisors(rewards, 2, scale="none").tolist() == [1.0, 1.0, 1.0]
+
+
+def _planted_gap_gradients(**loss_kwargs):
+    """Gradient per token of one sequence (negative advantage) whose token 0 has trainer -
+    engine = 4 (ratio 54.6) and whose other tokens match the engine."""
+    import torch
+
+    from swe_srl.rl.grpo import GrpoLossConfig, grpo_loss
+
+    engine = torch.full((1, 8), -2.0)
+    logprobs = engine.clone()
+    logprobs[0, 0] += 4.0
+    logprobs.requires_grad_(True)
+    mode = loss_kwargs.pop("mode")
+    config = GrpoLossConfig(**loss_kwargs)
+    if mode == "tis":
+        loss, metrics = grpo_loss(logprobs, None, torch.tensor([-1.0]), torch.ones(1, 8), config=config,
+                                  engine_logprobs=engine)
+    else:  # bypass: the engine's log-probs are the old ones
+        loss, metrics = grpo_loss(logprobs, engine, torch.tensor([-1.0]), torch.ones(1, 8), config=config)
+    loss.backward()
+    return logprobs.grad[0].abs(), metrics
+
+
+def test_a_planted_log_gap_gets_an_unbounded_weight_without_correction():
+    """The defect (issue 19): plain PPO with engine log-probs as old ones, negative advantage,
+    ratio 54.6 above 1 + eps: that token keeps its full weight, 54.6x an ordinary token's."""
+    grad, _ = _planted_gap_gradients(mode="bypass", dual_clip=0.0)
+    assert float(grad[0] / grad[1]) == pytest.approx(54.6, rel=0.01)
+
+
+def test_dual_clip_bounds_a_planted_log_gap_for_a_negative_advantage():
+    grad, metrics = _planted_gap_gradients(mode="bypass", dual_clip=3.0)
+    assert float(grad[0]) <= 3.0 * float(grad[1]) + 1e-6  # at most c x an ordinary token (here: 0, clipped)
+    assert metrics["clip_dual_fraction"] == pytest.approx(1 / 8)
+
+
+def test_truncated_importance_sampling_caps_a_planted_log_gap_at_the_cap():
+    grad, metrics = _planted_gap_gradients(mode="tis", tis_cap=2.0)
+    assert float(grad[0] / grad[1]) == pytest.approx(2.0, rel=1e-4)  # min(54.6, 2) / 1
+    assert metrics["is_weight_max"] == pytest.approx(54.6, rel=0.01)
+    assert metrics["is_clip_fraction"] == pytest.approx(1 / 8)
+    assert metrics["mismatch_kl"] > 0
+
+
+def test_an_is_veto_leaves_the_token_or_its_sequence_out():
+    grad, metrics = _planted_gap_gradients(mode="tis", tis_cap=2.0, is_veto=20.0)
+    assert float(grad[0]) == 0.0 and float(grad[1]) > 0 and metrics["is_veto_fraction"] == pytest.approx(1 / 8)
+    grad, _ = _planted_gap_gradients(mode="tis", tis_cap=2.0, is_veto=20.0, is_veto_level="sequence")
+    assert float(grad.sum()) == 0.0
+
+
+def test_tis_with_matching_engine_is_the_plain_on_policy_gradient():
+    import torch
+
+    from swe_srl.rl.grpo import grpo_loss
+
+    base = torch.randn(3, 5)
+    adv = torch.tensor([1.0, -0.5, 0.2])
+    a = base.clone().requires_grad_(True)
+    grpo_loss(a, None, adv, torch.ones(3, 5))[0].backward()
+    b = base.clone().requires_grad_(True)
+    grpo_loss(b, None, adv, torch.ones(3, 5), engine_logprobs=base.clone())[0].backward()
+    assert torch.allclose(a.grad, b.grad)
