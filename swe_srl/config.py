@@ -263,6 +263,9 @@ class RunConfig:
     """Checkpoint every N steps (and at the end; 0 = only at the end)."""
     eval_every: int = 50
     """Validate every N steps (and before the first and after the last; 0 = never)."""
+    eval_at_start: bool = True
+    """Validate before the first step too (off where the start model was just validated, e.g.
+    SRL from an SFT run's last checkpoint)."""
     log_every: int = 1
     keep_checkpoints: int = 2
     precision: Precision = "auto"

@@ -190,12 +190,18 @@ def truncated_is_weights(trainer_logprobs: Tensor, engine_logprobs: Tensor, mask
     return ISWeights(weight, raw, vetoed)
 
 
+K3_CLAMP = 10.0
+
+
 def k3_kl(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor | None = None) -> Tensor:
     """Per-token k3 estimate of KL(policy || reference): ``exp(d) - d - 1``, ``d = ref - logp``
     (unbiased, always >= 0, low variance; Schulman 2020). 0 off the mask."""
     delta = ref_logprobs.float() - logprobs.float()
     if mask is not None:
         delta = torch.where(mask.bool(), delta, 0.0)
+    # Clamped (as verl does, +-10): a token the reference finds e^30 likelier would otherwise
+    # give a 1e13 loss term and an inf gradient in bf16.
+    delta = delta.clamp(-K3_CLAMP, K3_CLAMP)
     return torch.exp(delta) - delta - 1.0
 
 

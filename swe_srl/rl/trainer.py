@@ -47,7 +47,7 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
         source = None if config.method == "sft" else make_source(session)
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
         loss_cfg = loss_config(config, source.max_tokens) if source is not None else None
-        val = session.validate_and_log() if session.step == 0 and config.run.eval_every else {}
+        val = session.validate_and_log() if session.step == 0 and config.run.eval_every and config.run.eval_at_start else {}
         final = session.resumed_from.path if session.resumed_from is not None else None
         try:
             while session.step < config.run.max_steps:

@@ -289,3 +289,10 @@ def test_tis_with_matching_engine_is_the_plain_on_policy_gradient():
     b = base.clone().requires_grad_(True)
     grpo_loss(b, None, adv, torch.ones(3, 5), engine_logprobs=base.clone())[0].backward()
     assert torch.allclose(a.grad, b.grad)
+
+
+def test_k3_kl_is_clamped_so_one_extreme_token_stays_finite():
+    from swe_srl.rl.grpo import K3_CLAMP, k3_kl
+
+    value = k3_kl(torch.tensor([[-60.0]]), torch.tensor([[-1.0]]))  # log-gap 59
+    assert torch.isfinite(value).all() and float(value) == pytest.approx(math.exp(K3_CLAMP) - K3_CLAMP - 1)
