@@ -341,3 +341,21 @@ def test_an_in_process_engine_core_on_many_gpus_is_refused():
     with pytest.raises(ConfigError, match="VLLM_ENABLE_V1_MULTIPROCESSING"):
         with engine_device_env(torch.device("cuda", 1), 2, {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}):
             pass
+
+
+@pytest.mark.parametrize("dtype, device", [("bfloat16", "cpu"), ("auto", "cuda"), ("float16", "cpu")])
+def test_lora_with_a_low_precision_vllm_engine_is_refused_in_one_line(dtype, device):
+    """Issue 19: LoRA merged into bf16 engine weights mostly rounds away (the engine keeps
+    sampling the base model); refused before any engine starts."""
+    import torch
+
+    from swe_srl.config import TrainConfig
+    from swe_srl.config_loader import load_config
+    from swe_srl.errors import ConfigError
+    from swe_srl.rl.rollout import Rollout
+
+    cfg = load_config(TrainConfig, "tiny-cpu", ["rollout.engine=vllm", f"rollout.dtype={dtype}",
+                                                "model.lora={r: 4, alpha: 8}"])
+    with pytest.raises(ConfigError, match="round away") as info:
+        Rollout.start(cfg, policy=None, model_dir=Path("unused"), device=torch.device(device), seed=0)
+    assert "\n" not in str(info.value)
