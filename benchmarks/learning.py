@@ -55,6 +55,8 @@ from swe_srl.rl.checkpoint import resolve_model_dir  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.trainer import train  # noqa: E402
 
+from learning_tiny import parse_variant  # noqa: E402  (benchmarks/ is this script's folder)
+
 METRICS = ("mean_reward", "mean_similarity", "format_error_rate", "exact_match_rate", "distinct_answer_rate")
 
 
@@ -183,16 +185,6 @@ def main() -> None:
         scored(sft_name, sft_dir)
     for line in table(result):
         print(line)
-
-
-def parse_variant(text: str) -> dict:
-    """``"optim.lr=1e-5,grpo.num_generations=8"`` -> {"optim.lr": 1e-05, ...} (values as YAML)."""
-    import yaml
-
-    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
-    if not pairs or any(len(p) != 2 for p in pairs):
-        raise SystemExit(f"error: --variant wants KEY=VALUE[,KEY=VALUE], not {text!r}")
-    return {k.strip(): yaml.safe_load(v) for k, v in pairs}
 
 
 def table(result: dict) -> list[str]:
