@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="optimizer steps per run (the first is not timed)")
     parser.add_argument("--only", choices=["sft", "srl"], default=None)
+    parser.add_argument("--match", nargs="+", default=None, metavar="TEXT",
+                        help="only the variants whose name contains one of these (e.g. 'fp32 + 1024' 'preset)')")
     parser.add_argument("--model", type=Path, default=REPO / "runs" / "smollm2-135m")
     parser.add_argument("--data", type=Path, default=REPO / "runs" / "bench-learning" / "dataset" / "train.jsonl")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-cpu-recipe")
@@ -85,7 +87,8 @@ def main() -> None:
     model = convert_smollm2(args.model)
     if not args.data.is_file():
         raise SystemExit(f"error: {args.data} not found (run benchmarks/learning.py or swe-srl build-dataset first)")
-    variants = [v for v in VARIANTS if args.only in (None, v[0])]
+    variants = [v for v in VARIANTS if args.only in (None, v[0])
+                and (args.match is None or any(m in v[1] for m in args.match))]
     results: dict[str, list[dict]] = {f"{m}: {n}": [] for m, n, _, _ in variants}
     for round_ in range(args.repeats):
         for method, name, preset, overrides in variants:
@@ -99,6 +102,7 @@ def main() -> None:
     load = os.getloadavg()
     summary = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, load {load[0]:.1f} at the end",
                "repeats": args.repeats, "steps": args.steps, "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpu_recipe.json").write_text(json.dumps(summary, indent=2))
     print(f"\n{summary['machine']}; medians of {args.repeats} runs, steps 2..{args.steps} of each\n")
     print("| method | settings | step time (s) | vs before | peak RSS (GB) | tokens/step |")
