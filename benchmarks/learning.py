@@ -102,8 +102,8 @@ def subset_metrics(answers: list[dict]) -> dict:
 
 
 def best_constant(train_targets: list, val: list, tries: int) -> tuple[float, float, str]:
-    """(held-out reward, same on the novel subset is not needed here, the answer) of the best
-    single train action answered to every held-out target."""
+    """(held-out reward, how many train actions were tried, the answer) of the best single train
+    action given as the answer to every held-out target (about ``tries`` of them, evenly spaced)."""
     reward = RewardConfig().step_reward()
     infos = [{"target": t.target} for t in val]
     candidates = list(dict.fromkeys(format_completion("", t.target) for t in train_targets))
