@@ -55,11 +55,15 @@ def encode_example(tokenizer: Any, target: StepTarget, config: SFTConfig) -> tup
     label = list(tokenizer(sft_completion(target, config), add_special_tokens=False)["input_ids"])
     label.append(end_of_turn_id(tokenizer))
     room = config.max_length - len(label)
+
+    def encode(t: StepTarget) -> list[int]:
+        return list(tokenizer(render_prompt(tokenizer, messages_for_target(t)), add_special_tokens=False)["input_ids"])
+
+    prompt = encode(target)
+    if len(prompt) <= room:  # the common case: one tokenisation
+        return prompt, label
     fitted = fit_prompt(tokenizer, target, room) if room > 0 else None
-    if fitted is None:
-        return None
-    prompt = tokenizer(render_prompt(tokenizer, messages_for_target(fitted)), add_special_tokens=False)["input_ids"]
-    return list(prompt), label
+    return (encode(fitted), label) if fitted is not None else None
 
 
 def sft_step(session: Session, indices: Sequence[int]) -> dict[str, float]:
