@@ -22,7 +22,7 @@ Two consequences for the loop:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -94,9 +94,14 @@ def ensure_process_group(d: Dist) -> None:
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
-def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: bool) -> torch.nn.Module:
+def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: bool,
+                load: Optional[Callable[[torch.nn.Module], None]] = None) -> torch.nn.Module:
     """``fully_shard`` each decoder layer, then the root (embeddings, final norm, head: tied
-    weights stay in one unit). In place; returns ``model``."""
+    weights stay in one unit). In place; returns ``model``.
+
+    A model built with meta parameters (:mod:`.meta_init`) gets its shards allocated right
+    after sharding, and ``load`` fills them (each rank reads only its rows), before the first
+    forward below."""
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
     ensure_process_group(d)
@@ -107,6 +112,13 @@ def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: boo
         fully_shard(layer, mp_policy=mp, offload_policy=offload, reshard_after_forward=True)
     # The root's weights are the first needed in the backward pass: kept after the forward.
     root = fully_shard(transformers_model(model), mp_policy=mp, offload_policy=offload, reshard_after_forward=False)
+    if any(p.device.type == "meta" for p in model.parameters()):
+        from .meta_init import check_loaded, materialize
+
+        materialize(model, "cpu" if cpu_offload else d.device)
+        if load is not None:
+            load(model)
+        check_loaded(model)
     for unit in fsdp_units(model):
         # Losses are already divided by the global token / sequence count: gradients are summed
         # over ranks, not averaged. Plain SUM collectives (gloo has no PREMUL_SUM).
@@ -123,13 +135,14 @@ def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: boo
     return model
 
 
-def prepare_model(model: torch.nn.Module, run: RunConfig, d: Dist, *, bf16: bool) -> torch.nn.Module:
+def prepare_model(model: torch.nn.Module, run: RunConfig, d: Dist, *, bf16: bool,
+                  load: Optional[Callable[[torch.nn.Module], None]] = None) -> torch.nn.Module:
     """Activation checkpointing (ddp and fsdp) and, for fsdp, sharding; before the optimizer
-    is built (it must hold the sharded parameters)."""
+    is built (it must hold the sharded parameters). ``load``: see :func:`shard_model`."""
     if run.activation_checkpointing:
         enable_activation_checkpointing(model)
     if run.parallel == "fsdp":
-        shard_model(model, d, bf16=bf16, cpu_offload=run.cpu_offload)
+        shard_model(model, d, bf16=bf16, cpu_offload=run.cpu_offload, load=load)
     return model
 
 

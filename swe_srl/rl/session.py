@@ -141,12 +141,16 @@ class Session:
         # The model the run started from: the KL reference, on every resume too.
         self.start_model: Path | None = self._start_model() if found is None else (
             Path(found.state["start_model"]) if found.state.get("start_model") else None)
-        self.policy = self._load_policy(self.start_model) if found is None else self._load_checkpoint_policy(found)
+        # fsdp: the model's shards are filled after sharding (meta_init), never the whole model.
+        self._shard_loader: Any = None
+        self.policy = (self._load_policy(self.start_model, meta=True) if found is None
+                       else self._load_checkpoint_policy(found))
         self.bf16 = resolve_precision(config.run.precision, self.dist.device)
         if hasattr(self.policy, "autocast_bf16"):  # sampling and validation in the update's numerics
             self.policy.autocast_bf16 = self.bf16
         # Activation checkpointing; fsdp: sharded in place, before the optimizer sees the weights.
-        self.model = parallel.prepare_model(self.policy.model, config.run, self.dist, bf16=self.bf16)
+        self.model = parallel.prepare_model(self.policy.model, config.run, self.dist, bf16=self.bf16,
+                                            load=self._shard_loader)
         # Who samples rollouts (rollout.engine): the trained policy itself, a given Policy (a
         # scripted one in tests), or a vLLM engine whose weights follow the model's. The engine
         # starts from the run's start model (a sharded or LoRA checkpoint folder holds no whole
@@ -204,15 +208,49 @@ class Session:
         if self.resumed_from is None and not parallel.is_sharded(self.model):
             return frozen(copy.deepcopy(self.model))
         start = self.start_model or self._start_model()  # checkpoints from before it was recorded
-        ref = frozen(self._load_policy(start, lora=False).model)
         if parallel.is_sharded(self.model):  # sharded like the policy: its forwards are collective too
-            parallel.shard_model(ref, self.dist, bf16=self.bf16, cpu_offload=self.config.run.cpu_offload)
-        return ref
+            built = self._meta_model(start)
+            ref, load = (built[0], built[2]) if built is not None else (self._load_policy(start, lora=False).model, None)
+            parallel.shard_model(ref, self.dist, bf16=self.bf16, cpu_offload=self.config.run.cpu_offload, load=load)
+            return frozen(ref)
+        return frozen(self._load_policy(start, lora=False).model)
 
-    def _load_policy(self, model_path: Path, *, lora: bool = True, adapter: Path | None = None) -> Any:
-        """The policy from a model folder, with ``model.lora`` adapters when ``lora`` (fresh, or
-        the saved ``adapter``)."""
+    def _meta_model(self, model_path: Path) -> tuple[torch.nn.Module, Any, Any] | None:
+        """(model with meta parameters, tokenizer, the loader that fills each rank's shards
+        after sharding) when the folder's safetensors cover the model (:mod:`.meta_init`);
+        None when they do not (the caller loads the whole model, as before)."""
+        from transformers import AutoTokenizer, GenerationConfig
+
+        from ..policy.hf import resolve_dtype
+        from . import meta_init
+
         cfg = self.config.model
+        dtype = resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
+        model = meta_init.build_on_meta(model_path, dtype=dtype, attn_implementation=cfg.attn_implementation)
+        if not meta_init.covers(model, model_path):
+            log.info("%s: safetensors do not name every parameter; loading the whole model on each rank", model_path)
+            return None
+        if (Path(model_path) / "generation_config.json").is_file():  # eos ids, as from_pretrained reads them
+            model.generation_config = GenerationConfig.from_pretrained(model_path)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(model_path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot load the tokenizer of {model_path}: {brief(exc)}") from exc
+        return model, tokenizer, lambda m: meta_init.load_local_shards(m, model_path)
+
+    def _load_policy(self, model_path: Path, *, lora: bool = True, adapter: Path | None = None,
+                     meta: bool = False) -> Any:
+        """The policy from a model folder, with ``model.lora`` adapters when ``lora`` (fresh, or
+        the saved ``adapter``). ``meta`` (fsdp without LoRA): parameters on the meta device,
+        filled per rank after sharding by ``self._shard_loader`` (:meth:`_meta_model`)."""
+        cfg = self.config.model
+        if meta and self.config.run.parallel == "fsdp" and (cfg.lora is None or not lora):
+            from ..policy.hf import HFPolicy
+
+            built = self._meta_model(model_path)
+            if built is not None:
+                model, tokenizer, self._shard_loader = built
+                return HFPolicy(model, tokenizer)
         dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
         options = cfg.lora if lora else None
         if options is not None and adapter is not None:
@@ -233,9 +271,11 @@ class Session:
 
         cfg = self.config.model
         dtype = resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
-        model, tokenizer = sharded.build_model(found, dtype=dtype, lora=cfg.lora,
+        model, tokenizer = sharded.build_model(found, dtype=dtype, lora=cfg.lora, meta=cfg.lora is None,
                                                attn_implementation=cfg.attn_implementation)
-        return HFPolicy(model.to(self.dist.device), tokenizer)
+        if cfg.lora is not None:  # built whole (meta parameters are allocated when sharded)
+            model = model.to(self.dist.device)
+        return HFPolicy(model, tokenizer)
 
     def _resume_point(self) -> ckpt.Checkpoint | None:
         """The newest checkpoint whose files verify (rank 0 checks them, every rank gets its

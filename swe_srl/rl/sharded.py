@@ -14,6 +14,7 @@ group at all (:func:`load_model_weights`, for ``swe-srl export``).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +26,7 @@ from ..policy import LoraOptions
 from . import checkpoint as ckpt
 from .distributed import Dist
 from .integrity import CorruptCheckpoint, brief
+from .meta_init import parameters_on_meta
 
 
 def base_model(model: Any) -> Any:
@@ -70,9 +72,11 @@ def load_sharded_state(found: ckpt.Checkpoint, model: Any, optimizer: Any) -> No
 
 
 def build_model(found: ckpt.Checkpoint, *, dtype: torch.dtype = torch.float32, lora: LoraOptions | None = None,
-                attn_implementation: str = "") -> tuple[Any, Any]:
+                attn_implementation: str = "", meta: bool = False) -> tuple[Any, Any]:
     """(model, tokenizer) of a sharded checkpoint's architecture, weights not loaded yet
-    (random init; :func:`load_model_weights` or :func:`load_sharded_state` fill them)."""
+    (random init; :func:`load_model_weights` or :func:`load_sharded_state` fill them).
+    ``meta`` (no LoRA): parameters on the meta device, allocated only as shards once the model
+    is sharded (:mod:`.meta_init`), so no rank ever holds the whole model."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from ..policy.hf import apply_lora
@@ -84,7 +88,8 @@ def build_model(found: ckpt.Checkpoint, *, dtype: torch.dtype = torch.float32, l
     except (OSError, ValueError) as exc:
         raise CorruptCheckpoint(f"checkpoint {found.path}: {ckpt.HF_DIR}/ cannot be loaded ({brief(exc)})") from exc
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
+    with parameters_on_meta() if meta and lora is None else contextlib.nullcontext():
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kwargs)
     if lora is not None:
         model = apply_lora(model, lora)
     return model, tokenizer
