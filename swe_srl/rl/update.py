@@ -4,8 +4,9 @@ with the global normalisers, backward in micro-batches, then one optimizer step.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
@@ -56,33 +57,34 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
     tis = uses_tis(cfg)
     weighted = dict.fromkeys(TOKEN_METRICS, 0.0)  # same keys on every rank: they are all-reduced
     # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
-    for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch), ref_model):
-        batch = TokenBatch.build([samples[i].prompt_ids for i in part], [samples[i].completion_ids for i in part],
-                                 session.tokenizer.pad_token_id, d.device)
-        with autocast(d.device, session.bf16):
-            logprobs = completion_logprobs(session.model, batch, temperature, chunk_tokens)
-            ref = None
-            if ref_model is not None:
-                with torch.no_grad():
-                    ref = completion_logprobs(ref_model, batch, temperature, chunk_tokens)
-        # One update per batch. Engine log-probs: None when the trained model sampled (rollout.engine
-        # hf: ratio 1 with the policy gradient), the engine's own for vllm (rl/rollout.py): with
-        # TIS they weigh each token, min(exp(trainer - engine), cap); bypassed, they are the
-        # ratio's old log-probs (dual-clip bounds the negative advantages).
-        engine = session.rollout.old_logprobs([samples[i] for i in part], logprobs)
-        old, engine = (None, engine) if tis else (engine, None)
-        loss, metrics = grpo.grpo_loss(logprobs, old, advantages[part], batch.completion_mask,
-                                       ref_logprobs=ref, sample_mask=valid[part], config=loss_cfg,
-                                       num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0),
-                                       engine_logprobs=engine)
-        weight_max = max(weight_max, metrics["is_weight_max"])
-        loss.backward()
-        # Each micro-batch's loss is already divided by the global count: the parts add up.
-        loss_sum += float(loss.detach())
-        metrics["logprob_gap"] = sampler_gap(logprobs.detach(), [samples[i] for i in part])
-        for key in TOKEN_METRICS:
-            weighted[key] += metrics[key] * metrics["tokens"]
-        weight += metrics["tokens"]
+    with dropout_off(session.model):
+        for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch), ref_model):
+            batch = TokenBatch.build([samples[i].prompt_ids for i in part], [samples[i].completion_ids for i in part],
+                                     session.tokenizer.pad_token_id, d.device)
+            with autocast(d.device, session.bf16):
+                logprobs = completion_logprobs(session.model, batch, temperature, chunk_tokens)
+                ref = None
+                if ref_model is not None:
+                    with torch.no_grad():
+                        ref = completion_logprobs(ref_model, batch, temperature, chunk_tokens)
+            # One update per batch. Engine log-probs: None when the trained model sampled (rollout.engine
+            # hf: ratio 1 with the policy gradient), the engine's own for vllm (rl/rollout.py): with
+            # TIS they weigh each token, min(exp(trainer - engine), cap); bypassed, they are the
+            # ratio's old log-probs (dual-clip bounds the negative advantages).
+            engine = session.rollout.old_logprobs([samples[i] for i in part], logprobs)
+            old, engine = (None, engine) if tis else (engine, None)
+            loss, metrics = grpo.grpo_loss(logprobs, old, advantages[part], batch.completion_mask,
+                                           ref_logprobs=ref, sample_mask=valid[part], config=loss_cfg,
+                                           num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0),
+                                           engine_logprobs=engine)
+            weight_max = max(weight_max, metrics["is_weight_max"])
+            loss.backward()
+            # Each micro-batch's loss is already divided by the global count: the parts add up.
+            loss_sum += float(loss.detach())
+            metrics["logprob_gap"] = sampler_gap(logprobs.detach(), [samples[i] for i in part])
+            for key in TOKEN_METRICS:
+                weighted[key] += metrics[key] * metrics["tokens"]
+            weight += metrics["tokens"]
     lr = lr_at(cfg.optim, session.step, cfg.run.max_steps)
     if n_seq > 0:
         grad_norm = optimizer_step(session.model, session.optimizer, cfg.optim, d, lr)
@@ -97,6 +99,23 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
                 "train/is_weight_max": max(d.gather(weight_max)),  # the tail of trainer / engine
                 "train/sequences": n_seq, "train/skipped_update": float(n_seq == 0)})
     return out
+
+
+@contextlib.contextmanager
+def dropout_off(model: torch.nn.Module) -> Iterator[None]:
+    """Every ``nn.Dropout`` of ``model`` (LoRA's ``lora_dropout`` included) in eval mode: the
+    sampler drew the tokens without dropout (rollouts run in eval mode), so the update's
+    log-probs must be of that same function, or the importance ratio and the policy gradient
+    are taken on a randomly thinned model. Only the Dropout modules: the rest stays in train
+    mode (activation checkpointing is active only in train mode)."""
+    switched = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    for m in switched:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in switched:
+            m.train()
 
 
 def sampler_gap(logprobs: torch.Tensor, samples: Sequence[Any]) -> float:

@@ -1,0 +1,45 @@
+"""The GRPO update scores the very function the sampler drew from (issue 19, item 6): LoRA
+dropout is off in the update as it is in sampling (HFPolicy samples in eval mode), so the
+ratio and the policy gradient are not taken on a randomly thinned model."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from swe_srl.rl import update  # noqa: E402
+from tests.rl.test_trainer import _scripted, metric_rows, run, write_dataset  # noqa: E402
+
+
+def test_lora_dropout_is_off_in_every_update_forward(tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    seen: list[list[bool]] = []
+    real = update.completion_logprobs
+
+    def recording(model, *args, **kwargs):
+        seen.append([m.training for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0])
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(update, "completion_logprobs", recording)
+    data = write_dataset(tmp_path / "data", n_train=8, n_val=2)
+    lora = {"r": 4, "alpha": 8, "dropout": 0.5, "target_modules": ["q_proj", "v_proj"]}
+    out = tmp_path / "run"
+    run(data, tiny_model_dir, out, method="srl", sampler=_scripted(AutoTokenizer.from_pretrained(tiny_model_dir)),
+        **{"model.lora": lora, "run.max_steps": 2, "run.save_every": 2, "run.eval_every": 0})
+    assert sum(metric_rows(out, "train/sequences")) > 0, "no GRPO update ran"
+    assert seen and all(flags for flags in seen), "the LoRA dropout modules were not found"
+    assert not any(any(flags) for flags in seen), "dropout was active in an update forward"
+
+
+def test_dropout_off_switches_only_dropout_modules_and_restores_them():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.5), torch.nn.Dropout(0.1))
+    model.train()
+    model[2].eval()  # already off: stays off afterwards
+    x = torch.ones(2, 4)
+    with update.dropout_off(model):
+        assert model.training and not model[1].training
+        assert torch.equal(model(x), model(x))
+    assert model[1].training and not model[2].training
