@@ -263,6 +263,11 @@ class RunConfig:
     """Checkpoint every N steps (and at the end; 0 = only at the end)."""
     eval_every: int = 50
     """Validate every N steps (and before the first and after the last; 0 = never)."""
+    keep_start_model: bool = True
+    """Keep what a resume needs of the start model inside the run (``start_model/``, hard links
+    to its files where the filesystem allows, else a copy) when the run reads it again on
+    resume: LoRA (the base weights), a KL reference (grpo.beta > 0), a vLLM rollout engine.
+    Off: resume reads the original folder, which must then still exist."""
     eval_at_start: bool = True
     """Validate before the first step too (off where the start model was just validated, e.g.
     SRL from an SFT run's last checkpoint)."""

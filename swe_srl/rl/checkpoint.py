@@ -337,6 +337,34 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
         shutil.rmtree(ckpt.path, ignore_errors=True)
 
 
+START_MODEL_DIR = "start_model"
+
+
+def keep_model_folder(source: Path, dest: Path) -> Path:
+    """``dest``: the files of the model folder ``source`` (weights, config, tokenizer), hard
+    linked where the filesystem allows (no extra disk, instant at any model size), else
+    copied; written under a temporary name and renamed, so a kill leaves it whole or absent.
+    An existing ``dest`` is left as it is (a fresh run killed before its first checkpoint,
+    started again from the same model)."""
+    if (dest / "config.json").is_file():
+        return dest
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for item in sorted(Path(source).iterdir()):
+        if not item.is_file():
+            continue  # a model folder is flat; a run's own subfolders are not part of it
+        try:
+            os.link(item, tmp / item.name)
+        except OSError:  # another filesystem, or links not allowed
+            shutil.copy2(item, tmp / item.name)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
 def resolve_model_dir(path: str | os.PathLike | None, *, fallback_runs: Sequence[Path] = (),
                       make_default: bool = True) -> Path:
     """The model folder to load, for ``train --model`` and ``eval --model`` alike.

@@ -143,6 +143,10 @@ class Session:
             Path(found.state["start_model"]) if found.state.get("start_model") else None)
         # fsdp: the model's shards are filled after sharding (meta_init), never the whole model.
         self._shard_loader: Any = None
+        if (found is not None and self.start_model is not None and self._reads_start_model_on_resume()
+                and not (self.start_model / "config.json").is_file()):
+            raise InputError(f"--resume: the model this run started from, {self.start_model}, is gone (a resume "
+                             "reads it for LoRA, the KL reference or the vLLM engine); put it back there")
         self.policy = (self._load_policy(self.start_model, meta=True) if found is None
                        else self._load_checkpoint_policy(found))
         self.bf16 = resolve_precision(config.run.precision, self.dist.device)
@@ -194,9 +198,21 @@ class Session:
         item = self.items[index]
         return item.instance_id if isinstance(item, Task) else item.id
 
+    def _reads_start_model_on_resume(self) -> bool:
+        """LoRA (base weights), a KL reference, a vLLM engine: a resume loads the start model."""
+        cfg = self.config
+        return cfg.model.lora is not None or cfg.grpo.beta > 0 or (cfg.rollout.engine == "vllm" and cfg.method != "sft")
+
     def _start_model(self) -> Path:
-        """The model a fresh run starts from (rank 0 creates the tiny default model)."""
+        """The model a fresh run starts from (rank 0 creates the tiny default model), kept in the
+        run folder when a resume will read it again (``run.keep_start_model``)."""
         path = ckpt.resolve_model_dir(self.config.model.path or None, make_default=self.dist.is_main)
+        if self.config.run.keep_start_model and self._reads_start_model_on_resume():
+            kept = self.run_dir / ckpt.START_MODEL_DIR
+            if self.dist.is_main:
+                ckpt.keep_model_folder(path, kept)
+            self.dist.barrier()
+            return kept
         self.dist.barrier()
         return path
 

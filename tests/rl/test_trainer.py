@@ -333,7 +333,8 @@ def test_kl_reference_after_a_resume_is_the_initial_model(tiny_model, dataset, t
     extra = {"run.eval_every": 0, "grpo.beta": 0.1, "run.save_every": 1}
     sampler = _scripted(AutoTokenizer.from_pretrained(tiny_model))
     run(dataset, tiny_model, out, "srl", sampler=sampler, **extra, **{"run.max_steps": 2})
-    assert ckpt.latest_checkpoint(out).state["start_model"] == str(tiny_model)
+    # The start model is kept in the run (run.keep_start_model): the KL reference is read there.
+    assert ckpt.latest_checkpoint(out).state["start_model"] == str(out / ckpt.START_MODEL_DIR)
     cfg = load_config(TrainConfig, "tiny-cpu", ["method=srl"] + small_overrides(
         dataset, tiny_model, out, **extra, **{"run.max_steps": 3}))
     with Session(cfg, resume=True, sampler=sampler) as session:
