@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 from transformers import GenerationConfig as HFGenerationConfig
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..errors import ConfigError, InputError
 from .base import (
@@ -87,6 +88,37 @@ class _Row:
     prompt_ids: list[int]
     ids: list[int]
     logprobs: list[float]
+
+
+class _SampledLogprobs(LogitsProcessor):
+    """Records ``log_softmax(logits / T)`` at each sampled token while generate runs, holding one
+    step's distribution at a time (what ``output_logits`` would keep for every step).
+
+    Passed to ``generate`` as a custom processor, it runs before the temperature and top-p
+    warpers generate appends after custom ones, on logits that nothing before it changed (the
+    bare generation config enables no other processor): the raw next-token logits. At step t it
+    reads the token sampled at step t - 1 (the last column of ``input_ids``); :meth:`finish`
+    reads the last step's from the returned sequences."""
+
+    def __init__(self, temperature: float) -> None:
+        self.temperature = temperature
+        self.previous: torch.Tensor | None = None
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(-1, input_ids[:, -1:]).squeeze(-1))
+        self.previous = torch.log_softmax(scores.float() / self.temperature, dim=-1)
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        """``[batch, generated steps]`` log-probs of the sampled tokens."""
+        if self.previous is not None:
+            self.steps.append(self.previous.gather(-1, sequences[:, -1:]).squeeze(-1))
+            self.previous = None
+        if not self.steps:
+            return torch.zeros((sequences.shape[0], 0))
+        return torch.stack(self.steps, dim=1)
 
 
 class HFPolicy:
@@ -201,7 +233,10 @@ class HFPolicy:
             pad_token_id=self.tokenizer.pad_token_id,
             stop_strings=list(config.stop) or None,
             return_dict_in_generate=True,
-            output_logits=True,
+            # No output_logits: B x steps x vocab float32 (~20 GB for 8 x 4k tokens x 152k);
+            # _SampledLogprobs keeps one step of log-probs at a time instead.
+            output_logits=False,
+            output_scores=False,
         )
 
     @torch.no_grad()
@@ -217,6 +252,8 @@ class HFPolicy:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in rows])
         was_training = self.model.training
         self.model.eval()  # dropout off while sampling (LoRA dropout included)
+        temperature = config.temperature or 1.0
+        recorder = _SampledLogprobs(temperature)
         try:
             with _bare_generation_config(self.model), torch.autocast(
                     device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocast_bf16):
@@ -225,20 +262,14 @@ class HFPolicy:
                     attention_mask=mask.to(self.device),
                     generation_config=self._hf_generation_config(config),
                     tokenizer=self.tokenizer,
+                    logits_processor=LogitsProcessorList([recorder]),
                 )
         finally:
             self.model.train(was_training)
         new_ids = result.sequences[:, width:]
-        temperature = config.temperature or 1.0
-        logprobs = torch.stack(
-            [
-                torch.log_softmax(step.float() / temperature, dim=-1)
-                .gather(-1, new_ids[:, t : t + 1])
-                .squeeze(-1)
-                for t, step in enumerate(result.logits)
-            ],
-            dim=1,
-        ).cpu()
+        logprobs = recorder.finish(result.sequences).cpu()
+        if logprobs.shape != new_ids.shape:  # one record per generated step, or a bug here
+            raise RuntimeError(f"recorded log-probs for {tuple(logprobs.shape)} tokens, generated {tuple(new_ids.shape)}")
         new_ids = new_ids.cpu()
         return [
             _Row(rows[i], new_ids[i].tolist(), logprobs[i].tolist()) for i in range(len(rows))

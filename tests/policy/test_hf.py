@@ -222,3 +222,28 @@ def test_greedy_ignores_the_repetition_penalty_of_the_checkpoint(hinted_policy):
         for token in sample.completion_ids:
             assert int(hinted_policy.model(torch.tensor([ids])).logits[0, -1].argmax()) == token
             ids.append(token)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.8])
+def test_sampled_logprobs_are_recorded_step_by_step_not_from_kept_logits(policy, top_p, monkeypatch):
+    """generate no longer keeps every step's logits (B x steps x vocab); the recorded log-probs
+    are the same as those logits gave: log_softmax(raw logits / T) at the sampled ids, before
+    top-p truncation."""
+    kept = []
+    real_generate = type(policy.model).generate
+
+    def generate(self, *args, **kwargs):
+        kwargs["generation_config"].output_logits = True  # the old way, to compare against
+        out = real_generate(self, *args, **kwargs)
+        kept.append(out.logits)
+        return out
+
+    config = GenerationConfig(max_new_tokens=12, temperature=0.7, top_p=top_p, n=3, seed=5)
+    assert policy._hf_generation_config(config).output_logits is False
+    assert policy._hf_generation_config(config).output_scores is False
+    monkeypatch.setattr(type(policy.model), "generate", generate)
+    samples = policy.generate([[{"role": "user", "content": "Say something."}]], config)[0]
+    assert kept and isinstance(kept[0], tuple)
+    for i, s in enumerate(samples):
+        expected = [float(torch.log_softmax(kept[0][t][i].float() / 0.7, -1)[tok]) for t, tok in enumerate(s.completion_ids)]
+        assert s.logprobs == pytest.approx(expected, abs=1e-6)
