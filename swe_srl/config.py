@@ -121,6 +121,10 @@ class GRPOConfig:
     budget are the run's ``generation`` settings."""
     beta: float = 0.0
     """KL coefficient to a frozen reference model (0 = no reference is loaded)."""
+    reference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    """The frozen reference's weights: auto = bfloat16 when the run trains in bf16 (its
+    forwards run under bf16 autocast anyway: half the memory of a float32 copy), else the
+    model's dtype."""
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
     """Upper clip range of the ratio (DAPO's clip-higher uses e.g. 0.28)."""
@@ -164,6 +168,8 @@ class GRPOConfig:
             raise ConfigError("grpo.beta and the clip ranges must be >= 0")
         if self.max_resample_rounds < 1:
             raise ConfigError("grpo.max_resample_rounds must be >= 1 (1 = sample once, no refill)")
+        if self.reference_dtype not in ("auto", "float32", "bfloat16"):
+            raise ConfigError(f"grpo.reference_dtype must be auto, float32 or bfloat16, got {self.reference_dtype!r}")
         if self.tis_cap < 1 or (self.dual_clip and self.dual_clip <= 1):
             raise ConfigError("grpo.tis_cap must be >= 1 and grpo.dual_clip > 1 (or 0 = off)")
         if self.is_veto and self.is_veto <= self.tis_cap:

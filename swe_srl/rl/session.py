@@ -221,17 +221,25 @@ class Session:
         after a resume (not the resumed weights)."""
         if self.config.grpo.beta <= 0:
             return None
+        wanted = self.config.grpo.reference_dtype
+        dtype = torch.bfloat16 if wanted == "bfloat16" or (wanted == "auto" and self.bf16) else None
         if self.resumed_from is None and not parallel.is_sharded(self.model):
-            return frozen(copy.deepcopy(self.model))
+            return frozen(copy.deepcopy(self.model).to(dtype=dtype) if dtype else copy.deepcopy(self.model))
         start = self.start_model or self._start_model()  # checkpoints from before it was recorded
         if parallel.is_sharded(self.model):  # sharded like the policy: its forwards are collective too
-            built = self._meta_model(start)
-            ref, load = (built[0], built[2]) if built is not None else (self._load_policy(start, lora=False).model, None)
+            built = self._meta_model(start, dtype=dtype)
+            if built is not None:
+                ref, load = built[0], built[2]
+            else:
+                ref, load = self._load_policy(start, lora=False).model, None
+                ref = ref.to(dtype=dtype) if dtype else ref
             parallel.shard_model(ref, self.dist, bf16=self.bf16, cpu_offload=self.config.run.cpu_offload, load=load)
             return frozen(ref)
-        return frozen(self._load_policy(start, lora=False).model)
+        ref = self._load_policy(start, lora=False).model
+        return frozen(ref.to(dtype=dtype) if dtype else ref)
 
-    def _meta_model(self, model_path: Path) -> tuple[torch.nn.Module, Any, Any] | None:
+    def _meta_model(self, model_path: Path, dtype: torch.dtype | None = None
+                    ) -> tuple[torch.nn.Module, Any, Any] | None:
         """(model with meta parameters, tokenizer, the loader that fills each rank's shards
         after sharding) when the folder's safetensors cover the model (:mod:`.meta_init`);
         None when they do not (the caller loads the whole model, as before)."""
@@ -241,7 +249,7 @@ class Session:
         from . import meta_init
 
         cfg = self.config.model
-        dtype = resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
+        dtype = dtype or resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
         model = meta_init.build_on_meta(model_path, dtype=dtype, attn_implementation=cfg.attn_implementation)
         if not meta_init.covers(model, model_path):
             log.info("%s: safetensors do not name every parameter; loading the whole model on each rank", model_path)

@@ -43,3 +43,33 @@ def test_dropout_off_switches_only_dropout_modules_and_restores_them():
         assert model.training and not model[1].training
         assert torch.equal(model(x), model(x))
     assert model[1].training and not model[2].training
+
+
+@pytest.mark.parametrize("precision,wanted,expected", [("bf16", "auto", torch.bfloat16), ("fp32", "auto", torch.float32),
+                                                       ("fp32", "bfloat16", torch.bfloat16)])
+def test_kl_reference_is_kept_in_bf16_when_the_run_trains_in_bf16(tiny_model_dir, tmp_path, precision, wanted,
+                                                                   expected):
+    from transformers import AutoTokenizer
+
+    from swe_srl.config import TrainConfig
+    from swe_srl.config_loader import load_config
+    from swe_srl.rl.session import Session
+    from tests.rl.test_trainer import small_overrides
+
+    data = write_dataset(tmp_path / "data", n_train=8, n_val=2)
+    extra = {"run.eval_every": 0, "grpo.beta": 0.1, "run.precision": precision, "grpo.reference_dtype": wanted,
+             "run.max_steps": 1}
+    sampler = _scripted(AutoTokenizer.from_pretrained(tiny_model_dir))
+    cfg = load_config(TrainConfig, "tiny-cpu", ["method=srl"] + small_overrides(data, tiny_model_dir, tmp_path / "r",
+                                                                                **extra))
+    with Session(cfg, sampler=sampler) as session:
+        reference = session.reference_model()
+        assert {p.dtype for p in reference.parameters()} == {expected}
+        assert {p.dtype for p in session.model.parameters()} == {torch.float32}  # master weights untouched
+        ref_bytes = sum(p.numel() * p.element_size() for p in reference.parameters())
+        model_bytes = sum(p.numel() * p.element_size() for p in session.model.parameters())
+        assert ref_bytes == (model_bytes // 2 if expected == torch.bfloat16 else model_bytes)
+    out = tmp_path / "run"
+    run(data, tiny_model_dir, out, method="srl", sampler=sampler, **extra)
+    # Before any update the policy is the reference: the KL is only the bf16 rounding of the weights.
+    assert metric_rows(out, "train/kl")[0] < 1e-2
