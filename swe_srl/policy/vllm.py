@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import ConfigError, InfrastructureError, InputError
+from ..versions import require
 from .base import Conversation, GenerationConfig, PolicyConfig, Sample, render_conversation
 
 
@@ -48,6 +49,7 @@ class VLLMPolicy:
     def from_config(cls, config: PolicyConfig) -> "VLLMPolicy":
         """Start an engine for ``config.model`` (takes seconds to minutes)."""
         vllm = _import_vllm()
+        require("vllm")
         # update_weights ships a function to the engine process; vLLM refuses pickled
         # callables unless this is set before the engine starts.
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")

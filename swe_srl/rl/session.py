@@ -31,6 +31,7 @@ from ..prompts import messages_for_target
 from ..rewards.similarity import StepScores
 from ..schemas import StepTarget, Task
 from ..tasks import load_tasks
+from ..versions import require
 from . import checkpoint as ckpt
 from . import parallel, sharded
 from .data_order import DataOrder
@@ -114,6 +115,8 @@ class Session:
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> None:
         _quiet_transformers()
+        for package in ("torch", "transformers") + (("peft",) if config.model.lora is not None else ()):
+            require(package)
         self.config = config
         self.dist = init_distributed()
         self.run_dir = Path(config.run.out_dir)
