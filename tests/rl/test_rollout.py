@@ -19,12 +19,20 @@ from swe_srl.config import TrainConfig  # noqa: E402
 from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.errors import ConfigError, InputError, StaleWeights  # noqa: E402
 from swe_srl.policy import PolicyConfig, Sample, load_policy  # noqa: E402
+from swe_srl.rl import checkpoint as ckpt  # noqa: E402
 from swe_srl.rl import grpo  # noqa: E402
 from swe_srl.rl import rollout as rollout_mod  # noqa: E402
 from swe_srl.rl.rollout import full_named_parameters, sampler_logprobs  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.trainer import train  # noqa: E402
-from tests.rl.test_trainer import metric_rows, run, small_overrides, state_dict, write_dataset  # noqa: E402
+from tests.rl.test_trainer import (  # noqa: E402
+    assert_same_weights,
+    metric_rows,
+    run,
+    small_overrides,
+    state_dict,
+    write_dataset,
+)
 
 VLLM = {"rollout.engine": "vllm", "run.eval_every": 0}
 
@@ -108,7 +116,9 @@ def old_logprobs_seen(monkeypatch) -> list[Any]:
 def test_engine_gets_the_weights_after_every_step(tiny_model_dir, dataset, tmp_path, engines, old_logprobs_seen):
     result = run(dataset, tiny_model_dir, tmp_path / "run", "srl", **VLLM)
     (engine,) = engines
-    assert engine.model_dir == tiny_model_dir
+    # The start model, as the run keeps it for its resumes (run.keep_start_model: hard links).
+    assert engine.model_dir == result.run_dir / ckpt.START_MODEL_DIR
+    assert_same_weights(state_dict(engine.model_dir), state_dict(tiny_model_dir), atol=0.0)
     assert engine.pushed == [0, 1, 2, 3]  # at the start, then after each step
     assert metric_rows(result.run_dir, "rollout/weights_version") == [1.0, 2.0, 3.0]
     final = state_dict(result.final_checkpoint / "model")
@@ -162,7 +172,7 @@ def test_resume_pushes_the_restored_weights(tiny_model_dir, dataset, tmp_path, e
     run(dataset, tiny_model_dir, out, "srl", **VLLM, **{"run.max_steps": 2, "run.save_every": 2})
     result = run(dataset, tiny_model_dir, out, "srl", resume=True, **VLLM, **{"run.max_steps": 3})
     first, second = engines
-    assert second.model_dir == tiny_model_dir  # the start model, then the restored weights pushed
+    assert second.model_dir == out / ckpt.START_MODEL_DIR  # the start model, then the restored weights pushed
     assert second.pushed == [2, 3]  # the restored weights are version 2
     assert metric_rows(out, "rollout/weights_version") == [1.0, 2.0, 3.0]
     final = state_dict(result.final_checkpoint / "model")
