@@ -35,12 +35,15 @@ def check_result(result: dict, engine: str) -> None:
 
 @pytest.mark.slow
 def test_cpu_smoke_run_with_hf_rollouts(tmp_path):
-    proc, results = run_script(sys.executable, [*SMALL, "--engine", "hf"], tmp_path)
+    proc, results = run_script(sys.executable, [*SMALL, "--engine", "hf", "--variants", "base", "lora"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    check_result(results[0], "hf")
-    assert results[0]["weights_version"] is None  # hf samples with the trained model itself
+    assert [r["variant"] for r in results] == ["base", "lora"]
+    for result in results:
+        check_result(result, "hf")
+        assert result["weights_version"] is None  # hf samples with the trained model itself
+        assert result["is_weight_max"] >= 1.0 and result["load_rss_gib"] > 0
     table = (tmp_path / "result.md").read_text()
-    assert table.count("\n") == 3 and "| tiny | cpu | hf |" in table
+    assert table.count("\n") == 4 and "| tiny | base | cpu | hf |" in table and "| tiny | lora | cpu | hf |" in table
 
 
 @needs_vllm

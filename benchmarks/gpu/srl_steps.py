@@ -13,7 +13,22 @@ a group (the completion's length mod 7): rewarding costs microseconds either way
 sampling, update and push are exactly SRL's.
 
     python benchmarks/gpu/srl_steps.py --shape 1.5b --out OUT          # one H200: ~3-4 min
+    python benchmarks/gpu/srl_steps.py --shape 1.5b --variants base lora bypass sleep --out OUT
     python benchmarks/gpu/srl_steps.py --shape tiny --engine hf         # CPU smoke run (CI)
+
+Variants (``--variants``, each a run of its own on the same shape) check what only real weights
+on a GPU show (issue 19):
+
+- ``base``: the defaults: TIS against the engine's bf16 log-probs (``train/is_weight_max``,
+  ``train/mismatch_kl``, ``train/is_clip_fraction`` say how far engine and trainer are apart),
+  the bucketed bf16 push, fsdp loaded on the meta device (``load_rss_gib``: the trainer
+  process's peak host memory when the run has set up);
+- ``bypass``: ``grpo.rollout_correction=bypass`` (the engine's log-probs as the ratio's old
+  ones, dual-clip only), to compare the ratio's tail with TIS's;
+- ``lora``: LoRA adapters folded into the pushed weights, with the float32 engine this needs
+  (a bf16 engine is refused: the deltas round away); ``logprob_gap`` shows the push reached it;
+- ``sleep``: the engine sleeps during the update (``rollout.sleep_level`` 1) and the push goes
+  in small buckets: ``gpu_used_gib`` vs ``base`` is what sleeping frees.
 
 Writes OUT/result.json and OUT/result.md (a table row per shape): median over the timed steps
 (step 1 is the warm-up and is left out) of step time, its rollout / update / push parts,
@@ -26,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import sys
@@ -93,6 +109,17 @@ def settings(args: argparse.Namespace, gpu: bool) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# Extra overrides per variant (see the module docstring).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "base": {},
+    "bypass": {"grpo.rollout_correction": "bypass"},
+    "lora": {"model.lora": {"r": 16, "alpha": 32, "dropout": 0.0,
+                            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+             "rollout.dtype": "float32", "optim.lr": 1e-4},
+    "sleep": {"rollout.sleep_level": 1, "rollout.push_bucket_mb": 256},
+}
+
+
 def run_shape(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import torch
 
@@ -114,8 +141,8 @@ def run_shape(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     model_dir = build_model(SHAPES[args.shape], work / "model", "cuda" if gpu else "cpu")
     build_dataset(default_trajectory_inputs(), work / "data", DatasetConfig(), output="jsonl")
     prepared = time.perf_counter() - started
-    overrides = settings(args, gpu) | {"model.path": str(model_dir), "data.train": str(work / "data"),
-                                       "run.out_dir": str(work / "run")}
+    overrides = settings(args, gpu) | VARIANTS[args.variant] | {
+        "model.path": str(model_dir), "data.train": str(work / "data"), "run.out_dir": str(work / "run")}
     config = load_config(TrainConfig, "paper", overrides)
     RewardConfig.step_reward = lambda self, syntax="xml": stand_in_reward  # see the module docstring
     if gpu:
@@ -124,8 +151,12 @@ def run_shape(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     train(config)
     trained = time.perf_counter() - started
     rows = [r for r in read_jsonl(work / "run" / "metrics.jsonl") if "step_time" in r]
-    return summarize(args, rows, prepared=prepared, trained=trained, gpu=gpu,
-                     linear_params=resolve_shape(str(model_dir / "config.json")).matmul_params)
+    out = summarize(args, rows, prepared=prepared, trained=trained, gpu=gpu,
+                    linear_params=resolve_shape(str(model_dir / "config.json")).matmul_params)
+    # ru_maxrss: KiB on Linux; this process built the model folder too (a bf16 copy on the GPU
+    # when there is one), so it bounds the run's load from above.
+    out["load_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
 
 
 def summarize(args: argparse.Namespace, rows: list[dict], *, prepared: float, trained: float, gpu: bool,
@@ -142,7 +173,7 @@ def summarize(args: argparse.Namespace, rows: list[dict], *, prepared: float, tr
     update_s = med("time/update_s")
     flops = 6 * linear_params * med("train/forward_tokens")
     out = {
-        "shape": args.shape, "device": device, "engine": args.engine, "steps": len(rows), "timed_steps": len(timed),
+        "shape": args.shape, "variant": args.variant, "device": device, "engine": args.engine, "steps": len(rows), "timed_steps": len(timed),
         "group": args.group, "batch": args.batch, "max_new_tokens": args.max_new_tokens,
         "linear_params": linear_params, "prepare_s": round(prepared, 1), "train_s": round(trained, 1),
         "step_s": med("step_time"), "rollout_s": med("time/rollout_s"), "update_s": update_s,
@@ -154,18 +185,34 @@ def summarize(args: argparse.Namespace, rows: list[dict], *, prepared: float, tr
         if gpu else 0.0,
         "mfu_update": flops / update_s / (peak * 1e12) if peak and update_s > 0 else None,
         "logprob_gap": med("train/logprob_gap"), "weights_version": rows[-1].get("rollout/weights_version"),
+        # The ratio's tail (issue 19): worst trainer/engine weight, truncated share, mismatch KL.
+        "is_weight_max": max((float(r.get("train/is_weight_max", 1.0)) for r in rows), default=1.0),
+        "is_clip_fraction": med("train/is_clip_fraction"), "mismatch_kl": med("train/mismatch_kl"),
     }  # fmt: skip
     return out
 
 
 def markdown(results: list[dict]) -> str:
-    head = ("| shape | device | engine | step s | rollout s | update s | push s | rollout tok/s | update tok/s "
-            "| trainer peak GiB | MFU (update) |\n|" + "---|" * 11)
-    rows = [f"| {r['shape']} | {r['device']} | {r['engine']} | {r['step_s']:.2f} | {r['rollout_s']:.2f} | "
-            f"{r['update_s']:.2f} | {r['push_s']:.2f} | {r['rollout_tokens_per_s']:.0f} | "
-            f"{r['update_tokens_per_s']:.0f} | {r['trainer_peak_gib']:.1f} | "
+    head = ("| shape | variant | device | engine | step s | rollout s | update s | push s | rollout tok/s "
+            "| update tok/s | trainer peak GiB | GPU used GiB | host peak GiB | IS weight max | mismatch KL "
+            "| logprob gap | MFU (update) |\n|" + "---|" * 17)
+    rows = [f"| {r['shape']} | {r['variant']} | {r['device']} | {r['engine']} | {r['step_s']:.2f} | "
+            f"{r['rollout_s']:.2f} | {r['update_s']:.2f} | {r['push_s']:.2f} | {r['rollout_tokens_per_s']:.0f} | "
+            f"{r['update_tokens_per_s']:.0f} | {r['trainer_peak_gib']:.1f} | {r['gpu_used_gib']:.1f} | "
+            f"{r['load_rss_gib']:.1f} | {r['is_weight_max']:.2f} | {r['mismatch_kl']:.2e} | "
+            f"{r['logprob_gap']:.2e} | "
             + (f"{100 * r['mfu_update']:.1f}% |" if r["mfu_update"] is not None else "- |") for r in results]
     return "\n".join([head, *rows]) + "\n"
+
+
+def _in_subprocess(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``run_shape`` in a child process (spawned: vLLM and CUDA do not survive a fork), so that
+    one variant's engine, GPU memory and peak RSS are not the next one's."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(run_shape, (args, work))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", choices=list(SHAPES), nargs="+", default=None,
                         help="default: 1.5b on a GPU, tiny on CPU")
     parser.add_argument("--engine", choices=("vllm", "hf"), default="vllm")
+    parser.add_argument("--variants", choices=list(VARIANTS), nargs="+", default=["base"],
+                        help="runs per shape (see above); sleep needs a GPU")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16, help="step targets per update (groups)")
     parser.add_argument("--group", type=int, default=8, help="G, completions per step target")
@@ -194,13 +243,16 @@ def main(argv: list[str] | None = None) -> int:
     shapes = args.shape or (["1.5b"] if torch.cuda.is_available() else ["tiny"])
     results = []
     for shape in shapes:
-        work = Path(tempfile.mkdtemp(prefix=f"srl-gpu-{shape}-"))
-        try:
-            result = run_shape(argparse.Namespace(**{**vars(args), "shape": shape}), work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        print(json.dumps(result), flush=True)
-        results.append(result)
+        for variant in args.variants:
+            work = Path(tempfile.mkdtemp(prefix=f"srl-gpu-{shape}-{variant}-"))
+            try:
+                # Each variant in a process of its own: a fresh engine, fresh peak counters.
+                result = _in_subprocess(argparse.Namespace(**{**vars(args), "shape": shape, "variant": variant}),
+                                        work)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+            print(json.dumps(result), flush=True)
+            results.append(result)
     table = markdown(results)
     print(table)
     if args.out:
