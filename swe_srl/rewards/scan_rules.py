@@ -15,6 +15,8 @@ import ast
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from .scan_names import CODE_SUFFIXES, Names, const_str, own_module
+
 RULES: dict[str, str] = {
     "pytest-use": "imports or uses pytest/_pytest/pluggy (or tests for pytest being loaded) where the base "
                   "code of that file does not; writes to their attributes",
@@ -22,7 +24,8 @@ RULES: dict[str, str] = {
                       "outside tests",
     "sys-modules-write": "writes sys.modules (item assignment, del, setdefault, update, pop, patch.dict) or "
                          "attributes of modules reached through it",
-    "class-swap": "assigns __class__ on anything but self (a module or test object turned into another type)",
+    "class-swap": "assigns __class__ or __code__ on anything but self (a module, test object or test function "
+                  "turned into another)",
     "frame-walk": "walks interpreter frames: sys._getframe, inspect.currentframe/stack, f_back, f_globals, "
                   "tb_frame, ...",
     "gc-walk": "walks the garbage collector's objects: gc.get_objects/get_referrers/get_referents",
@@ -37,6 +40,10 @@ RULES: dict[str, str] = {
     "dynamic-access": "getattr/setattr/delattr with a name built at run time on sys, builtins, gc, inspect, "
                       "ctypes, atexit, threading, __main__ or the test runner",
     "test-code-import": "library code imports a test module the patch writes",
+    "hidden-code": "runs code the patch does not show as code: exec/eval/compile of a string decoded at run time, "
+                   "marshal.loads, a module loaded from a file path (spec_from_file_location, SourceFileLoader, "
+                   "runpy.run_path)",
+    "import-hook": "changes how modules are found: sys.meta_path, sys.path_hooks, sys.path_importer_cache",
 }
 RUNNER_ROOTS = frozenset({"pytest", "_pytest", "pluggy"})
 _SENSITIVE = RUNNER_ROOTS | {"sys", "builtins", "gc", "inspect", "ctypes", "_ctypes", "atexit", "threading", "__main__"}
@@ -58,6 +65,9 @@ _QUAL_RULES: dict[str, str] = {
     **dict.fromkeys(("ctypes", "_ctypes"), "ctypes"),
     "__main__": "main-module",
     **dict.fromkeys(("types.CodeType",), "foreign-compile"),
+    **dict.fromkeys(("marshal.loads", "importlib.util.spec_from_file_location", "importlib.machinery.SourceFileLoader",
+                     "importlib.machinery.SourcelessFileLoader", "runpy.run_path", "zipimport"), "hidden-code"),
+    **dict.fromkeys(("sys.meta_path", "sys.path_hooks", "sys.path_importer_cache"), "import-hook"),
 }
 # Attribute names distinctive enough to flag on any object.
 _ATTR_RULES: dict[str, str] = {
@@ -75,12 +85,12 @@ _MUTATORS = frozenset({"__setitem__", "__delitem__", "setdefault", "update", "po
                        "setitem", "delitem", "dict", "__init__"})
 _SETATTRS = frozenset({"builtins.setattr", "builtins.delattr", "builtins.object.__setattr__",
                        "builtins.object.__delattr__", "builtins.type.__setattr__"})
-_BUILTIN_NAMES = frozenset({"getattr", "setattr", "delattr", "__import__", "compile", "exec", "eval", "open", "vars",
-                            "globals", "object", "type"})
-_IMPORTERS = frozenset({"builtins.__import__", "importlib.import_module", "importlib.__import__"})
-_MODULE_LOOKUPS = frozenset({"sys.modules.get", "sys.modules.setdefault", "sys.modules.pop"})
-_CODE_SUFFIXES = (".py", ".pyw", ".pyc", ".pth")
-_CODE_NAMES = ("sitecustomize", "usercustomize", "conftest", "__pycache__")
+_GETATTRS = frozenset({"builtins.getattr", "builtins.object.__getattribute__", "builtins.type.__getattribute__",
+                       "operator.attrgetter"})
+_SWAPPED = frozenset({"__class__", "__code__"})
+_LIST_MUTATORS = frozenset({"insert", "append", "extend", "remove"})
+_DECODERS = frozenset({"b64decode", "b32decode", "b16decode", "a85decode", "b85decode", "decodebytes", "decode",
+                       "decompress", "fromhex", "unhexlify", "loads", "translate", "chr"})
 _OPENERS = frozenset({"builtins.open", "io.open", "codecs.open", "os.open", "io.FileIO", "_io.open"})
 _COPIERS = frozenset({"shutil.copy", "shutil.copy2", "shutil.copyfile", "shutil.move", "os.rename", "os.replace",
                       "os.link", "os.symlink", "shutil.copytree"})
@@ -96,132 +106,6 @@ class Hit:
     end_line: int
     key: str
     in_function: bool
-
-
-def const_str(node: Optional[ast.AST], strings: Optional[dict[str, str]] = None) -> Optional[str]:
-    """The string ``node`` always evaluates to (constants, +, f-strings of constants,
-    ``"".join`` of constants, names bound to those), else None."""
-    if node is None:
-        return None
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if isinstance(node, ast.Name) and strings is not None:
-        return strings.get(node.id)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        left, right = const_str(node.left, strings), const_str(node.right, strings)
-        return left + right if left is not None and right is not None else None
-    if isinstance(node, ast.JoinedStr):
-        parts = [const_str(v.value if isinstance(v, ast.FormattedValue) else v, strings) for v in node.values]
-        return "".join(parts) if all(p is not None for p in parts) else None  # type: ignore[arg-type]
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join"
-            and len(node.args) == 1 and isinstance(node.args[0], (ast.List, ast.Tuple))):
-        sep = const_str(node.func.value, strings)
-        parts = [const_str(e, strings) for e in node.args[0].elts]
-        return sep.join(parts) if sep is not None and all(p is not None for p in parts) else None  # type: ignore[arg-type]
-    return None
-
-
-class Names:
-    """What the names of one module stand for (file-wide, every binding kept: over-approximate)."""
-
-    def __init__(self, tree: ast.AST) -> None:
-        self.alias: dict[str, str] = {}
-        self.strings: dict[str, str] = {}
-        self.values: dict[str, ast.AST] = {}
-        self.modvars: set[str] = set()  # names bound to something reached through sys.modules
-        nodes = list(ast.walk(tree))
-        for _ in range(3):  # bindings may come after their use in the file: settle them
-            for node in nodes:
-                self._bind(node)
-
-    def _bind(self, node: ast.AST) -> None:
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                self.alias[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            for a in node.names:
-                if a.name != "*":
-                    self.alias[a.asname or a.name] = f"{node.module}.{a.name}"
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for target in targets:
-                if isinstance(target, ast.Name):
-                    self._bind_name(target.id, node.value)
-        elif isinstance(node, (ast.For, ast.AsyncFor, ast.comprehension)) and self.derived(node.iter):
-            self.modvars.update(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
-
-    def _bind_name(self, name: str, value: ast.AST) -> None:
-        self.values[name] = value
-        text = const_str(value, self.strings)
-        if text is not None:
-            self.strings[name] = text
-        qual = self.qual(value)
-        if qual is not None:
-            self.alias[name] = qual
-        if self.derived(value) and not _own_module(value):
-            self.modvars.add(name)
-
-    def qual(self, node: ast.AST) -> Optional[str]:
-        """The dotted name ``node`` stands for (``sys._getframe``, ``pytest``), else None."""
-        if isinstance(node, ast.Name):
-            if node.id in self.alias:
-                return self.alias[node.id]
-            if node.id == "__builtins__":
-                return "builtins"
-            return f"builtins.{node.id}" if node.id in _BUILTIN_NAMES else None
-        if isinstance(node, ast.Attribute):
-            base = self.qual(node.value)
-            return f"{base}.{node.attr}" if base else None
-        if isinstance(node, ast.Subscript):
-            base, key = self.qual(node.value), const_str(node.slice, self.strings)
-            if base is None or key is None:
-                return None
-            if base == "sys.modules":
-                return key
-            if base == "builtins" or base.endswith(".__dict__"):
-                return f"{base.removesuffix('.__dict__')}.{key}"
-            return None
-        if isinstance(node, ast.Call):
-            func = self.qual(node.func)
-            first = const_str(node.args[0], self.strings) if node.args else None
-            if func in _IMPORTERS or func in _MODULE_LOOKUPS:
-                return first
-            if func == "builtins.getattr" and len(node.args) >= 2:
-                base, name = self.qual(node.args[0]), const_str(node.args[1], self.strings)
-                return f"{base}.{name}" if base and name else None
-            if func == "builtins.vars" and node.args:
-                base = self.qual(node.args[0])
-                return f"{base}.__dict__" if base else None
-        return None
-
-    def derived(self, node: ast.AST) -> bool:
-        """``node`` reaches into sys.modules (directly, or through a name bound from it)."""
-        for sub in ast.walk(node):
-            if isinstance(sub, ast.Name) and sub.id in self.modvars:
-                return True
-            if isinstance(sub, (ast.Attribute, ast.Name)) and self.qual(sub) == "sys.modules":
-                return True
-        return False
-
-    def code_path(self, node: Optional[ast.AST], depth: int = 0) -> Optional[str]:
-        """A string in a path expression that names Python code (``x.py``, ``.pth``, ``conftest``)."""
-        if node is None or depth > 3:
-            return None
-        for sub in ast.walk(node):
-            text = const_str(sub, self.strings)
-            if text is not None and (text.rstrip("'\"").endswith(_CODE_SUFFIXES)
-                                     or any(n in text for n in _CODE_NAMES)):
-                return text
-            if isinstance(sub, ast.Name) and sub.id in self.values and self.values[sub.id] is not node:
-                found = self.code_path(self.values[sub.id], depth + 1)
-                if found:
-                    return found
-        return None
-
-
-def _own_module(node: ast.AST) -> bool:
-    """``sys.modules[__name__]``: the module itself (setting its own names is ordinary)."""
-    return (isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Name) and node.slice.id == "__name__")
 
 
 def _rule_of(qual: Optional[str]) -> Optional[str]:
@@ -291,15 +175,30 @@ def _matches(node: ast.AST, parent: Optional[ast.AST], names: Names) -> Iterator
             yield "pytest-use", qual
         if qual == "__main__":
             yield "main-module", qual
+        base = names.qual(node.value)
+        if (base and base.endswith(".__dict__") and base.split(".")[0] in _SENSITIVE
+                and const_str(node.slice, names.strings) is None):
+            yield "dynamic-access", f"{base}[...]"
         if isinstance(node.ctx, (ast.Store, ast.Del)):
             yield from _container_write(node.value, names)
         return
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        text = node.value
-        if text in _ATTR_RULES and _ATTR_RULES[text] == "pytest-outcome":
-            yield "pytest-outcome", text
-        if text.startswith(("PYTEST_", "_pytest.")):  # under-test detection, internals by name
-            yield "pytest-use", text
+    if isinstance(node, (ast.Constant, ast.BinOp, ast.JoinedStr)) or (
+            isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "join"):
+        text = const_str(node, names.strings)  # a string, also one put together from pieces
+        if text is None:
+            if isinstance(node, ast.Call):
+                yield from _call(node, names)
+            return
+        if text in _ATTR_RULES:  # attrgetter("f_back"), globals()["pytest" + "mark"]
+            yield _ATTR_RULES[text], text
+        if text.startswith(("PYTEST_", "_pytest.", "pytest.", "pluggy.")) and text != "pytest.ini":
+            yield "pytest-use", text  # under-test detection; internals named for mock.patch & co
+        return
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("pytest_"):
+        yield "pytest-use", f"hook:{node.name}"
+        return
+    if isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+        yield from _container_write(node.target, names)
         return
     if isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
         if any(names.qual(c) == "sys.modules" for c in node.comparators):
@@ -314,15 +213,17 @@ def _matches(node: ast.AST, parent: Optional[ast.AST], names: Names) -> Iterator
 def _attribute_write(value: ast.AST, attr: str, names: Names) -> Iterator[tuple[str, str]]:
     """Rules for ``<value>.<attr> = ...`` (or del, or setattr)."""
     base = names.qual(value)
-    if attr == "__class__" and not (isinstance(value, ast.Name) and value.id == "self"):
-        yield "class-swap", f"{ast.unparse(value)[:60]}.__class__"
+    if attr in _SWAPPED and not (isinstance(value, ast.Name) and value.id == "self"):
+        yield "class-swap", f"{ast.unparse(value)[:60]}.{attr}"
     if base == "builtins" or (base or "").startswith("builtins.__dict__"):
         yield "builtins-write", f"builtins.{attr}"
     elif base == "sys" and attr == "modules":
         yield "sys-modules-write", "sys.modules"
+    elif base == "sys" and f"sys.{attr}" in _QUAL_RULES:
+        yield _QUAL_RULES[f"sys.{attr}"], f"sys.{attr}"
     elif base and base.split(".")[0] in RUNNER_ROOTS:
         yield "pytest-use", f"write:{base}.{attr}"
-    elif names.derived(value) and not _own_module(value):
+    elif names.derived(value) and not own_module(value):
         yield "sys-modules-write", f"{ast.unparse(value)[:60]}.{attr}"
     if base in ("sys", "threading") and attr in ("settrace", "setprofile"):
         yield "trace-hook", f"{base}.{attr}"
@@ -331,11 +232,13 @@ def _attribute_write(value: ast.AST, attr: str, names: Names) -> Iterator[tuple[
 def _container_write(container: ast.AST, names: Names) -> Iterator[tuple[str, str]]:
     """Rules for ``<container>[k] = ...``, del, or a mutating call on it."""
     qual = names.qual(container)
-    if qual == "sys.modules" or (qual is None and names.derived(container) and not _own_module(container)
-                                 and isinstance(container, ast.Name)):
+    if qual == "sys.modules" or (names.derived(container) and not own_module(container)
+                                 and not (isinstance(container, ast.Attribute) and own_module(container.value))):
         yield "sys-modules-write", "sys.modules"
     elif qual in ("builtins", "builtins.__dict__"):
         yield "builtins-write", qual
+    elif qual in ("sys.meta_path", "sys.path_hooks", "sys.path_importer_cache"):
+        yield "import-hook", qual
 
 
 def _call(node: ast.Call, names: Names) -> Iterator[tuple[str, str]]:
@@ -347,15 +250,21 @@ def _call(node: ast.Call, names: Names) -> Iterator[tuple[str, str]]:
         if result.split(".")[0] in RUNNER_ROOTS:
             yield "pytest-use", result
     terminal = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+    if terminal in _LIST_MUTATORS and isinstance(node.func, ast.Attribute):
+        qual = names.qual(node.func.value)
+        if qual in ("sys.meta_path", "sys.path_hooks"):
+            yield "import-hook", qual
+    if func in ("builtins.exec", "builtins.eval", "builtins.compile") and node.args:
+        yield from _code_string(node.args[0], names)
     if terminal in _MUTATORS:
         if isinstance(node.func, ast.Attribute):
             yield from _container_write(node.func.value, names)
         if node.args:  # dict.update(sys.modules, ...), monkeypatch.setitem(sys.modules, ...), patch.dict(...)
             yield from _container_write(node.args[0], names)
-    if func in _SETATTRS or func == "builtins.getattr":
+    if func in _SETATTRS or func in _GETATTRS:
         target, name = _arg(node, 0, "obj"), const_str(_arg(node, 1, "name"), names.strings)
         base = names.qual(target) if target is not None else None
-        if name is None:
+        if name is None and func != "operator.attrgetter":
             if base and base.split(".")[0] in _SENSITIVE:
                 yield "dynamic-access", f"{func.rpartition('.')[2]}({base}, ...)"
         elif name in _ATTR_RULES:
@@ -369,12 +278,40 @@ def _call(node: ast.Call, names: Names) -> Iterator[tuple[str, str]]:
             yield "foreign-compile", f"compile(..., {ast.unparse(filename)[:60]})"
     if any(k.arg == "co_filename" for k in node.keywords):
         yield "foreign-compile", "co_filename="
-    if func in ("os.kill", "os.killpg", "signal.pthread_kill") and any(
-            isinstance(n, ast.Attribute) and n.attr in ("getpid", "getppid") for n in ast.walk(node)):
-        yield "hard-exit", func
+    if func in ("os.kill", "os.killpg", "signal.pthread_kill") and node.args and (
+            any(isinstance(n, ast.Attribute) and n.attr in ("getpid", "getppid") for n in ast.walk(node.args[0]))
+            or _pid_all(node.args[0])):
+        yield "hard-exit", func  # this process, its parent, its group or every process
     path = _written_path(node, func, terminal, names)
     if path:
         yield "runtime-code-write", path
+
+
+def _pid_all(node: ast.AST) -> bool:
+    """A pid of 0 or -1: the process group, or every process the user may signal."""
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        node = node.operand
+    return isinstance(node, ast.Constant) and node.value in (0, 1) and not isinstance(node.value, bool)
+
+
+def _code_string(source: ast.AST, names: Names) -> Iterator[tuple[str, str]]:
+    """Rules for the code ``exec``/``eval``/``compile`` run: a constant string is scanned as
+    code; one decoded at run time is hidden code."""
+    text = const_str(source, names.strings)
+    if text is not None:
+        try:
+            tree = ast.parse(text)
+        except (SyntaxError, ValueError, MemoryError, RecursionError):
+            return
+        for hit in find_hits(tree):
+            yield hit.rule, f"exec:{hit.key}"
+        return
+    for sub in ast.walk(source):
+        if isinstance(sub, ast.Call):
+            name = sub.func.attr if isinstance(sub.func, ast.Attribute) else getattr(sub.func, "id", "")
+            if name in _DECODERS:
+                yield "hidden-code", f"{name}(...) run as code"
+                return
 
 
 def _written_path(node: ast.Call, func: Optional[str], terminal: str, names: Names) -> Optional[str]:
@@ -396,6 +333,6 @@ def _written_path(node: ast.Call, func: Optional[str], terminal: str, names: Nam
     for kw in node.keywords:  # tempfile.NamedTemporaryFile(suffix=".py"), mkstemp(suffix=".pth")
         if kw.arg in ("suffix", "prefix"):
             text = const_str(kw.value, names.strings)
-            if text and text.endswith(_CODE_SUFFIXES):
+            if text and text.endswith(CODE_SUFFIXES):
                 return text
     return None

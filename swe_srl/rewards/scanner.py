@@ -22,7 +22,7 @@ are skips, exits and file writes in a test module or inside a test helper's func
 that skips at import is). Library code that imports a test module the patch writes is a
 finding (``test-code-import``): a test file is no hiding place. pytest's own packages
 (``_pytest/``, ``pytest/``, ``pluggy/`` paths: only pytest's repository has them, grading
-rejects new ones) may use pytest.
+rejects new ones) may use pytest, skip, walk frames and install import hooks: that is its job.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = ["RULES", "TAMPERING", "Finding", "is_test_path", "python_paths", "rej
 TAMPERING = "tampering"  # how a flagged patch's TestReport.rejected starts: "tampering (<rule>): ..."
 _TEST_DIRS = frozenset({"tests", "testing"})
 _TEST_EXEMPT = frozenset({"pytest-outcome", "hard-exit", "runtime-code-write"})
+_RUNNER_OWN = frozenset({"pytest-use", "pytest-outcome", "import-hook", "frame-walk"})  # pytest's own work
 _BASE_AWARE = frozenset({"pytest-use", "ctypes", "main-module"})
 
 
@@ -229,9 +230,7 @@ def scan_patch(patch: str, base: Optional[Mapping[str, Optional[str]]] = None, *
         for hit in hits:
             if not added & set(range(hit.line, hit.end_line + 1)) or _allowed_by_base(hit, base_hits):
                 continue
-            if hit.rule == "pytest-use" and (test or _runner_package(diff.path)):
-                continue
-            if hit.rule == "pytest-outcome" and _runner_package(diff.path):
+            if (hit.rule == "pytest-use" and test) or (hit.rule in _RUNNER_OWN and _runner_package(diff.path)):
                 continue
             if hit.rule in _TEST_EXEMPT and test and (module or hit.in_function):
                 continue
@@ -248,7 +247,8 @@ def rejection(findings: Sequence[Finding]) -> Optional[str]:
     """``TestReport.rejected`` for a flagged patch: ``tampering (<rule>): <where>``, else None."""
     if not findings:
         return None
-    first = findings[0]
+    # The most telling rule names the rejection: a pytest import beside pytest.xfail() is the xfail.
+    first = min(findings, key=lambda f: (f.rule == "pytest-use", f.path, f.line))
     more = sorted({f.rule for f in findings[1:]} - {first.rule})
     tail = f"; {len(findings) - 1} more" + (f" ({', '.join(more)})" if more else "") if len(findings) > 1 else ""
     return f"{TAMPERING} ({first.rule}): {first.path}:{first.line} {first.detail}{tail}"
