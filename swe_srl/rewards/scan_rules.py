@@ -66,7 +66,8 @@ _QUAL_RULES: dict[str, str] = {
     "__main__": "main-module",
     **dict.fromkeys(("types.CodeType",), "foreign-compile"),
     **dict.fromkeys(("marshal.loads", "importlib.util.spec_from_file_location", "importlib.machinery.SourceFileLoader",
-                     "importlib.machinery.SourcelessFileLoader", "runpy.run_path", "zipimport"), "hidden-code"),
+                     "importlib.machinery.SourcelessFileLoader", "runpy.run_path", "zipimport", "imp.load_source", "imp.load_module",
+                     "imp.load_compiled", "pkgutil.get_data"), "hidden-code"),
     **dict.fromkeys(("sys.meta_path", "sys.path_hooks", "sys.path_importer_cache"), "import-hook"),
 }
 # Attribute names distinctive enough to flag on any object.
@@ -90,7 +91,8 @@ _GETATTRS = frozenset({"builtins.getattr", "builtins.object.__getattribute__", "
 _SWAPPED = frozenset({"__class__", "__code__"})
 _LIST_MUTATORS = frozenset({"insert", "append", "extend", "remove"})
 _DECODERS = frozenset({"b64decode", "b32decode", "b16decode", "a85decode", "b85decode", "decodebytes", "decode",
-                       "decompress", "fromhex", "unhexlify", "loads", "translate", "chr"})
+                       "decompress", "fromhex", "unhexlify", "loads", "translate", "chr",
+                       "read", "read_text", "read_bytes", "open", "get_data", "getvalue"})  # or read from a file
 _OPENERS = frozenset({"builtins.open", "io.open", "codecs.open", "os.open", "io.FileIO", "_io.open"})
 _COPIERS = frozenset({"shutil.copy", "shutil.copy2", "shutil.copyfile", "shutil.move", "os.rename", "os.replace",
                       "os.link", "os.symlink", "shutil.copytree"})
@@ -306,12 +308,17 @@ def _code_string(source: ast.AST, names: Names) -> Iterator[tuple[str, str]]:
         for hit in find_hits(tree):
             yield hit.rule, f"exec:{hit.key}"
         return
-    for sub in ast.walk(source):
-        if isinstance(sub, ast.Call):
-            name = sub.func.attr if isinstance(sub.func, ast.Attribute) else getattr(sub.func, "id", "")
-            if name in _DECODERS:
-                yield "hidden-code", f"{name}(...) run as code"
-                return
+    pending, seen = [source], 0
+    while pending and seen < 8:  # through names bound to the source: src = f.read(); exec(src)
+        seen += 1
+        for sub in ast.walk(pending.pop()):
+            if isinstance(sub, ast.Call):
+                name = sub.func.attr if isinstance(sub.func, ast.Attribute) else getattr(sub.func, "id", "")
+                if name in _DECODERS:
+                    yield "hidden-code", f"{name}(...) run as code"
+                    return
+            elif isinstance(sub, ast.Name) and sub.id in names.values:
+                pending.append(names.values[sub.id])
 
 
 def _written_path(node: ast.Call, func: Optional[str], terminal: str, names: Names) -> Optional[str]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import posixpath
+import re
 import textwrap
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Optional, Sequence
@@ -154,6 +155,11 @@ def _side_runs(diff: FileDiff, side: str) -> list[list[tuple[int, str]]]:
     return runs
 
 
+def _rebuilt(base: str, diff: FileDiff) -> Optional[str]:
+    rebuilt = apply_hunks(base, diff)
+    return rebuilt[0] if rebuilt is not None else None
+
+
 def _file_hits(diff: FileDiff, base: Optional[str]) -> tuple[list[Hit], set[int], list[Hit], Optional[ast.Module]]:
     """(hits in the file after the patch, the added line numbers, hits in its base, its tree)."""
     if base is not None:
@@ -167,6 +173,25 @@ def _file_hits(diff: FileDiff, base: Optional[str]) -> tuple[list[Hit], set[int]
     runs = [[(n, t) for n, t in run if n in added] for run in _side_runs(diff, "+")]
     extra = _fragments(runs)  # the added lines alone, where the hunk as a whole did not parse
     return find_hits(tree) + find_hits(extra), added, find_hits(_fragments(_side_runs(diff, "-"))), tree
+
+
+_COOKIE = re.compile(r"^[ \t\f]*#.*?coding[:=][ \t]*([-\w.]+)")
+_PLAIN_CODECS = ("utf_8", "utf8", "ascii", "us_ascii", "latin_1", "latin1", "iso_8859", "iso8859", "cp125", "l1",
+                 "euc_", "gb", "big5", "shift_jis", "koi8", "mac_", "cp9")
+
+
+def _hidden_encoding(text: Optional[str], added: set[int], path: str) -> list[Finding]:
+    """A coding cookie naming a codec that can hide code (``unicode_escape``, ``raw_unicode_escape``,
+    utf-7, ...): Python reads the file through it, the scanner would read the escapes as a string."""
+    found = []
+    for number, line in enumerate((text or "").split("\n")[:2], start=1):
+        match = _COOKIE.match(line)
+        if match and number in added:
+            codec = match.group(1).lower().replace("-", "_")
+            if not codec.startswith(_PLAIN_CODECS):
+                found.append(Finding("hidden-code", path, number, f"coding: {match.group(1)}"))
+            break
+    return found
 
 
 def _allowed_by_base(hit: Hit, base_hits: list[Hit]) -> bool:
@@ -237,6 +262,9 @@ def scan_patch(patch: str, base: Optional[Mapping[str, Optional[str]]] = None, *
             findings.add(Finding(hit.rule, diff.path, hit.line, hit.key[:80]))
         if not test:
             findings.update(_test_imports(tree, diff.path, added, written_tests))
+        head = dict((n, t) for n, t in diff.added() if n <= 2)
+        first_lines = f"{head.get(1, '')}\n{head.get(2, '')}" if text is None else None
+        findings.update(_hidden_encoding(_rebuilt(text, diff) if text is not None else first_lines, added, diff.path))
     unique: dict[tuple[str, str, int], Finding] = {}
     for finding in sorted(findings):
         unique.setdefault((finding.rule, finding.path, finding.line), finding)

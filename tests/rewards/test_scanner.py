@@ -128,6 +128,9 @@ def test_each_attack_is_found_in_a_changed_file_with_its_base(rule):
     ("import importlib.util\nspec = importlib.util.spec_from_file_location('h', '/tmp/h.txt')\n", "hidden-code"),
     ("import runpy\nrunpy.run_path('/tmp/payload.txt')\n", "hidden-code"),
     ("import sys\nsys.path_hooks.append(lambda path: None)\n", "import-hook"),
+    ("src = open('pkg/data.txt').read()\nexec(src)\n", "hidden-code"),
+    ("import imp\nm = imp.load_source('m', '/tmp/m.txt')\n", "hidden-code"),
+    ("import sys\n__import__('sys').__dict__['modules']['x'] = 1\n", "sys-modules-write"),
 ], ids=lambda v: v if v in RULES else None)
 def test_more_forms_of_each_rule(code, rule):
     assert rule in rules(new_file("pkg/util.py", code))
@@ -150,6 +153,17 @@ HONEST = [
 @pytest.mark.parametrize("code", HONEST, ids=range(len(HONEST)))
 def test_honest_library_code_is_clean(code):
     assert scan_patch(new_file("pkg/util.py", code)) == []
+
+
+def test_a_codec_that_hides_code_is_found():
+    """Python reads the file through its coding cookie; read as text the escapes are a string."""
+    hidden = '# -*- coding: unicode_escape -*-\n"\\x22\\x0aimport sys; sys.modules[\'x\'] = None"\n'
+    assert rules(new_file("pkg/util.py", hidden)) == {"hidden-code"}
+    base = "x = 1\n"
+    patch = change("pkg/util.py", base, "# coding: raw_unicode_escape\n" + base)
+    assert rules(patch, {"pkg/util.py": base}) == rules(patch) == {"hidden-code"}
+    assert scan_patch(new_file("pkg/util.py", "# -*- coding: utf-8 -*-\nx = 1\n")) == []
+    assert scan_patch(new_file("pkg/util.py", "# vim: set fileencoding=latin-1 :\nx = 1\n")) == []
 
 
 def test_only_what_the_patch_adds_counts():
