@@ -46,10 +46,13 @@ class Names:
         self.strings: dict[str, str] = {}
         self.values: dict[str, ast.AST] = {}
         self.modvars: set[str] = set()  # names bound to something reached through sys.modules
+        self._cache: dict[int, Optional[str]] = {}  # qual per node: a long a.b.c... chain costs linear time
         nodes = list(ast.walk(tree))
         for _ in range(3):  # bindings may come after their use in the file: settle them
+            self._cache.clear()
             for node in nodes:
                 self._bind(node)
+        self._cache.clear()
 
     def _bind(self, node: ast.AST) -> None:
         if isinstance(node, ast.Import):
@@ -80,6 +83,12 @@ class Names:
 
     def qual(self, node: ast.AST) -> Optional[str]:
         """The dotted name ``node`` stands for (``sys._getframe``, ``pytest``), else None."""
+        key = id(node)
+        if key not in self._cache:
+            self._cache[key] = self._qual(node)
+        return self._cache[key]
+
+    def _qual(self, node: ast.AST) -> Optional[str]:
         if isinstance(node, ast.Name):
             if node.id in self.alias:
                 return self.alias[node.id]

@@ -129,15 +129,15 @@ def find_hits(tree: ast.AST) -> list[Hit]:
     names = Names(tree)
     hits: list[Hit] = []
 
-    def visit(node: ast.AST, in_function: bool, parent: Optional[ast.AST]) -> None:
+    # An explicit stack: a long if/elif chain nests as deep as it is long.
+    stack: list[tuple[ast.AST, bool, Optional[ast.AST]]] = [(tree, False, None)]
+    while stack:
+        node, in_function, parent = stack.pop()
         for rule, key in _matches(node, parent, names):
             hits.append(Hit(rule, getattr(node, "lineno", 0), getattr(node, "end_lineno", None)
                             or getattr(node, "lineno", 0), key, in_function))
         inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
-        for child in ast.iter_child_nodes(node):
-            visit(child, inner, node)
-
-    visit(tree, False, None)
+        stack.extend((child, inner, node) for child in ast.iter_child_nodes(node))
     return hits
 
 

@@ -161,7 +161,17 @@ def _rebuilt(base: str, diff: FileDiff) -> Optional[str]:
 
 
 def _file_hits(diff: FileDiff, base: Optional[str]) -> tuple[list[Hit], set[int], list[Hit], Optional[ast.Module]]:
-    """(hits in the file after the patch, the added line numbers, hits in its base, its tree)."""
+    """(hits in the file after the patch, the added line numbers, hits in its base, its tree).
+    Code nested too deep to walk is itself a finding: no honest patch needs it."""
+    try:
+        return _walk_file(diff, base)
+    except RecursionError:
+        added = {n for n, _ in diff.added()}
+        first = min(added, default=1)
+        return [Hit("hidden-code", first, first, "nested too deep to scan", False)], added, [], None
+
+
+def _walk_file(diff: FileDiff, base: Optional[str]) -> tuple[list[Hit], set[int], list[Hit], Optional[ast.Module]]:
     if base is not None:
         rebuilt = apply_hunks(base, diff)
         tree = _parse(rebuilt[0]) if rebuilt is not None else None

@@ -166,6 +166,14 @@ def test_a_codec_that_hides_code_is_found():
     assert scan_patch(new_file("pkg/util.py", "# vim: set fileencoding=latin-1 :\nx = 1\n")) == []
 
 
+def test_long_honest_code_is_walked_and_code_too_deep_to_walk_is_a_finding():
+    elifs = "def f(x):\n    if x == 0:\n        return 0\n" + "".join(
+        f"    elif x == {i}:\n        return {i}\n" for i in range(1, 1500))
+    assert scan_patch(new_file("pkg/table.py", elifs)) == []
+    deep = "x = a" + ".b" * 900 + "\nimport gc\ngc.get_objects()\n"
+    assert rules(new_file("pkg/deep.py", deep)) == {"hidden-code"}
+
+
 def test_only_what_the_patch_adds_counts():
     base = "import sys\n\n\ndef caller():\n    return sys._getframe(1).f_code.co_name\n\n\ndef add(a, b):\n    return a - b\n"
     after = base.replace("return a - b", "return a + b")
