@@ -71,6 +71,10 @@ class FileDiff:
     new_file: bool = False
     deleted: bool = False
     hunks: list[Hunk] = field(default_factory=list)
+    binary: bool = False
+    """A ``GIT binary patch``: its content is not in the text."""
+    symlink: bool = False
+    """Written as a symbolic link (mode 120000): its "content" is where it points."""
 
     def added(self) -> list[tuple[int, str]]:
         """(line number on the new side, text) of every added line."""
@@ -111,6 +115,11 @@ def parse_diff(patch: str) -> list[FileDiff]:
             old_name = current.old_path
         elif line.startswith("new file mode") and current is not None:
             current.new_file = True
+            current.symlink = current.symlink or line.rstrip().endswith("120000")
+        elif line.startswith("new mode") and current is not None:
+            current.symlink = current.symlink or line.rstrip().endswith("120000")
+        elif line.startswith(("GIT binary patch", "Binary files ")) and current is not None:
+            current.binary = True
         elif line.startswith("deleted file mode") and current is not None:
             current.deleted = True
         elif line.startswith(("rename to ", "copy to ")) and current is not None:
@@ -137,6 +146,8 @@ def parse_diff(patch: str) -> list[FileDiff]:
         if item.path in merged:  # the same path in two blocks: one file with all their hunks
             merged[item.path].hunks += item.hunks
             merged[item.path].deleted = item.deleted
+            merged[item.path].binary |= item.binary
+            merged[item.path].symlink |= item.symlink
         else:
             merged[item.path] = item
     return [f for f in merged.values() if f.path]

@@ -44,6 +44,8 @@ RULES: dict[str, str] = {
                    "marshal.loads, a module loaded from a file path (spec_from_file_location, SourceFileLoader, "
                    "runpy.run_path)",
     "import-hook": "changes how modules are found: sys.meta_path, sys.path_hooks, sys.path_importer_cache",
+    "opaque-file": "adds a symbolic link, or a binary patch of code (.py, .pyc, .pth, .so, ...), that the scanner "
+                   "cannot read as code",
 }
 RUNNER_ROOTS = frozenset({"pytest", "_pytest", "pluggy"})
 _SENSITIVE = RUNNER_ROOTS | {"sys", "builtins", "gc", "inspect", "ctypes", "_ctypes", "atexit", "threading", "__main__"}

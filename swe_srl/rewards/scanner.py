@@ -204,6 +204,16 @@ def _hidden_encoding(text: Optional[str], added: set[int], path: str) -> list[Fi
     return found
 
 
+_BINARY_CODE = (".py", ".pyw", ".pyc", ".pyo", ".pth", ".so", ".pyd", ".dll", ".dylib", ".egg", ".whl", ".zip")
+
+
+def _opaque(diffs: Sequence[FileDiff]) -> list[Finding]:
+    """Symbolic links (a link named ``x.py``, or a package folder pointing to /tmp) and binary
+    patches of code: what they run is not in the patch's text."""
+    return [Finding("opaque-file", d.path, 0, "symlink" if d.symlink else "binary patch") for d in diffs
+            if not d.deleted and (d.symlink or (d.binary and (d.path.endswith(_BINARY_CODE) or ".so." in d.path)))]
+
+
 def _allowed_by_base(hit: Hit, base_hits: list[Hit]) -> bool:
     """A use the base version of the same file already makes (see the module docstring)."""
     if hit.rule == "pytest-outcome":
@@ -255,7 +265,8 @@ def scan_patch(patch: str, base: Optional[Mapping[str, Optional[str]]] = None, *
     ``base``: the text at the base commit of the Python files the patch changes, by path (None
     or absent: unknown; the hunks are read alone). ``test_files``: the task's test files."""
     base = base or {}
-    diffs = [d for d in parse_diff(patch) if not d.deleted and _is_python(d)]
+    every = parse_diff(patch)
+    diffs = [d for d in every if not d.deleted and _is_python(d)]
     written_tests = [d.path for d in diffs if is_test_path(d.path, test_files)]
     findings: set[Finding] = set()
     for diff in diffs:
@@ -275,6 +286,7 @@ def scan_patch(patch: str, base: Optional[Mapping[str, Optional[str]]] = None, *
         head = dict((n, t) for n, t in diff.added() if n <= 2)
         first_lines = f"{head.get(1, '')}\n{head.get(2, '')}" if text is None else None
         findings.update(_hidden_encoding(_rebuilt(text, diff) if text is not None else first_lines, added, diff.path))
+    findings.update(_opaque(every))
     unique: dict[tuple[str, str, int], Finding] = {}
     for finding in sorted(findings):
         unique.setdefault((finding.rule, finding.path, finding.line), finding)

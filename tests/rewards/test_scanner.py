@@ -66,7 +66,7 @@ ATTACKS = {
 
 
 def test_every_rule_has_an_attack():
-    assert set(ATTACKS) | {"test-code-import"} == set(RULES)
+    assert set(ATTACKS) | {"test-code-import", "opaque-file"} == set(RULES)
 
 
 @pytest.mark.parametrize("rule", sorted(ATTACKS))
@@ -253,6 +253,20 @@ def test_a_removed_line_that_looks_like_a_header_stays_in_its_hunk():
     assert diff.path == "pkg/m.py" and len(diff.hunks[0].lines) == 4
     assert apply_hunks(base, diff) == ("a = 1\nimport gc; gc.get_referents(a)\nb = 2\n", {2})
     assert rules(patch, {"pkg/m.py": base}) == {"gc-walk"}
+
+
+def test_symlinks_and_binary_patches_of_code_are_opaque_files():
+    link = ("diff --git a/pkg/hook.py b/pkg/hook.py\nnew file mode 120000\nindex 0000000..1b2c3d4\n"
+            "--- /dev/null\n+++ b/pkg/hook.py\n@@ -0,0 +1 @@\n+/tmp/hook.txt\n\\ No newline at end of file\n")
+    assert [(f.rule, f.path, f.detail) for f in scan_patch(link)] == [("opaque-file", "pkg/hook.py", "symlink")]
+    folder = link.replace("pkg/hook.py", "pkg/plugins")
+    assert rules(folder) == {"opaque-file"}  # a package folder that points elsewhere
+    binary = ("diff --git a/pkg/_speed.cpython-311-x86_64-linux-gnu.so b/pkg/_speed.cpython-311-x86_64-linux-gnu.so\n"
+              "new file mode 100644\nindex 0000000..e69de29\nGIT binary patch\nliteral 12\n"
+              "TcmZ?wbaHm^bKwg900\n\nliteral 0\nHcmV?d00001\n\n")
+    assert rules(binary) == {"opaque-file"}
+    picture = binary.replace("pkg/_speed.cpython-311-x86_64-linux-gnu.so", "docs/logo.png")
+    assert scan_patch(picture) == []
 
 
 def test_non_python_files_and_deletions_are_not_scanned():
