@@ -253,7 +253,7 @@ def _test_imports(tree: Optional[ast.Module], path: str, added: set[int], writte
     for line, module in _imports(tree, path, added):
         for test in written_tests:
             dotted = _dotted(test)
-            if module and len(module.split(".")) >= 1 and (dotted == module or dotted.endswith("." + module)):
+            if module and (dotted == module or dotted.endswith("." + module)):
                 found.append(Finding("test-code-import", path, line, f"imports {module} ({test})"))
     return found
 
@@ -299,6 +299,6 @@ def rejection(findings: Sequence[Finding]) -> Optional[str]:
         return None
     # The most telling rule names the rejection: a pytest import beside pytest.xfail() is the xfail.
     first = min(findings, key=lambda f: (f.rule == "pytest-use", f.path, f.line))
-    more = sorted({f.rule for f in findings[1:]} - {first.rule})
+    more = sorted({f.rule for f in findings if f is not first} - {first.rule})
     tail = f"; {len(findings) - 1} more" + (f" ({', '.join(more)})" if more else "") if len(findings) > 1 else ""
     return f"{TAMPERING} ({first.rule}): {first.path}:{first.line} {first.detail}{tail}"
