@@ -205,6 +205,16 @@ def test_interrupted_eval_resumes_without_redoing_finished_instances(docker_clie
     assert summary["resumed_from_previous_run"] == 1 and summary["finished"] == 2 and summary["resolved"] == 2
 
 
+def test_summary_of_nothing_graded_has_no_resolve_rate():
+    from swe_srl.evaluate import summarize
+
+    lost = InstanceResult("a", infra_error="image missing")
+    assert summarize([], total=0)["resolved_rate"] is None
+    assert summarize([lost], total=1)["resolved_rate"] is None and summarize([lost], total=1)["graded"] == 0
+    graded = summarize([lost, InstanceResult("b", exit_reason="submitted")], total=2)
+    assert graded["resolved_rate"] == 0.0 and graded["graded"] == 1  # graded and unresolved: a real 0
+
+
 # ---------------------------------------------------------------- CLI
 
 
