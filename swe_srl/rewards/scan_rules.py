@@ -260,11 +260,17 @@ def _call(node: ast.Call, names: Names) -> Iterator[tuple[str, str]]:
             yield "import-hook", qual
     if func in ("builtins.exec", "builtins.eval", "builtins.compile") and node.args:
         yield from _code_string(node.args[0], names)
-    if terminal in _MUTATORS:
+    if terminal in _MUTATORS and not (terminal == "dict" and isinstance(node.func, ast.Name)):  # dict(x): a copy
         if isinstance(node.func, ast.Attribute):
             yield from _container_write(node.func.value, names)
         if node.args:  # dict.update(sys.modules, ...), monkeypatch.setitem(sys.modules, ...), patch.dict(...)
             yield from _container_write(node.args[0], names)
+    container, _, method = (func or "").rpartition(".")
+    if method in _MUTATORS and isinstance(node.func, ast.Name):  # a bound method kept: f = sys.modules.update
+        if container == "sys.modules":
+            yield "sys-modules-write", "sys.modules"
+        elif container in ("builtins", "builtins.__dict__"):
+            yield "builtins-write", container
     if func in _SETATTRS or func in _GETATTRS:
         target, name = _arg(node, 0, "obj"), const_str(_arg(node, 1, "name"), names.strings)
         base = names.qual(target) if target is not None else None

@@ -131,6 +131,8 @@ def test_each_attack_is_found_in_a_changed_file_with_its_base(rule):
     ("src = open('pkg/data.txt').read()\nexec(src)\n", "hidden-code"),
     ("import imp\nm = imp.load_source('m', '/tmp/m.txt')\n", "hidden-code"),
     ("import sys\n__import__('sys').__dict__['modules']['x'] = 1\n", "sys-modules-write"),
+    ("import sys\nput = sys.modules.__setitem__\nput('x', 1)\n", "sys-modules-write"),
+    ("import sys\nv = vars(sys)\nv['modules']['x'] = 1\n", "sys-modules-write"),
 ], ids=lambda v: v if v in RULES else None)
 def test_more_forms_of_each_rule(code, rule):
     assert rule in rules(new_file("pkg/util.py", code))
@@ -147,6 +149,7 @@ HONEST = [
     "import importlib\n\ndef load(name):\n    return importlib.import_module(name)\n",
     "def f(frame_count):\n    return getattr(frame_count, 'value', 0)\n",
     "if __name__ == '__main__':\n    print('hi')\n",
+    "import sys\nloaded = dict(sys.modules)\nnames = sorted(sys.modules)\n",
 ]
 
 
