@@ -100,6 +100,9 @@ class Names:
             return f"{base}.{node.attr}" if base else None
         if isinstance(node, ast.Subscript):
             base, key = self.qual(node.value), const_str(node.slice, self.strings)
+            if key == "__builtins__" and isinstance(node.value, ast.Call) and self.qual(node.value.func) in (
+                    "builtins.globals", "builtins.vars"):
+                return "builtins"  # globals()["__builtins__"]
             if base is None or key is None:
                 return None
             if base == "sys.modules":

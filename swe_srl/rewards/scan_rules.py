@@ -44,6 +44,7 @@ RULES: dict[str, str] = {
                    "marshal.loads, a module loaded from a file path (spec_from_file_location, SourceFileLoader, "
                    "runpy.run_path)",
     "import-hook": "changes how modules are found: sys.meta_path, sys.path_hooks, sys.path_importer_cache",
+    "test-module-write": "sets or deletes attributes of a test module (its test functions replaced)",
     "opaque-file": "adds a symbolic link, or a binary patch of code (.py, .pyc, .pth, .so, ...), that the scanner "
                    "cannot read as code",
 }
@@ -219,6 +220,8 @@ def _attribute_write(value: ast.AST, attr: str, names: Names) -> Iterator[tuple[
     base = names.qual(value)
     if attr in _SWAPPED and not (isinstance(value, ast.Name) and value.id == "self"):
         yield "class-swap", f"{ast.unparse(value)[:60]}.{attr}"
+    if base and any(_test_like(part) for part in base.split(".")):
+        yield "test-module-write", f"{base}.{attr}"
     if base == "builtins" or (base or "").startswith("builtins.__dict__"):
         yield "builtins-write", f"builtins.{attr}"
     elif base == "sys" and attr == "modules":
@@ -295,6 +298,10 @@ def _call(node: ast.Call, names: Names) -> Iterator[tuple[str, str]]:
     path = _written_path(node, func, terminal, names)
     if path:
         yield "runtime-code-write", path
+
+
+def _test_like(name: str) -> bool:
+    return name in ("tests", "conftest") or name.startswith("test_") or name.endswith("_test")
 
 
 def _pid_all(node: ast.AST) -> bool:

@@ -66,7 +66,7 @@ ATTACKS = {
 
 
 def test_every_rule_has_an_attack():
-    assert set(ATTACKS) | {"test-code-import", "opaque-file"} == set(RULES)
+    assert set(ATTACKS) | {"test-code-import", "opaque-file", "test-module-write"} == set(RULES)
 
 
 @pytest.mark.parametrize("rule", sorted(ATTACKS))
@@ -133,6 +133,10 @@ def test_each_attack_is_found_in_a_changed_file_with_its_base(rule):
     ("import sys\n__import__('sys').__dict__['modules']['x'] = 1\n", "sys-modules-write"),
     ("import sys\nput = sys.modules.__setitem__\nput('x', 1)\n", "sys-modules-write"),
     ("import sys\nv = vars(sys)\nv['modules']['x'] = 1\n", "sys-modules-write"),
+    ("globals()['__builtins__']['len'] = None\n", "builtins-write"),
+    ("import importlib\nt = importlib.import_module('tests.test_core')\nt.test_parse = lambda: None\n",
+     "test-module-write"),
+    ("import tests.test_core as t\nsetattr(t, 'test_parse', None)\n", "test-module-write"),
 ], ids=lambda v: v if v in RULES else None)
 def test_more_forms_of_each_rule(code, rule):
     assert rule in rules(new_file("pkg/util.py", code))
