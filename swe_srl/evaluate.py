@@ -224,7 +224,9 @@ def write_predictions(path: Path, results: Sequence[InstanceResult], model_name:
 
 
 def summarize(results: Sequence[InstanceResult], *, total: int, skipped: int = 0) -> dict:
-    """Resolve rate over the instances whose infrastructure held; infra failures apart."""
+    """Resolve rate over the instances whose infrastructure held; infra failures apart.
+    ``resolved_rate`` is None when nothing was graded (no instance, or infra failures only):
+    0.0 there would read as a policy that resolved nothing."""
     infra = [r for r in results if r.infra_error]
     graded = [r for r in results if not r.infra_error]
     resolved = sum(1 for r in graded if r.resolved)
@@ -242,7 +244,7 @@ def summarize(results: Sequence[InstanceResult], *, total: int, skipped: int = 0
         "resumed_from_previous_run": skipped,
         "graded": len(graded),
         "resolved": resolved,
-        "resolved_rate": round(resolved / len(graded), 4) if graded else 0.0,
+        "resolved_rate": round(resolved / len(graded), 4) if graded else None,
         "per_repo": {repo: {**c, "rate": round(c["resolved"] / c["total"], 4)} for repo, c in sorted(per_repo.items())},
         "infrastructure_failures": len(infra),
         "infrastructure_errors": {r.instance_id: r.infra_error for r in infra},

@@ -180,7 +180,7 @@ def test_harness_timeouts_are_infra_failures(docker_client, base_image, tmp_path
     if slow_tests:
         task = dataclasses.replace(task, test_cmd="sleep 30; " + task.test_cmd)
     summary = evaluate_tasks(_replay([task]).policy(), [task], tmp_path, EvalConfig(harness=HarnessConfig(grading=grading)))
-    assert summary["infrastructure_failures"] == 1 and summary["graded"] == 0 and summary["resolved_rate"] == 0.0
+    assert summary["infrastructure_failures"] == 1 and summary["graded"] == 0 and summary["resolved_rate"] is None
     assert "timed out" in summary["infrastructure_errors"][task.instance_id]
     result = json.loads((instance_dir(tmp_path, task.instance_id) / "result.json").read_text())
     assert result["exit_reason"] == "submitted" and result["patch"]  # the episode itself was fine
@@ -203,6 +203,16 @@ def test_interrupted_eval_resumes_without_redoing_finished_instances(docker_clie
     summary = evaluate_tasks(second.policy(), tasks, tmp_path, EvalConfig(workers=1))
     assert second.served[done[0].instance_id] == 0 and second.remaining(left.instance_id) == 0
     assert summary["resumed_from_previous_run"] == 1 and summary["finished"] == 2 and summary["resolved"] == 2
+
+
+def test_summary_of_nothing_graded_has_no_resolve_rate():
+    from swe_srl.evaluate import summarize
+
+    lost = InstanceResult("a", infra_error="image missing")
+    assert summarize([], total=0)["resolved_rate"] is None
+    assert summarize([lost], total=1)["resolved_rate"] is None and summarize([lost], total=1)["graded"] == 0
+    graded = summarize([lost, InstanceResult("b", exit_reason="submitted")], total=2)
+    assert graded["resolved_rate"] == 0.0 and graded["graded"] == 1  # graded and unresolved: a real 0
 
 
 # ---------------------------------------------------------------- CLI
@@ -275,3 +285,25 @@ def test_eval_cli_prints_the_stable_resolve_rate_beside_the_raw_one(tiny_model_d
     assert code == 0, err
     assert f"stable tasks (1 of 2 by {tmp_path / 'calib.json'}): resolved 0/1 (0.0%)" in " ".join(out.split())
     assert "resolved 1/2 (50.0%)" in out
+
+
+@docker
+def test_eval_cli_exits_1_with_a_null_rate_when_nothing_was_graded(docker_client, base_image, tiny_model_dir,
+                                                                     tmp_path, capsys):
+    """Every instance an infrastructure failure (its image cannot exist): nothing was graded, so
+    there is no resolve rate (null, not 0.0) and the exit code says so (1, not 0)."""
+    task = BY_ID["swe-srl-demo__datekit-1"]
+    row = {"instance_id": "acme__missing-1", "repo": "acme/missing", "base_commit": "0" * 40,
+           "problem_statement": task.problem_statement, "patch": task.patch, "test_patch": task.test_patch,
+           "FAIL_TO_PASS": list(task.fail_to_pass), "PASS_TO_PASS": list(task.pass_to_pass),
+           "image": "swe-srl/no-such-image:missing", "test_cmd": task.test_cmd}
+    (tmp_path / "tasks.jsonl").write_text(json.dumps(row) + "\n")
+    code, out, err = _cli(["--tasks", tmp_path / "tasks.jsonl", "--model", tiny_model_dir, "--max-steps", 1,
+                           "--max-new-tokens", 8, "-o", tmp_path / "eval"], capsys)
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["graded"] == 0 and summary["infrastructure_failures"] == 1 and summary["resolved_rate"] is None
+    assert code == 1, (out, err)
+    lines = [line for line in err.strip().splitlines() if line.startswith("error: ")]
+    assert lines == ["error: nothing was graded: 1 of 1 instance(s) ended in an infrastructure failure; "
+                     "fix the engine and rerun to retry them"], err
+    assert "Traceback" not in err and "resolved 0/0 (-)" in out

@@ -24,6 +24,11 @@ from ..rl.checkpoint import resolve_model_dir
 from ..tasks import load_tasks
 
 
+# Exit codes of `swe-srl eval` (README, "Evaluation"): 0 at least one instance graded, 1 none
+# (NOTHING_GRADED), 2 bad input or config (one line), 3 out of memory, 130 interrupted.
+NOTHING_GRADED = 1
+
+
 class Mode(str, Enum):
     tasks = "tasks"
     steps = "steps"
@@ -114,10 +119,16 @@ def eval_command(
         rate = f"{stable['resolved_rate']:.1%}" if stable["resolved_rate"] is not None else "-"
         console.print(f"stable tasks ({stable['verdicts']['stable']} of {len(task_list)} by {stable['calibration']}): "
                       f"resolved {stable['resolved']}/{stable['graded']} ({rate})")
-    console.print(f"resolved {summary['resolved']}/{summary['graded']} ({summary['resolved_rate']:.1%}); "
+    rate = f"{summary['resolved_rate']:.1%}" if summary["resolved_rate"] is not None else "-"
+    console.print(f"resolved {summary['resolved']}/{summary['graded']} ({rate}); "
                   f"infrastructure failures {summary['infrastructure_failures']}; "
                   f"{summary['resumed_from_previous_run']} finished earlier; results in {out_dir}")
     console.print(describe_cost(summary["cost"]))
+    if not summary["graded"]:  # a resolve rate of nothing: a script must not read it as 0%
+        typer.secho(f"error: nothing was graded: {summary['infrastructure_failures']} of {summary['instances']} "
+                    "instance(s) ended in an infrastructure failure; fix the engine and rerun to retry them",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(NOTHING_GRADED)
 
 
 def register(app: typer.Typer) -> None:

@@ -74,6 +74,10 @@ class EpisodeTotals:
     infra_cpu_seconds: float = 0.0
     infra_container_seconds: float = 0.0
     infra_tokens: float = 0.0
+    # Graded episodes that grading refused whatever the tests said, and those of them refused
+    # for runner tampering found in the patch (swe_srl.rewards.scanner).
+    rejected: float = 0.0
+    tampering: float = 0.0
 
     def all_sum(self, dist: Dist) -> "EpisodeTotals":
         return EpisodeTotals(*dist.all_sum(astuple(self)))
@@ -97,6 +101,7 @@ class EpisodeTotals:
             "episodes/format_errors_per_turn": self.format_errors / max(self.turns, 1),
             "episodes/submitted_rate": self.submitted / valid, "episodes/seconds_mean": self.wall_time / n,
             "time/model": self.model_time, "time/sandbox": self.sandbox_time, "time/grading": self.grading_time,
+            "episodes/rejected": self.rejected, "episodes/rejected_tampering": self.tampering,
         }
         if self.similarity_count:
             out["reward/similarity"] = self.similarity / self.similarity_count

@@ -44,6 +44,7 @@ from ..policy.base import Policy
 from ..policy.batching import shared_policy
 from ..prompts import messages_for_target
 from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode, turn_credit
+from ..rewards.scanner import TAMPERING
 from ..schemas import ResourceUsage, StepTarget, Task, Trajectory
 from .distributed import Dist
 from .prompt_budget import PromptBudget
@@ -247,6 +248,7 @@ def episode_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:
     ok = [r for r in rollouts if r.graded.infra_error is None]
     results = [r.graded.result for r in ok if r.graded.result is not None]
     sims = [r.components[SIMILARITY] for r in ok if r.components.get(SIMILARITY) is not None]
+    rejected = [r.graded.report.rejected for r in ok if r.graded.report is not None and r.graded.report.rejected]
     return _cost_totals(rollouts) + EpisodeTotals(
         count=len(rollouts), infra_failures=len(rollouts) - len(ok), valid=len(ok),
         tests=sum(r.components.get(TESTS) or 0.0 for r in ok), resolved=sum(1 for r in ok if r.graded.resolved),
@@ -255,7 +257,8 @@ def episode_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:
         submitted=sum(1 for res in results if res.exit_reason == "submitted"),
         wall_time=sum(r.graded.wall_time for r in rollouts), model_time=sum(res.model_time for res in results),
         sandbox_time=sum(res.sandbox_time for res in results),
-        grading_time=sum(r.graded.report.duration for r in ok if r.graded.report is not None))
+        grading_time=sum(r.graded.report.duration for r in ok if r.graded.report is not None),
+        rejected=len(rejected), tampering=sum(1 for reason in rejected if reason.startswith(TAMPERING)))
 
 
 def _cost_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:

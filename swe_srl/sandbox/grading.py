@@ -45,6 +45,7 @@ from ..tasks import task_test_command
 from . import open_sandbox
 from .config import SandboxConfig, check_size
 from .images import ensure_image
+from .patch_scan import scan_in_container
 
 # Exit codes of the apply script (grading steps run before any code of the patch does).
 _MODEL_PATCH_FAILED, _TEST_PATCH_FAILED, _RUNNER_SHADOWED, _RUNNER_MISSING = 10, 11, 12, 13
@@ -71,6 +72,7 @@ class GradingConfig:
     ``disk_limit``: what the tests may write in the grading container (past it: rejected).
     ``guard``: run pytest commands through swe-srl's launcher and its signed results channel
     (off only to compare with an unguarded harness).
+    ``scan``: reject a patch whose Python tampers with the test runner (:mod:`swe_srl.rewards.scanner`).
     """
 
     test_timeout: float = 600.0
@@ -83,6 +85,7 @@ class GradingConfig:
     max_patch_bytes: int = 2_000_000
     disk_limit: Optional[str] = "4g"
     guard: bool = True
+    scan: bool = True
 
     def __post_init__(self) -> None:
         check_size("grading disk_limit", self.disk_limit)
@@ -220,6 +223,10 @@ def _stage(sandbox, scratch: str, files: dict[str, str]) -> None:
 
 
 def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: _Deadline) -> TestReport:
+    tampering = scan_in_container(sandbox, task, patch, deadline.left("scanning the patch")) if config.scan else None
+    if tampering:  # runner tampering in the patch's code: refused before any of it runs
+        return TestReport(instance_id=task.instance_id, patch_applied=False, pass_to_pass=0.0, rejected=tampering,
+                          log_tail=f"[swe-srl] {tampering}")
     nonce = secrets.token_hex(8)  # per run, drawn after the patch was written: it cannot know it
     scratch = f"{_SCRATCH_ROOT}/grade-{nonce}"
     files = {name: text if text.endswith("\n") else text + "\n"

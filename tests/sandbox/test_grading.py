@@ -83,7 +83,8 @@ def _spoof():
     os._exit(0)
 atexit.register(_spoof)
 ''')
-    report = grade(task, spoof)
+    assert grade(task, spoof).rejected.startswith("tampering (hard-exit)")  # the patch scanner's verdict
+    report = grade(task, spoof, GradingConfig(scan=False))  # and the tests' own, had it run
     assert report.infra_error is None and report.patch_applied
     assert "8 passed in 0.01s" in report.log_tail  # the spoof did run
     assert not report.resolved and report.fail_to_pass == 0.0

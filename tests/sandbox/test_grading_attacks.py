@@ -11,12 +11,19 @@ import pytest
 
 from swe_srl import tasks
 from swe_srl.rewards.episode import reward_from_tests
-from swe_srl.sandbox.grading import KILLED_CONTAINER, GradingConfig, grade
+from swe_srl.sandbox.grading import KILLED_CONTAINER, GradingConfig
+from swe_srl.sandbox.grading import grade as _grade
 from tests.sandbox.test_grading import _init_patch
 
 pytestmark = pytest.mark.docker
 
 DEMO = tasks.load_local_tasks()
+
+
+def grade(task, patch, config=None):
+    """The runtime defences alone: the patch scanner (tests/sandbox/test_grading_scanner.py)
+    would refuse most of these attacks before they run."""
+    return _grade(task, patch, replace(config or GradingConfig(), scan=False))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

@@ -25,7 +25,7 @@ import pytest
 from swe_srl.evaluate import EvalConfig, evaluate_tasks, instance_dir
 from swe_srl.experts import ExpertReplay, load_scripts
 from swe_srl.rewards.episode import reward_from_tests
-from swe_srl.sandbox.grading import KILLED_CONTAINER, grade
+from swe_srl.sandbox.grading import grade
 from swe_srl.schemas import Task, TestReport
 from swe_srl.tasks import _SWEBENCH_ENV_SETUP, load_local_tasks, load_tasks, swebench_image_name, task_test_command
 from tests.sandbox.official_layout import (ENV_MARKER, OFFICIAL_TEST_CMD, build_official_layout_image,
@@ -208,10 +208,9 @@ def test_attack_is_not_resolved_on_the_official_layout(verdicts, name):
     assert report.infra_error is None, report.infra_error
     assert not report.resolved, (report.rejected, report.log_tail)
     assert reward_from_tests(report) == 0.0
-    if name == "init forges results at exit, os._exit(0)":  # pytest's session had ended: its results stand
-        assert report.rejected is None and report.fail_to_pass == 0.0, report.statuses
-    elif name == "kills every process":
-        assert report.rejected == KILLED_CONTAINER
+    if name in ("init forges results at exit, os._exit(0)", "kills every process", "exits 127 to pass as an infra failure"):
+        # refused by the patch scanner before they run (test_grading_attacks.py runs them against the guard)
+        assert report.rejected.startswith("tampering (hard-exit)"), report.rejected
     else:
         assert report.rejected
 
