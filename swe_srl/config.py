@@ -30,6 +30,7 @@ Schedule = Literal["constant", "cosine", "linear"]
 Precision = Literal["auto", "bf16", "fp32"]
 Parallel = Literal["ddp", "fsdp"]
 Credit = Literal["episode", "turn"]
+LossWeighting = Literal["episode", "turn", "token"]
 LongPrompts = Literal["truncate", "drop"]
 RolloutCorrection = Literal["auto", "tis", "bypass"]
 
@@ -344,14 +345,34 @@ class EpisodeConfig:
     then each host runs ``episodes_per_host`` at a time and ``workers`` is ignored). With several
     training processes, point ``ray_address`` at a running cluster."""
     update_chunk_turns: int = 8
-    """At most this many turns per forward/backward pass of the update (a memory knob;
-    ``optim.max_tokens_per_microbatch`` replaces it when set)."""
+    """At most this many sequences (a turn, or with ``pack`` the turns of an episode joined into
+    one) per forward/backward pass of the update (a memory knob; ``optim.max_tokens_per_microbatch``
+    replaces it when set)."""
     experts: str = ""
     """Expert trajectories (swe-srl Trajectory JSONL) for hybrid. Empty: the recorded demo experts."""
     weights: RewardWeights = field(default_factory=RewardWeights)
     credit: Credit = "episode"
     """hybrid: episode gives every turn its episode's advantage; turn also adds each turn's own
     similarity share, ``weights.similarity * (turn - episode similarity) / the group's divisor``."""
+    pack: bool = True
+    """Train each episode as ONE masked sequence (token in, token out): turns whose sampled prompt
+    extends the previous turn's prompt + completion exactly (``agent.context: conversation``)
+    are joined, the observation tokens between them masked out of the loss, so the shared
+    prefix is forwarded once. Where a turn does not extend the last one (``agent.context:
+    window`` slides its history) or the sequence would pass ``pack_max_tokens``, a new sequence
+    starts from that turn's own prompt: the per-turn forward, counted in ``episodes/pack_breaks``
+    and ``episodes/pack_cuts``. The loss is the same either way (:mod:`swe_srl.rl.episode_pack`)."""
+    pack_max_tokens: int = 0
+    """Longest packed sequence (prompt + completion tokens); 0 = ``optim.max_tokens_per_microbatch``
+    when set, else no limit (the sampler already ran the whole conversation)."""
+    loss_weighting: LossWeighting = "episode"
+    """What ``grpo.loss_aggregation`` treats as one sequence of an episode. episode (default):
+    all of an episode's policy tokens, so every episode weighs the same whatever its turn count:
+    GRPO's sample and advantage are the episode, and weighing by turns lets long failures that
+    run to ``agent.max_steps`` outweigh short successes (one 10-turn success vs seven 30-turn
+    failures: 10 of 220 units); turn: each turn (the weighting before packing); token: each
+    policy token (with seq-mean-token-mean, every token of the batch weighs the same). With
+    ``grpo.loss_aggregation: token-mean`` every token weighs the same whichever is chosen."""
     test_reward: TestRewardShape = "resolved"
     """resolved: 1 when every FAIL_TO_PASS and PASS_TO_PASS test passes, else 0;
     f2p_fraction: the fraction of FAIL_TO_PASS tests passing, 0 when any PASS_TO_PASS fails."""
@@ -368,6 +389,10 @@ class EpisodeConfig:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.update_chunk_turns < 1:
             raise ConfigError("episodes.workers and episodes.update_chunk_turns must be >= 1")
+        if self.pack_max_tokens < 0:
+            raise ConfigError(f"episodes.pack_max_tokens must be >= 0 (0 = the micro-batch budget), got {self.pack_max_tokens}")
+        if self.loss_weighting not in ("episode", "turn", "token"):
+            raise ConfigError(f"episodes.loss_weighting must be episode, turn or token, got {self.loss_weighting!r}")
         if not 0 < self.flaky_weight <= 1:
             raise ConfigError(f"episodes.flaky_weight must be in (0, 1], got {self.flaky_weight} "
                               "(to leave flaky tasks out use episodes.flaky=skip)")

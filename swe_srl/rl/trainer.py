@@ -66,6 +66,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
                                             max_chunk=source.max_chunk)      # clipped surrogate, one step
                     metrics.update(batch.metrics)
+                    if isinstance(source, EpisodeSource):
+                        metrics.update(source.pack_metrics(session.dist))  # turns -> rows of the update
                     metrics.update({"time/rollout_s": sampled - started, "time/update_s": time.perf_counter() - sampled})
                     metrics.update(session.rollout.push(session.model, session.step + 1))  # engine follows
                     drawn = batch.log
