@@ -391,8 +391,6 @@ class EpisodeConfig:
             raise ConfigError("episodes.workers and episodes.update_chunk_turns must be >= 1")
         if self.pack_max_tokens < 0:
             raise ConfigError(f"episodes.pack_max_tokens must be >= 0 (0 = the micro-batch budget), got {self.pack_max_tokens}")
-        if self.loss_weighting not in ("episode", "turn", "token"):
-            raise ConfigError(f"episodes.loss_weighting must be episode, turn or token, got {self.loss_weighting!r}")
         if not 0 < self.flaky_weight <= 1:
             raise ConfigError(f"episodes.flaky_weight must be in (0, 1], got {self.flaky_weight} "
                               "(to leave flaky tasks out use episodes.flaky=skip)")
