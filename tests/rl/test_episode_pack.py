@@ -221,3 +221,6 @@ def test_a_left_out_episode_stays_out_and_settings_are_checked(tiny_model_dir, c
         load_config(TrainConfig, None, {"episodes.loss_weighting": "sample"})
     with pytest.raises(ConfigError, match="episodes.pack_max_tokens"):
         load_config(TrainConfig, None, {"episodes.pack_max_tokens": -1})
+    with pytest.raises(ConfigError, match="agent.context=conversation samples each turn from token ids"):
+        load_config(TrainConfig, None, {"method": "rlvr", "rollout.engine": "vllm",
+                                        "episodes.harness.agent.context": "conversation"})
