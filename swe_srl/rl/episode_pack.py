@@ -52,8 +52,8 @@ class PackedSequence:
     unit_weights: tuple[float, ...] = ()
     """Per completion position: 1 / the token count of its loss unit (0.0 on context)."""
     units: float = 0.0
-    """How many of the aggregation's sequences this row holds (a fraction of an episode when
-    an episode is split over rows)."""
+    """How many of the aggregation's sequences this row holds, for the normaliser (an episode
+    split over rows counts on its first row)."""
 
     @property
     def num_tokens(self) -> int:
@@ -137,8 +137,9 @@ def weigh(rows: Sequence[PackedSequence], turn_advantages: Sequence[float], turn
             units = float(len(row.turns))
         elif weighting == "episode":
             weights = tuple(1.0 / episode_tokens if t >= 0 else 0.0 for t in row.turn_of)
-            # a whole episode counts as one unit, its share of it when it is split over rows
-            units = float(row.num_tokens) / episode_tokens if episode_tokens else float(row is rows[0])
+            # a whole episode counts as one unit, on its first row when it is split over rows
+            # (whole numbers: the normaliser sums them exactly)
+            units = float(row is rows[0])
         else:
             weights = tuple(1.0 if t >= 0 else 0.0 for t in row.turn_of)
             units = float(row.num_tokens)
