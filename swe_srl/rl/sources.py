@@ -7,9 +7,11 @@ rewarded, and the samples become the sequences of the update.
 * :class:`EpisodeSource` (``rlvr`` / ``hybrid``): an item is a task; a sample is one whole
   episode of the current policy in a fresh sandbox, graded in a fresh container
   (:func:`swe_srl.harness.run_graded_episode`) and rewarded by :mod:`swe_srl.rewards.episode`.
-  Credit assignment: every turn of an episode is one sequence (its EXACT sampled prompt ids,
-  which hold the issue, earlier actions and observations, as context; its completion ids carry
-  the loss) with the episode's advantage. An infrastructure failure gives the episode reward
+  Credit assignment: every turn carries the episode's advantage on its EXACT sampled ids; the
+  turns are rows of the update (:mod:`.episode_pack`): one masked row per episode when each
+  turn's prompt extends the last (``agent.context: conversation``), else one row per turn (its
+  prompt ids hold the issue and earlier rounds as context), weighed per
+  ``episodes.loss_weighting``. An infrastructure failure gives the episode reward
   None: it is left out of its group's statistics and of the loss, and counted. A task the
   calibration (:mod:`swe_srl.calibration`) calls broken, or flaky with ``episodes.flaky:
   skip``, is skipped when drawn (no group, counted); a flaky one with ``downweight`` has its
@@ -181,10 +183,12 @@ class EpisodeSource:
 
     def sequences(self, groups: Sequence[Group], advantages: torch.Tensor,
                   divisors: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
-        """Every turn of episode ``i`` is one sequence with ``advantages[i]`` (plus, with
-        ``episodes.credit: turn``, its own similarity's share over the group's divisor), times
-        its task's calibration weight; the turns of an episode whose reward is None are not
-        valid (left out of the loss)."""
+        """The update's rows (:class:`~.episode_pack.PackedSequence`): every turn of episode
+        ``i`` carries ``advantages[i]`` on its sampled tokens (plus, with ``episodes.credit:
+        turn``, its own similarity's share over the group's divisor), times its task's
+        calibration weight; the rows of an episode whose reward is None are not valid (left out
+        of the loss). The returned advantages tensor is zeros: each row holds its own per
+        position."""
         rollouts = [r for g in groups for r in g.samples]
         per_episode = torch.repeat_interleave(divisors.float(), self.config.grpo.num_generations)
         weight = self.weights.get(SIMILARITY, 0.0) if self.config.episodes.credit == "turn" else 0.0
