@@ -423,6 +423,13 @@ class RolloutConfig:
     enforce_eager: bool = False
     """No CUDA graphs / torch.compile: faster start, slower decoding (tiny-cpu sets it: the
     CPU compile warm-up takes minutes)."""
+    async_ahead: bool = False
+    """Sample the next step's batch (episodes in Docker, or SRL completions) in a background
+    thread while the update runs, with the weights from before it: every batch after the first
+    is one version old, never more (``rollout/staleness``). Its old log-probs are the sampler's,
+    so the importance ratio (PPO clip; TIS with ``grpo.rollout_correction``) corrects for the
+    step in between. With ``engine: hf`` the sampler is a copy of the model (twice its weights
+    in memory) refreshed after every update. One process, no fsdp (:mod:`swe_srl.rl.ahead`)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gpu_memory_utilization <= 1:
