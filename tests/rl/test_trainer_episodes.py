@@ -147,6 +147,20 @@ def test_whole_conversation_episodes_train_as_one_masked_sequence_each(demo_read
     assert row["train/sequences"] == 7 + 4 and row["train/grad_norm"] > 0  # per-turn weighting: 11 units
 
 
+def test_docker_episodes_one_step_ahead_train_on_the_previous_versions_samples(demo_ready, tiny_model, tmp_path):
+    """rollout.async_ahead: step 2's episodes ran in Docker during step 1's update, sampled by
+    the copy of the model at version 1 - 1 = 0; the run logs that and trains on them."""
+    cfg = episode_config(tiny_model, tmp_path / "run", method="rlvr", **{
+        "rollout.async_ahead": True, "episodes.harness.agent.context": "conversation", "episodes.workers": 2})
+    result = train(cfg)
+    rows = metric_rows(tmp_path / "run")
+    assert result.steps == 2 and [row["rollout/staleness"] for row in rows] == [0.0, 1.0]
+    for row in rows:
+        assert row["episodes/count"] == 2 and row["episodes/infra_failures"] == 0
+        assert row["episodes/update_sequences"] == 2 and row["episodes/pack_breaks"] == 0
+    assert [row["rollout/weights_version"] for row in rows] == [1.0, 2.0]  # pushed after each update
+
+
 def test_a_missing_image_gives_masked_none_rewards_not_zero(docker_client, tiny_model, tmp_path):
     rows_file = tmp_path / "tasks.jsonl"
     rows_file.write_text(json.dumps({
