@@ -62,6 +62,10 @@ class AgentConfig:
     """Action syntax the policy writes."""
     allow_prose: bool = True
     """Accept prose around the action after </think> (rollouts are lenient; the SRL reward is not)."""
+    max_context_tokens: int = 0
+    """``context: conversation``: the longest prompt + ``max_new_tokens`` a turn may have; the
+    episode ends (``token_limit``) before a turn that would pass it. 0 = the model's own
+    context length when the policy has one (a scripted policy: no limit)."""
     context: AgentContext = "window"
     """What each turn's prompt holds. window: the issue + the last ``context_rounds`` rounds,
     rendered afresh (the step targets' layout, what SRL trains on). conversation: the whole
@@ -76,8 +80,9 @@ class AgentConfig:
             raise ConfigError("agent.max_format_errors and agent.context_rounds must be >= 0")
         if self.context not in ("window", "conversation"):
             raise ConfigError(f"agent.context must be window or conversation, got {self.context!r}")
-        if min(self.max_wall_time, self.command_timeout) <= 0 or self.max_tokens < 0:
-            raise ConfigError("agent.max_wall_time and agent.command_timeout must be > 0, agent.max_tokens >= 0")
+        if min(self.max_wall_time, self.command_timeout) <= 0 or min(self.max_tokens, self.max_context_tokens) < 0:
+            raise ConfigError("agent.max_wall_time and agent.command_timeout must be > 0, agent.max_tokens and "
+                              "agent.max_context_tokens >= 0")
 
 
 @dataclass
@@ -136,7 +141,7 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
     too_large: str | None = None
     patch: str | None = None
     error_text = FORMAT_ERROR_OBSERVATION if config.syntax == "xml" else BASH_FORMAT_ERROR_OBSERVATION
-    conversation = ConversationPrompts.of(policy) if config.context == "conversation" else None
+    conversation = ConversationPrompts.of(policy, config.max_context_tokens) if config.context == "conversation" else None
     reply = ""  # conversation: the user turn that answers the last completion
 
     for _ in range(config.max_steps):
@@ -149,7 +154,11 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
         t0 = time.monotonic()
         if conversation is not None and turns:
             messages = [{"role": "user", "content": reply}]
-            sample = conversation.generate(turns[-1].sample, reply, generation)
+            prompt_ids = conversation.prompt_ids(turns[-1].sample, reply)
+            if conversation.limit and len(prompt_ids) + generation.max_new_tokens > conversation.limit:
+                exit_reason = "token_limit"  # the conversation no longer fits the model's context
+                break
+            sample = conversation.policy.generate_from_ids([prompt_ids], generation)[0][0]
         else:
             messages = build_messages(task.problem_statement,
                                       rounds[-config.context_rounds:] if config.context_rounds else [],
@@ -229,13 +238,14 @@ class ConversationPrompts:
     the last turn's prompt + sampled ids + the observation turn's tokens
     (:func:`~swe_srl.prompts.turn_continuation`), never re-tokenised from text."""
 
-    def __init__(self, policy: Any, tokenizer: Any) -> None:
-        self.policy, self.tokenizer = policy, tokenizer
+    def __init__(self, policy: Any, tokenizer: Any, limit: int = 0) -> None:
+        self.policy, self.tokenizer, self.limit = policy, tokenizer, limit
         self.specials = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
 
     @classmethod
-    def of(cls, policy: Any) -> "ConversationPrompts":
-        """For ``policy`` (or the policy a batching / locking wrapper holds), with its tokenizer."""
+    def of(cls, policy: Any, limit: int = 0) -> "ConversationPrompts":
+        """For ``policy`` (or the policy a batching / locking wrapper holds), with its tokenizer;
+        ``limit`` 0: the model's context length (``max_position_embeddings``), if it has one."""
         inner = policy
         while getattr(inner, "tokenizer", None) is None and getattr(inner, "policy", None) is not None:
             inner = inner.policy
@@ -244,7 +254,8 @@ class ConversationPrompts:
                               "cannot (use an hf or scripted policy, or agent.context=window)")
         if getattr(inner, "tokenizer", None) is None:
             raise ConfigError("agent.context=conversation needs the policy's tokenizer (a scripted policy: give one)")
-        return cls(policy, inner.tokenizer)
+        model_config = getattr(getattr(inner, "model", None), "config", None)
+        return cls(policy, inner.tokenizer, limit or int(getattr(model_config, "max_position_embeddings", 0) or 0))
 
     def prompt_ids(self, last: Sample, reply: str) -> tuple[int, ...]:
         """The next turn's prompt: ``last``'s prompt and sampled ids, then ``reply``'s turn."""
@@ -257,6 +268,7 @@ class ConversationPrompts:
         return tuple(last.prompt_ids) + completion + tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def generate(self, last: Sample, reply: str, generation: GenerationConfig) -> Sample:
+        """The next turn's sample (no limit checked: :func:`run_episode` checks it)."""
         return self.policy.generate_from_ids([self.prompt_ids(last, reply)], generation)[0][0]
 
 

@@ -79,6 +79,18 @@ def test_a_whole_conversation_episode_continues_each_prompt_from_the_last_turns_
     assert len(row.prompt_ids) + len(row.completion_ids) == len(samples[-1].prompt_ids) + len(samples[-1].completion_ids)
 
 
+def test_a_conversation_that_would_pass_the_context_length_ends_at_the_token_limit(sandbox, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    steps = load_script(script_path(TASK.instance_id))
+    policy = ScriptedPolicy([s.completion() for s in steps], tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))
+    config = AgentConfig(max_steps=20, context="conversation", max_context_tokens=1500)
+    episode = run_episode(policy, sandbox, TASK, config)
+    assert episode.result.exit_reason == "token_limit" and 1 <= len(episode.turns) < len(steps)
+    last = episode.turns[-1].sample
+    assert len(last.prompt_ids) + 512 <= 1500  # every turn it ran fitted (GREEDY: 512 new tokens)
+
+
 def test_conversation_context_needs_a_policy_that_samples_from_token_ids(sandbox):
     from swe_srl.errors import ConfigError
 
