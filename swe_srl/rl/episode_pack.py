@@ -23,7 +23,7 @@ sequence per turn, exactly), ``episode`` each episode's, ``token`` each token's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
 from ..config import LossWeighting
@@ -126,8 +126,6 @@ def weigh(rows: Sequence[PackedSequence], turn_advantages: Sequence[float], turn
           weighting: LossWeighting) -> list[PackedSequence]:
     """``rows`` of one episode with each position's advantage (its turn's) and its unit weight
     under ``weighting``; ``turn_tokens`` are the completion lengths of the episode's turns."""
-    from dataclasses import replace
-
     episode_tokens = sum(turn_tokens)
     out = []
     for row in rows:
