@@ -13,18 +13,19 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from .actions import ActionSyntax, is_submit, render_xml
 from .dataset import truncate_middle
 from .errors import ConfigError, DiskLimitExceeded, InfrastructureError, PatchTooLarge, SandboxDied
 from .policy.base import GenerationConfig, Policy, Sample
-from .prompts import build_messages
+from .prompts import build_messages, observation_message, turn_continuation
 from .rewards.similarity import parse_completion
 from .sandbox.base import Sandbox
 from .sandbox.tools import run_tool
 from .schemas import Action, EpisodeResult, ExecResult, Step, Task, Trajectory
 
+AgentContext = Literal["window", "conversation"]
 ExitReason = Literal["submitted", "step_limit", "time_limit", "token_limit", "format_errors", "container_died",
                      "disk_limit", "infra_error"]
 
@@ -61,14 +62,27 @@ class AgentConfig:
     """Action syntax the policy writes."""
     allow_prose: bool = True
     """Accept prose around the action after </think> (rollouts are lenient; the SRL reward is not)."""
+    max_context_tokens: int = 0
+    """``context: conversation``: the longest prompt + ``max_new_tokens`` a turn may have; the
+    episode ends (``token_limit``) before a turn that would pass it. 0 = the model's own
+    context length when the policy has one (a scripted policy: no limit)."""
+    context: AgentContext = "window"
+    """What each turn's prompt holds. window: the issue + the last ``context_rounds`` rounds,
+    rendered afresh (the step targets' layout, what SRL trains on). conversation: the whole
+    episode so far, token in, token out: turn k+1's prompt ids are turn k's prompt ids + its
+    sampled ids + the tokens of the observation turn, so the episode trains as one masked
+    sequence (``episodes.pack``). Needs a policy that samples from token ids (hf, scripted)."""
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise ConfigError("agent.max_steps must be >= 1")
         if self.max_format_errors < 0 or self.context_rounds < 0:
             raise ConfigError("agent.max_format_errors and agent.context_rounds must be >= 0")
-        if min(self.max_wall_time, self.command_timeout) <= 0 or self.max_tokens < 0:
-            raise ConfigError("agent.max_wall_time and agent.command_timeout must be > 0, agent.max_tokens >= 0")
+        if self.context not in ("window", "conversation"):
+            raise ConfigError(f"agent.context must be window or conversation, got {self.context!r}")
+        if min(self.max_wall_time, self.command_timeout) <= 0 or min(self.max_tokens, self.max_context_tokens) < 0:
+            raise ConfigError("agent.max_wall_time and agent.command_timeout must be > 0, agent.max_tokens and "
+                              "agent.max_context_tokens >= 0")
 
 
 @dataclass
@@ -127,6 +141,8 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
     too_large: str | None = None
     patch: str | None = None
     error_text = FORMAT_ERROR_OBSERVATION if config.syntax == "xml" else BASH_FORMAT_ERROR_OBSERVATION
+    conversation = ConversationPrompts.of(policy, config.max_context_tokens) if config.context == "conversation" else None
+    reply = ""  # conversation: the user turn that answers the last completion
 
     for _ in range(config.max_steps):
         if time.monotonic() - start > config.max_wall_time:
@@ -135,10 +151,19 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
         if config.max_tokens and stats["prompt_tokens"] + stats["completion_tokens"] >= config.max_tokens:
             exit_reason = "token_limit"
             break
-        messages = build_messages(task.problem_statement, rounds[-config.context_rounds:] if config.context_rounds else [],
-                                  syntax=config.syntax)
         t0 = time.monotonic()
-        sample = policy.generate([messages], generation)[0][0]
+        if conversation is not None and turns:
+            messages = [{"role": "user", "content": reply}]
+            prompt_ids = conversation.prompt_ids(turns[-1].sample, reply)
+            if conversation.limit and len(prompt_ids) + generation.max_new_tokens > conversation.limit:
+                exit_reason = "token_limit"  # the conversation no longer fits the model's context
+                break
+            sample = conversation.policy.generate_from_ids([prompt_ids], generation)[0][0]
+        else:
+            messages = build_messages(task.problem_statement,
+                                      rounds[-config.context_rounds:] if config.context_rounds else [],
+                                      syntax=config.syntax)
+            sample = policy.generate([messages], generation)[0][0]
         stats["model_time"] += time.monotonic() - t0
         stats["prompt_tokens"] += len(sample.prompt_ids)
         stats["completion_tokens"] += len(sample.completion_ids)
@@ -147,6 +172,7 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
             format_errors += 1
             turns.append(Turn(messages, sample, None, error_text))
             rounds.append((sample.text.strip()[-config.observation_budget:], error_text))
+            reply = error_text
             if format_errors > config.max_format_errors:
                 exit_reason = "format_errors"
                 break
@@ -181,6 +207,7 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
             exit_reason = "submitted"
             break
         rounds.append((parsed.action, truncate_middle(observation, config.observation_budget)))
+        reply = observation_message(rounds[-1][1])
 
     if patch is None and infra_error is None and died is None:
         try:  # an unsubmitted episode is still graded on what it left in the repository
@@ -204,6 +231,45 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
         model_time=stats["model_time"], sandbox_time=stats["sandbox_time"], infra_error=infra_error,
     )
     return Episode(result=result, turns=turns)
+
+
+class ConversationPrompts:
+    """``agent.context: conversation``: each turn after the first is sampled from token ids,
+    the last turn's prompt + sampled ids + the observation turn's tokens
+    (:func:`~swe_srl.prompts.turn_continuation`), never re-tokenised from text."""
+
+    def __init__(self, policy: Any, tokenizer: Any, limit: int = 0) -> None:
+        self.policy, self.tokenizer, self.limit = policy, tokenizer, limit
+        self.specials = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
+
+    @classmethod
+    def of(cls, policy: Any, limit: int = 0) -> "ConversationPrompts":
+        """For ``policy`` (or the policy a batching / locking wrapper holds), with its tokenizer;
+        ``limit`` 0: the model's context length (``max_position_embeddings``), if it has one."""
+        inner = policy
+        while getattr(inner, "tokenizer", None) is None and getattr(inner, "policy", None) is not None:
+            inner = inner.policy
+        if not (hasattr(policy, "generate_from_ids") and hasattr(inner, "generate_from_ids")):
+            raise ConfigError(f"agent.context=conversation samples from token ids, which {type(inner).__name__} "
+                              "cannot (use an hf or scripted policy, or agent.context=window)")
+        if getattr(inner, "tokenizer", None) is None:
+            raise ConfigError("agent.context=conversation needs the policy's tokenizer (a scripted policy: give one)")
+        model_config = getattr(getattr(inner, "model", None), "config", None)
+        return cls(policy, inner.tokenizer, limit or int(getattr(model_config, "max_position_embeddings", 0) or 0))
+
+    def prompt_ids(self, last: Sample, reply: str) -> tuple[int, ...]:
+        """The next turn's prompt: ``last``'s prompt and sampled ids, then ``reply``'s turn."""
+        text = turn_continuation(self.tokenizer, reply)
+        completion = tuple(last.completion_ids)
+        if completion and completion[-1] in self.specials:  # it sampled the answer's end marker itself
+            end = self.tokenizer.decode([completion[-1]], skip_special_tokens=False)
+            if end and text.startswith(end):
+                text = text[len(end):]
+        return tuple(last.prompt_ids) + completion + tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def generate(self, last: Sample, reply: str, generation: GenerationConfig) -> Sample:
+        """The next turn's sample (no limit checked: :func:`run_episode` checks it)."""
+        return self.policy.generate_from_ids([self.prompt_ids(last, reply)], generation)[0][0]
 
 
 def _diff(sandbox: Sandbox) -> tuple[str, str | None]:

@@ -30,6 +30,7 @@ Schedule = Literal["constant", "cosine", "linear"]
 Precision = Literal["auto", "bf16", "fp32"]
 Parallel = Literal["ddp", "fsdp"]
 Credit = Literal["episode", "turn"]
+LossWeighting = Literal["episode", "turn", "token"]
 LongPrompts = Literal["truncate", "drop"]
 RolloutCorrection = Literal["auto", "tis", "bypass"]
 
@@ -357,14 +358,34 @@ class EpisodeConfig:
     then each host runs ``episodes_per_host`` at a time and ``workers`` is ignored). With several
     training processes, point ``ray_address`` at a running cluster."""
     update_chunk_turns: int = 8
-    """At most this many turns per forward/backward pass of the update (a memory knob;
-    ``optim.max_tokens_per_microbatch`` replaces it when set)."""
+    """At most this many sequences (a turn, or with ``pack`` the turns of an episode joined into
+    one) per forward/backward pass of the update (a memory knob; ``optim.max_tokens_per_microbatch``
+    replaces it when set)."""
     experts: str = ""
     """Expert trajectories (swe-srl Trajectory JSONL) for hybrid. Empty: the recorded demo experts."""
     weights: RewardWeights = field(default_factory=RewardWeights)
     credit: Credit = "episode"
     """hybrid: episode gives every turn its episode's advantage; turn also adds each turn's own
     similarity share, ``weights.similarity * (turn - episode similarity) / the group's divisor``."""
+    pack: bool = True
+    """Train each episode as ONE masked sequence (token in, token out): turns whose sampled prompt
+    extends the previous turn's prompt + completion exactly (``agent.context: conversation``)
+    are joined, the observation tokens between them masked out of the loss, so the shared
+    prefix is forwarded once. Where a turn does not extend the last one (``agent.context:
+    window`` slides its history) or the sequence would pass ``pack_max_tokens``, a new sequence
+    starts from that turn's own prompt: the per-turn forward, counted in ``episodes/pack_breaks``
+    and ``episodes/pack_cuts``. The loss is the same either way (:mod:`swe_srl.rl.episode_pack`)."""
+    pack_max_tokens: int = 0
+    """Longest packed sequence (prompt + completion tokens); 0 = ``optim.max_tokens_per_microbatch``
+    when set, else no limit (the sampler already ran the whole conversation)."""
+    loss_weighting: LossWeighting = "episode"
+    """What ``grpo.loss_aggregation`` treats as one sequence of an episode. episode (default):
+    all of an episode's policy tokens, so every episode weighs the same whatever its turn count:
+    GRPO's sample and advantage are the episode, and weighing by turns lets long failures that
+    run to ``agent.max_steps`` outweigh short successes (one 10-turn success vs seven 30-turn
+    failures: 10 of 220 units); turn: each turn (the weighting before packing); token: each
+    policy token (with seq-mean-token-mean, every token of the batch weighs the same). With
+    ``grpo.loss_aggregation: token-mean`` every token weighs the same whichever is chosen."""
     test_reward: TestRewardShape = "resolved"
     """resolved: 1 when every FAIL_TO_PASS and PASS_TO_PASS test passes, else 0;
     f2p_fraction: the fraction of FAIL_TO_PASS tests passing, 0 when any PASS_TO_PASS fails."""
@@ -381,6 +402,8 @@ class EpisodeConfig:
     def __post_init__(self) -> None:
         if self.workers < 1 or self.update_chunk_turns < 1:
             raise ConfigError("episodes.workers and episodes.update_chunk_turns must be >= 1")
+        if self.pack_max_tokens < 0:
+            raise ConfigError(f"episodes.pack_max_tokens must be >= 0 (0 = the micro-batch budget), got {self.pack_max_tokens}")
         if not 0 < self.flaky_weight <= 1:
             raise ConfigError(f"episodes.flaky_weight must be in (0, 1], got {self.flaky_weight} "
                               "(to leave flaky tasks out use episodes.flaky=skip)")
@@ -413,6 +436,13 @@ class RolloutConfig:
     enforce_eager: bool = False
     """No CUDA graphs / torch.compile: faster start, slower decoding (tiny-cpu sets it: the
     CPU compile warm-up takes minutes)."""
+    async_ahead: bool = False
+    """Sample the next step's batch (episodes in Docker, or SRL completions) in a background
+    thread while the update runs, with the weights from before it: every batch after the first
+    is one version old, never more (``rollout/staleness``). Its old log-probs are the sampler's,
+    so the importance ratio (PPO clip; TIS with ``grpo.rollout_correction``) corrects for the
+    step in between. With ``engine: hf`` the sampler is a copy of the model (twice its weights
+    in memory) refreshed after every update. One process, no fsdp (:mod:`swe_srl.rl.ahead`)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gpu_memory_utilization <= 1:
@@ -449,6 +479,9 @@ class TrainConfig:
             raise ConfigError("rollout.engine=vllm needs generation.top_p=1: the engine's log-probs "
                               "(the importance ratio's old log-probs) are of the top-p truncated "
                               "distribution; use rollout.engine=hf for top-p sampling")
+        if self.rollout.engine == "vllm" and self.on_episodes and self.episodes.harness.agent.context == "conversation":
+            raise ConfigError("episodes.harness.agent.context=conversation samples each turn from token ids, which "
+                              "the vLLM rollout engine does not take yet; use rollout.engine=hf or agent.context=window")
         w = self.episodes.weights
         if self.method == "hybrid" and w.similarity == 0 and w.tests == 0:
             raise ConfigError("--method hybrid needs a nonzero episodes.weights.similarity or episodes.weights.tests")

@@ -148,11 +148,13 @@ class ExpertReplay:
         return cls({task_id: [s.completion() for s in steps] for task_id, steps in scripts.items()}, tasks)
 
     def task_of(self, conversation: Conversation) -> str:
-        """The instance id whose issue opens the conversation's user message."""
+        """The instance id whose issue comes first in the conversation's user message (it opens
+        a window prompt's; a whole conversation's, decoded from token ids, holds it after the
+        system prompt)."""
         content = next((str(m.get("content", "")) for m in conversation if m.get("role") == "user"), "")
-        for issue, task_id in self._issues:
-            if content.startswith(issue):
-                return task_id
+        found = [(content.find(issue), task_id) for issue, task_id in self._issues if issue in content]
+        if found:
+            return min(found)[1]
         raise InputError("expert replay: the conversation's issue matches no scripted task")
 
     def remaining(self, instance_id: str) -> int:

@@ -206,3 +206,33 @@ def render_prompt(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> str:
             logger.debug("tokenizer has no chat template; rendering the prompt as ChatML")
         return _chatml(messages)
     return tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
+
+_ANSWER_PLACEHOLDER = "\x00swe-srl-answer\x00"
+
+
+def observation_message(observation: str) -> str:
+    """The user turn that hands an observation back in a whole-conversation episode."""
+    return f"<observation>\n{observation.rstrip() or EMPTY_OBSERVATION}\n</observation>"
+
+
+def turn_continuation(tokenizer: Any, user_content: str) -> str:
+    """The text that follows an assistant answer in the rendered conversation when the next
+    user turn holds ``user_content``: the answer's end marker, that user turn, and the opener of
+    the next answer (with ChatML: ``<|im_end|>\\n<|im_start|>user\\n...<|im_start|>assistant\\n``).
+
+    Taken from the tokenizer's own chat template around a placeholder answer, so a
+    whole-conversation episode (``agent.context: conversation``) continues its token ids
+    exactly as the template would render the conversation. A template that drops or rewrites
+    earlier answers (some strip reasoning from history) cannot be continued: ConfigError."""
+    template = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if not template:
+        return f"<|im_end|>\n<|im_start|>user\n{user_content}<|im_end|>\n<|im_start|>assistant\n"
+    messages = [{"role": "user", "content": "?"}, {"role": "assistant", "content": _ANSWER_PLACEHOLDER},
+                {"role": "user", "content": user_content}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    at = text.find(_ANSWER_PLACEHOLDER)
+    if at < 0:
+        raise ConfigError("the tokenizer's chat template does not keep earlier answers verbatim: "
+                          "agent.context=conversation cannot continue it (use agent.context=window)")
+    return text[at + len(_ANSWER_PLACEHOLDER):]

@@ -55,6 +55,51 @@ def test_expert_replay_submits_the_fix_with_real_observations(sandbox):
     assert render_xml(steps[2].action) in fourth and render_xml(steps[0].action) not in fourth
 
 
+def test_a_whole_conversation_episode_continues_each_prompt_from_the_last_turns_ids(sandbox, tiny_model_dir):
+    """agent.context=conversation: turn k+1's prompt is turn k's prompt + sampled ids + the
+    observation turn, token for token, so the episode packs into one masked sequence."""
+    from transformers import AutoTokenizer
+
+    from swe_srl.rl.episode_pack import pack_turns
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    steps = load_script(script_path(TASK.instance_id))
+    policy = ScriptedPolicy([s.completion() for s in steps], tokenizer=tokenizer)
+    episode = run_episode(policy, sandbox, TASK, AgentConfig(max_steps=20, context="conversation"))
+    assert episode.result.exit_reason == "submitted" and "-(-total // per_page)" in episode.result.patch
+    samples = [turn.sample for turn in episode.turns]
+    for before, after in zip(samples, samples[1:]):
+        seen = before.prompt_ids + before.completion_ids
+        assert after.prompt_ids[:len(seen)] == seen
+    # the reproduction's output reached the next prompt, inside an observation turn
+    third = tokenizer.decode(samples[3].prompt_ids[len(samples[2].prompt_ids):])
+    assert "IndexError: page 3 out of range 1..2" in third and third.count("<observation>") == 1
+    (row,), stats = pack_turns(samples)
+    assert stats.breaks == 0 and row.num_tokens == sum(len(s.completion_ids) for s in samples)
+    assert len(row.prompt_ids) + len(row.completion_ids) == len(samples[-1].prompt_ids) + len(samples[-1].completion_ids)
+
+
+def test_a_conversation_that_would_pass_the_context_length_ends_at_the_token_limit(sandbox, tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    steps = load_script(script_path(TASK.instance_id))
+    policy = ScriptedPolicy([s.completion() for s in steps], tokenizer=AutoTokenizer.from_pretrained(tiny_model_dir))
+    config = AgentConfig(max_steps=20, context="conversation", max_context_tokens=1500)
+    episode = run_episode(policy, sandbox, TASK, config)
+    assert episode.result.exit_reason == "token_limit" and 1 <= len(episode.turns) < len(steps)
+    last = episode.turns[-1].sample
+    assert len(last.prompt_ids) + 512 <= 1500  # every turn it ran fitted (GREEDY: 512 new tokens)
+
+
+def test_conversation_context_needs_a_policy_that_samples_from_token_ids(sandbox):
+    from swe_srl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs the policy's tokenizer"):
+        run_episode(ScriptedPolicy(["x"]), sandbox, TASK, AgentConfig(context="conversation"))
+    with pytest.raises(ConfigError, match="agent.context must be window or conversation"):
+        AgentConfig(context="everything")
+
+
 def test_episode_that_never_submits_ends_at_the_step_limit_and_keeps_its_edits(sandbox):
     edit = _say("Append a marker so the repository has a change.", "bash",
                 command="echo '# touched' >> pagekit/__init__.py")

@@ -116,6 +116,11 @@ class SerialPolicy:
         with self._lock:
             return self.policy.generate(conversations, config)
 
+    def generate_from_ids(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> list[list[Sample]]:
+        """Like ``generate``, for prompts already tokenised (the wrapped policy's own)."""
+        with self._lock:
+            return self.policy.generate_from_ids(prompts, config)
+
 
 @dataclass(frozen=True)
 class LoraOptions:

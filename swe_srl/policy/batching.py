@@ -37,6 +37,12 @@ class _Request:
     config: GenerationConfig
     arrived: float
     future: Future = field(default_factory=Future)
+    ids: bool = False  # the "conversations" are token-id prompts (generate_from_ids)
+
+    @property
+    def key(self) -> tuple[GenerationConfig, bool]:
+        """Requests batched together share it."""
+        return self.config, self.ids
 
 
 def _solo(config: GenerationConfig) -> bool:
@@ -91,7 +97,13 @@ class BatchingPolicy:
 
     def generate(self, conversations: Sequence[Conversation], config: GenerationConfig) -> list[list[Sample]]:
         """Queue the conversations, wait for their batch, return their samples (in order)."""
-        request = _Request(list(conversations), config, time.monotonic())
+        return self._submit(_Request(list(conversations), config, time.monotonic()))
+
+    def generate_from_ids(self, prompts: Sequence[Sequence[int]], config: GenerationConfig) -> list[list[Sample]]:
+        """Like :meth:`generate` for prompts already tokenised (batched with other such calls)."""
+        return self._submit(_Request([tuple(p) for p in prompts], config, time.monotonic(), ids=True))
+
+    def _submit(self, request: _Request) -> list[list[Sample]]:
         if not request.conversations:
             return []
         with self._cond:
@@ -148,20 +160,21 @@ class BatchingPolicy:
                 first = self._queue[0]
                 if _solo(first.config):
                     return [self._queue.popleft()]
-                waiting = sum(len(r.conversations) for r in self._queue if r.config == first.config)
+                waiting = sum(len(r.conversations) for r in self._queue if r.key == first.key)
                 window = max(self.max_wait, self.wait_fraction * self._last_run)
                 deadline = max(first.arrived, self._free_since) + window
                 if waiting >= self.max_batch or now >= deadline:
-                    return self._take(first.config)
+                    return self._take(first.key)
                 self._cond.wait(deadline - now)
 
-    def _take(self, config: GenerationConfig) -> list[_Request]:
-        """Remove and return the oldest requests with ``config`` (the first always, the rest
-        while they fit in ``max_batch``); the others keep their places."""
+    def _take(self, key: tuple[GenerationConfig, bool]) -> list[_Request]:
+        """Remove and return the oldest requests with ``key`` (config, token-id prompts or
+        not; the first always, the rest while they fit in ``max_batch``); the others keep
+        their places."""
         batch: list[_Request] = []
         size = 0
         for request in list(self._queue):
-            if request.config != config:
+            if request.key != key:
                 continue
             if batch and size + len(request.conversations) > self.max_batch:
                 break
@@ -174,7 +187,8 @@ class BatchingPolicy:
         conversations = [c for r in batch for c in r.conversations]
         started = time.monotonic()
         try:
-            groups = self.policy.generate(conversations, batch[0].config)
+            generate = self.policy.generate_from_ids if batch[0].ids else self.policy.generate
+            groups = generate(conversations, batch[0].config)
             if len(groups) != len(conversations):
                 raise InfrastructureError(
                     f"{type(self.policy).__name__}.generate returned {len(groups)} groups "

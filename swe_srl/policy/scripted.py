@@ -4,6 +4,7 @@ through the same agent loop as a model."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Sequence
 
 from ..errors import ConfigError, InputError
@@ -99,6 +100,18 @@ class ScriptedPolicy:
                 )
             out.append(group)
         return out
+
+    def generate_from_ids(
+        self, prompts: Sequence[Sequence[int]], config: GenerationConfig
+    ) -> list[list[Sample]]:
+        """Like :meth:`generate` for token-id prompts: the script (or ``fn``) sees each prompt
+        decoded as one user message; the samples keep the given ids."""
+        if self.tokenizer is None:
+            raise ConfigError("a scripted policy needs a tokenizer to answer token-id prompts")
+        decoded = [[{"role": "user", "content": self.tokenizer.decode(list(p), skip_special_tokens=False)}]
+                   for p in prompts]
+        groups = self.generate(decoded, config)
+        return [[replace(s, prompt_ids=tuple(p)) for s in group] for p, group in zip(prompts, groups)]
 
     def _encode(self, text: str) -> tuple[int, ...]:
         if self.tokenizer is None:

@@ -206,12 +206,18 @@ def k3_kl(logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor | None = None) ->
 
 
 def aggregate(values: Tensor, mask: Tensor, mode: LossAggregation | str, *, max_tokens: int | None = None,
-              num_sequences: float | None = None, num_tokens: float | None = None) -> Tensor:
+              num_sequences: float | None = None, num_tokens: float | None = None,
+              unit_weights: Tensor | None = None) -> Tensor:
     """One scalar from per-token ``values`` ``[B, T]`` under ``mask``.
 
     Sequences without any masked-in token do not count. ``num_sequences`` / ``num_tokens``
     override the local counts so that micro-batches of one optimiser step share the global
-    normaliser; ``max_tokens`` (Dr. GRPO's constant) defaults to ``T``."""
+    normaliser; ``max_tokens`` (Dr. GRPO's constant) defaults to ``T``.
+
+    ``unit_weights`` ``[B, T]``: a row holds several of the aggregation's sequences (the turns
+    of an episode packed into one masked row, :mod:`swe_srl.rl.episode_pack`); each token
+    carries 1 / its unit's token count, which the per-sequence mean divides by, and
+    ``num_sequences`` counts units, not rows."""
     mode = LossAggregation(mode)
     mask = mask.bool()
     masked = torch.where(mask, values, 0.0)
@@ -220,6 +226,8 @@ def aggregate(values: Tensor, mask: Tensor, mode: LossAggregation | str, *, max_
     if mode is LossAggregation.TOKEN_MEAN:
         tokens = num_tokens if num_tokens is not None else float(mask.sum().clamp(min=1))
         return masked.sum() / tokens
+    if mode is LossAggregation.SEQ_MEAN_TOKEN_MEAN and unit_weights is not None:
+        return (masked * unit_weights.to(masked.dtype)).sum() / sequences
     if mode is LossAggregation.SEQ_MEAN_TOKEN_MEAN:
         per_seq = masked.sum(dim=1) / tokens_per_seq.clamp(min=1)
         return per_seq.sum() / sequences
@@ -274,7 +282,8 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float:
 def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor, mask: Tensor, *,
               ref_logprobs: Tensor | None = None, sample_mask: Tensor | None = None,
               config: GrpoLossConfig = GrpoLossConfig(), num_sequences: float | None = None,
-              num_tokens: float | None = None, engine_logprobs: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
+              num_tokens: float | None = None, engine_logprobs: Tensor | None = None,
+              unit_weights: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """The GRPO loss of one (micro-)batch and its metrics.
 
     ``logprobs`` ``[B, T]`` carries the gradient; ``old_logprobs`` are the sampling policy's
@@ -284,7 +293,8 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor,
     another implementation that sampled the tokens (a vLLM engine): each token's loss is then
     weighted by :func:`truncated_is_weights` (``is_weight_max``, ``is_clip_fraction``,
     ``is_veto_fraction`` and ``mismatch_kl``, the k3 estimate of KL(engine || trainer), say
-    how far apart the two were). Metrics are token means over the
+    how far apart the two were). ``unit_weights``: see :func:`aggregate` (packed episodes).
+    Metrics are token means over the
     masked-in tokens: ``clip_fraction`` (``clip_low_fraction`` + ``clip_high_fraction``),
     ``ratio_mean``/``ratio_min``/``ratio_max``, ``kl``, plus ``policy_loss``, ``kl_loss``,
     ``tokens``, ``sequences``."""
@@ -302,7 +312,7 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor,
     terms = clipped_surrogate(logprobs, old_logprobs, advantages, mask,
                               clip_low=config.clip_low, clip_high=config.clip_high, dual_clip=config.dual_clip)
     agg = dict(mode=config.aggregation, max_tokens=config.max_tokens,
-               num_sequences=num_sequences, num_tokens=num_tokens)
+               num_sequences=num_sequences, num_tokens=num_tokens, unit_weights=unit_weights)
     per_token = terms.loss
     tis = None
     if engine_logprobs is not None:

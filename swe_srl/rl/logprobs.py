@@ -79,7 +79,10 @@ class TokenBatch:
 
     @classmethod
     def build(cls, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-              pad_id: int, device: torch.device) -> "TokenBatch":
+              pad_id: int, device: torch.device,
+              loss_masks: Sequence[Sequence[int]] | None = None) -> "TokenBatch":
+        """``loss_masks``: per completion, 1 on the tokens that carry loss (a packed episode's
+        sampled tokens; its observations are context); None: every completion token."""
         P = max(len(p) for p in prompts)
         C = max(1, max(len(c) for c in completions))
         B = len(prompts)
@@ -93,6 +96,9 @@ class TokenBatch:
                 mask[i, P:P + len(c)] = 1
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         comp_mask = mask[:, P:].float()
+        if loss_masks is not None:
+            for i, m in enumerate(loss_masks):
+                comp_mask[i, :len(m)] *= torch.tensor(list(m), dtype=torch.float32)
         return cls(ids.to(device), mask.to(device), positions.to(device),
                    ids[:, P:].to(device), comp_mask.to(device))
 

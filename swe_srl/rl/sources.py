@@ -7,9 +7,11 @@ rewarded, and the samples become the sequences of the update.
 * :class:`EpisodeSource` (``rlvr`` / ``hybrid``): an item is a task; a sample is one whole
   episode of the current policy in a fresh sandbox, graded in a fresh container
   (:func:`swe_srl.harness.run_graded_episode`) and rewarded by :mod:`swe_srl.rewards.episode`.
-  Credit assignment: every turn of an episode is one sequence (its EXACT sampled prompt ids,
-  which hold the issue, earlier actions and observations, as context; its completion ids carry
-  the loss) with the episode's advantage. An infrastructure failure gives the episode reward
+  Credit assignment: every turn carries the episode's advantage on its EXACT sampled ids; the
+  turns are rows of the update (:mod:`.episode_pack`): one masked row per episode when each
+  turn's prompt extends the last (``agent.context: conversation``), else one row per turn (its
+  prompt ids hold the issue and earlier rounds as context), weighed per
+  ``episodes.loss_weighting``. An infrastructure failure gives the episode reward
   None: it is left out of its group's statistics and of the loss, and counted. A task the
   calibration (:mod:`swe_srl.calibration`) calls broken, or flaky with ``episodes.flaky:
   skip``, is skipped when drawn (no group, counted); a flaky one with ``downweight`` has its
@@ -35,7 +37,7 @@ import torch
 
 from ..actions import render_xml
 from ..calibration import episode_weight, resolve_calibration, verdict_counts
-from ..config import EpisodeConfig, TrainConfig
+from ..config import EpisodeConfig, LossWeighting, TrainConfig
 from ..errors import ConfigError, InputError, RecordError
 from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
 from ..harness import GradedEpisode, run_graded_episode
@@ -47,6 +49,7 @@ from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode, 
 from ..rewards.scanner import TAMPERING
 from ..schemas import ResourceUsage, StepTarget, Task, Trajectory
 from .distributed import Dist
+from .episode_pack import PackedSequence, PackStats, pack_turns, weigh
 from .prompt_budget import PromptBudget
 from .records import EpisodeTotals, Group
 
@@ -132,6 +135,7 @@ class EpisodeSource:
         self.max_tokens, self.max_chunk = config.generation.max_new_tokens, e.update_chunk_turns
         self.verdicts, self.task_weights = calibrated_weights(tasks, e)
         self.skipped: Counter = Counter()  # this step's skipped draws, by verdict
+        self.pack_stats = PackStats()  # this step's packing of episodes into rows
 
     def draw(self, serials: Sequence[int], indices: Sequence[int]) -> list[Group]:
         G = self.config.grpo.num_generations
@@ -180,15 +184,25 @@ class EpisodeSource:
 
     def sequences(self, groups: Sequence[Group], advantages: torch.Tensor,
                   divisors: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
-        """Every turn of episode ``i`` is one sequence with ``advantages[i]`` (plus, with
-        ``episodes.credit: turn``, its own similarity's share over the group's divisor), times
-        its task's calibration weight; the turns of an episode whose reward is None are not
-        valid (left out of the loss)."""
+        """The update's rows (:class:`~.episode_pack.PackedSequence`): every turn of episode
+        ``i`` carries ``advantages[i]`` on its sampled tokens (plus, with ``episodes.credit:
+        turn``, its own similarity's share over the group's divisor), times its task's
+        calibration weight; the rows of an episode whose reward is None are not valid (left out
+        of the loss). The returned advantages tensor is zeros: each row holds its own per
+        position."""
         rollouts = [r for g in groups for r in g.samples]
         per_episode = torch.repeat_interleave(divisors.float(), self.config.grpo.num_generations)
         weight = self.weights.get(SIMILARITY, 0.0) if self.config.episodes.credit == "turn" else 0.0
         scale = [self.task_weights.get(r.graded.task.instance_id, 1.0) for r in rollouts]
-        return turn_sequences(rollouts, advantages, per_episode, weight, scale)
+        _, per_turn, _ = turn_sequences(rollouts, advantages, per_episode, weight, scale)
+        e = self.config.episodes
+        rows, stats = episode_rows(rollouts, per_turn.tolist(), e.loss_weighting, pack=e.pack,
+                                   max_tokens=e.pack_max_tokens or self.config.optim.max_tokens_per_microbatch)
+        self.pack_stats.add(stats)
+        # Each row carries its positions' advantages (the tensor is a placeholder); a row is
+        # valid when its episode's reward is not None.
+        valid = torch.tensor([rollouts[i].reward is not None for i, _ in rows], dtype=torch.bool)
+        return [row for _, row in rows], torch.zeros(len(rows)), valid
 
     def metrics(self, drawn: Sequence[Group], dist: Dist) -> dict[str, float]:
         """Totals over every episode the step ran (kept or not) and the draws skipped by the
@@ -197,6 +211,16 @@ class EpisodeSource:
         broken, flaky = dist.all_sum([self.skipped["broken"], self.skipped["flaky"]])
         self.skipped.clear()
         return {**metrics, "episodes/skipped_broken": broken, "episodes/skipped_flaky": flaky}
+
+    def pack_metrics(self, dist: Dist) -> dict[str, float]:
+        """How the last :meth:`sequences` packed the batch's turns into rows (all ranks): turns,
+        rows, and the turns that started a row of their own for not extending the one before
+        (``pack_breaks``) or for the length limit (``pack_cuts``)."""
+        p = self.pack_stats
+        turns, rows, breaks, cuts = dist.all_sum([p.turns, p.sequences, p.breaks, p.cuts])
+        self.pack_stats = PackStats()
+        return {"episodes/update_turns": turns, "episodes/update_sequences": rows,
+                "episodes/pack_breaks": breaks, "episodes/pack_cuts": cuts}
 
 
 def calibrated_weights(tasks: Sequence[Task], episodes: EpisodeConfig) -> tuple[dict[str, Any], dict[str, float]]:
@@ -241,6 +265,25 @@ def turn_sequences(rollouts: Sequence[EpisodeRollout], advantages: torch.Tensor,
         per_turn = per_turn * torch.repeat_interleave(torch.tensor(list(scale), dtype=per_turn.dtype), repeat)
     valid = torch.repeat_interleave(torch.tensor([r.reward is not None for r in rollouts]), repeat)
     return samples, per_turn, valid
+
+
+def episode_rows(rollouts: Sequence[EpisodeRollout], per_turn: Sequence[float], weighting: LossWeighting, *,
+                 pack: bool = True, max_tokens: int = 0) -> tuple[list[tuple[int, PackedSequence]], PackStats]:
+    """The update's rows of ``rollouts`` as (episode index, row): each episode's turns packed
+    (:func:`~.episode_pack.pack_turns`) and weighed, ``per_turn`` being every turn's advantage
+    in order (:func:`turn_sequences`)."""
+    rows: list[tuple[int, PackedSequence]] = []
+    stats = PackStats()
+    start = 0
+    for i, r in enumerate(rollouts):
+        samples = [turn.sample for turn in r.turns]
+        packed, counts = pack_turns(samples, pack=pack, max_tokens=max_tokens)
+        stats.add(counts)
+        weighed = weigh(packed, per_turn[start:start + len(samples)], [len(s.completion_ids) for s in samples],
+                        weighting)
+        rows += [(i, row) for row in weighed]
+        start += len(samples)
+    return rows, stats
 
 
 def episode_totals(rollouts: Sequence[EpisodeRollout]) -> EpisodeTotals:

@@ -27,7 +27,8 @@ import torch
 
 from ..config import TrainConfig
 from ..schemas import Task
-from . import grpo
+from . import grpo, parallel
+from .ahead import AheadRollout, Prefetch, check_ahead, data_position
 from .distributed import init_distributed
 from .records import DrawLog, Group, SampledBatch
 from .session import Session, TrainResult
@@ -44,39 +45,60 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
     instead of the trained model (a scripted policy in tests); its samples count as on-policy."""
     init_distributed(config.dist_timeout_s)  # started here with the run's timeout; the Session joins it
     with Session(config, resume=resume, sampler=sampler) as session:
+        ahead = config.rollout.async_ahead and config.method != "sft"
+        if ahead:  # the next batch is drawn while the update runs, by a sampler one version behind
+            check_ahead(config, session.dist.world_size, parallel.is_sharded(session.model))
+            session.rollout = AheadRollout(session.rollout, session.policy, session.model, session.step)
+            session.sampler = session.rollout.sampler
         source = None if config.method == "sft" else make_source(session)
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
         loss_cfg = loss_config(config, source.max_tokens) if source is not None else None
         val = session.validate_and_log() if session.step == 0 and config.run.eval_every and config.run.eval_at_start else {}
         final = session.resumed_from.path if session.resumed_from is not None else None
+        prefetch: Optional[Prefetch] = None  # rollout.async_ahead: the next step's batch, being drawn
         try:
             while session.step < config.run.max_steps:
                 started = time.perf_counter()
+                position = None  # the data position before a batch drawn ahead
                 if source is None:  # sft: cross-entropy on the next batch of step targets
                     indices = session.order.take(config.optim.batch_size)
                     metrics = sft_step(session, indices)
                     drawn = DrawLog(ids=[session.item_id(i) for i in indices])
                 else:
-                    batch = collect_batch(session, source)                    # draw -> score -> dynamic sampling
+                    batch = prefetch.result() if prefetch else collect_batch(session, source)  # draw -> score -> dynamic sampling
                     sampled = time.perf_counter()
+                    prefetch = None
+                    if ahead and session.step + 1 < config.run.max_steps:  # next batch, with these weights
+                        position = session.order.state()
+                        prefetch = Prefetch(lambda: collect_batch(session, source))
                     rewards = grpo.rewards_tensor([r for g in batch.kept for r in g.rewards])
                     advantages, divisors = group_advantages(session, rewards)  # group-normalised
                     sequences, per_sequence, valid = source.sequences(batch.kept, advantages, divisors)
-                    session.rollout.check(sequences, session.step)            # sampled with these weights?
+                    staleness = session.rollout.check(sequences, session.step)  # sampled with these weights?
                     metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
                                             max_chunk=source.max_chunk)      # clipped surrogate, one step
                     metrics.update(batch.metrics)
-                    metrics.update({"time/rollout_s": sampled - started, "time/update_s": time.perf_counter() - sampled})
+                    if isinstance(source, EpisodeSource):
+                        metrics.update(source.pack_metrics(session.dist))  # turns -> rows of the update
+                    updated = time.perf_counter()
+                    metrics.update({"time/rollout_s": sampled - started, "time/update_s": updated - sampled})
+                    if prefetch is not None:  # the sampler keeps this step's weights until its draw is done
+                        prefetch.wait()
+                    if ahead:
+                        metrics.update({"rollout/staleness": staleness, "time/ahead_wait_s": time.perf_counter() - updated})
                     metrics.update(session.rollout.push(session.model, session.step + 1))  # engine follows
                     drawn = batch.log
                 session.step += 1
-                session.log_step(metrics, drawn, time.perf_counter() - started)
-                last = session.step == config.run.max_steps
-                if session.due(config.run.eval_every) or (last and config.run.eval_every):
-                    val = session.validate_and_log()
-                if session.due(config.run.save_every) or last:
-                    final = session.save()
+                with data_position(session, position):  # logged and saved as if not drawn ahead
+                    session.log_step(metrics, drawn, time.perf_counter() - started)
+                    last = session.step == config.run.max_steps
+                    if session.due(config.run.eval_every) or (last and config.run.eval_every):
+                        val = session.validate_and_log()
+                    if session.due(config.run.save_every) or last:
+                        final = session.save()
         finally:
+            if prefetch is not None:
+                prefetch.wait()  # its containers are closed before the source is
             if isinstance(source, EpisodeSource):
                 source.close()  # its Ray host actors, if any
         return TrainResult(session.run_dir, session.step, final, val)

@@ -12,6 +12,7 @@ import torch
 
 from ..config import TrainConfig
 from . import grpo
+from .episode_pack import PackedSequence
 from .logprobs import TokenBatch, autocast, completion_logprobs, micro_batches
 from .optim import lr_at, optimizer_step
 from .parallel import aligned_passes
@@ -51,8 +52,12 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
     calls it, even with no samples (the gradient all-reduce needs every rank)."""
     cfg, d = session.config, session.dist
     valid = valid.bool() if len(samples) else torch.zeros(0, dtype=torch.bool)
-    tokens = sum(len(s.completion_ids) for s, v in zip(samples, valid) if v)
-    n_seq, n_tok = d.all_sum([float(valid.sum()), float(tokens)])
+    # Packed episodes (rl/episode_pack.py) carry their loss mask, per-position advantages and
+    # unit weights; a row counts as the units of the aggregation it holds.
+    packed = any(isinstance(s, PackedSequence) for s in samples)
+    tokens = sum(policy_tokens(s) for s, v in zip(samples, valid) if v)
+    units = sum(s.units if packed else 1.0 for s, v in zip(samples, valid) if v)
+    n_seq, n_tok = d.all_sum([float(units), float(tokens)])
     temperature = cfg.generation.temperature or 1.0
     parts = cfg.optim.grad_accumulation
     if max_chunk > 0:
@@ -65,8 +70,12 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
     # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
     with dropout_off(session.model):
         for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch), ref_model):
-            batch = TokenBatch.build([samples[i].prompt_ids for i in part], [samples[i].completion_ids for i in part],
-                                     session.tokenizer.pad_token_id, d.device)
+            rows = [samples[i] for i in part]
+            batch = TokenBatch.build([s.prompt_ids for s in rows], [s.completion_ids for s in rows],
+                                     session.tokenizer.pad_token_id, d.device,
+                                     loss_masks=[s.loss_mask for s in rows] if packed else None)
+            part_advantages = position_values(rows, "advantages", batch) if packed else advantages[part]
+            unit_weights = position_values(rows, "unit_weights", batch) if packed else None
             with autocast(d.device, session.bf16):
                 logprobs = completion_logprobs(session.model, batch, temperature, chunk_tokens)
                 ref = None
@@ -82,10 +91,10 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
             if tis and engine is None and all(s.logprobs is not None for s in drawn):
                 engine = sampler_logprobs(drawn, logprobs)  # the trained model sampled (hf): its own
             old, engine = (None, engine) if tis else (engine, None)
-            loss, metrics = grpo.grpo_loss(logprobs, old, advantages[part], batch.completion_mask,
+            loss, metrics = grpo.grpo_loss(logprobs, old, part_advantages, batch.completion_mask,
                                            ref_logprobs=ref, sample_mask=valid[part], config=loss_cfg,
                                            num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0),
-                                           engine_logprobs=engine)
+                                           engine_logprobs=engine, unit_weights=unit_weights)
             weight_max = max(weight_max, metrics["is_weight_max"])
             loss.backward()
             # Each micro-batch's loss is already divided by the global count: the parts add up.
@@ -127,13 +136,31 @@ def dropout_off(model: torch.nn.Module) -> Iterator[None]:
             m.train()
 
 
+def policy_tokens(sample: Any) -> int:
+    """Loss-carrying tokens of a sequence: its completion, or a packed episode's sampled tokens."""
+    return sample.num_tokens if isinstance(sample, PackedSequence) else len(sample.completion_ids)
+
+
+def position_values(rows: Sequence[PackedSequence], name: str, batch: TokenBatch) -> torch.Tensor:
+    """``[B, C]`` of a per-position field of packed rows, 0 past each row's end."""
+    out = torch.zeros(batch.completion_mask.shape, dtype=torch.float32)
+    for i, row in enumerate(rows):
+        values = getattr(row, name)
+        if values:
+            out[i, :len(values)] = torch.tensor(values, dtype=torch.float32)
+    return out.to(batch.completion_mask.device)
+
+
 def sampler_gap(logprobs: torch.Tensor, samples: Sequence[Any]) -> float:
-    """Mean |trainer - sampler| log-prob per token: ~0 unless tokens or templates disagree."""
+    """Mean |trainer - sampler| log-prob per sampled token: ~0 unless tokens or templates disagree."""
     gaps, count = 0.0, 0
     for i, s in enumerate(samples):
         if s.logprobs is None or not s.completion_ids:
             continue
         theirs = torch.tensor(s.logprobs, dtype=torch.float32, device=logprobs.device)
-        gaps += float((logprobs[i, :len(theirs)].float() - theirs).abs().sum())
-        count += len(theirs)
+        diff = (logprobs[i, :len(theirs)].float() - theirs).abs()
+        if isinstance(s, PackedSequence):  # context positions are no sampled tokens
+            diff = diff * torch.tensor(s.loss_mask, dtype=torch.float32, device=logprobs.device)
+        gaps += float(diff.sum())
+        count += policy_tokens(s)
     return gaps / count if count else 0.0

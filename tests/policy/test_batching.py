@@ -99,6 +99,24 @@ def test_greedy_batched_across_threads_equals_each_call_alone(hf):
         assert torch.allclose(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=1e-5)
 
 
+def test_token_id_prompts_batch_among_themselves_never_with_conversations(hf):
+    """agent.context=conversation turns ask with token ids: they share a batch with each other
+    (one generate_from_ids call), not with chat conversations, and keep their exact ids."""
+    prompts = [s[0].prompt_ids + s[0].completion_ids for s in hf.generate(CONVERSATIONS[:3], GREEDY)]
+    solo = [hf.generate_from_ids([p], GREEDY)[0][0] for p in prompts]
+    with BatchingPolicy(hf, max_batch=5, max_wait_ms=2000) as batching:
+        jobs = [("ids", p) for p in prompts] + [("chat", c) for c in CONVERSATIONS[:2]]
+        got = _in_threads(lambda job: (batching.generate_from_ids([job[1]], GREEDY) if job[0] == "ids"
+                                       else batching.generate([job[1]], GREEDY))[0][0], jobs)
+        assert (batching.calls, batching.conversations) == (2, 5)
+    for alone, batched, prompt in zip(solo, got, prompts):
+        assert not isinstance(batched, Exception), batched
+        assert batched.prompt_ids == tuple(prompt) and batched.completion_ids == alone.completion_ids
+    assert all(isinstance(s, Sample) for s in got[3:])
+    serial = SerialPolicy(hf)
+    assert serial.generate_from_ids([prompts[0]], GREEDY)[0][0].completion_ids == solo[0].completion_ids
+
+
 def test_hf_batch_of_different_lengths_matches_single_calls(hf):
     # The wrapper relies on HFPolicy's left padding being exact: a padded row samples what the
     # prompt alone samples.

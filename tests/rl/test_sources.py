@@ -224,9 +224,12 @@ def test_a_downweighted_flaky_task_scales_its_episodes_advantages(tmp_path):
     rewards = grpo.rewards_tensor([1.0, 0.0, 1.0, 0.0])
     advantages, divisors = grpo.group_advantages(rewards, 2), grpo.advantage_divisors(rewards, 2)
     groups = [Group(i, t.instance_id, rollouts[t.instance_id], [1.0, 0.0], [1, 1]) for i, t in enumerate(tasks)]
-    _, per_turn, _ = source.sequences(groups, advantages, divisors)
-    assert per_turn.tolist() == pytest.approx([float(advantages[0]), float(advantages[1]),
-                                               0.25 * float(advantages[2]), 0.25 * float(advantages[3])])
+    rows, _, valid = source.sequences(groups, advantages, divisors)  # one row per episode, advantages per position
+    assert all(len(row.advantages) == 1 for row in rows)
+    assert [row.advantages[0] for row in rows] == pytest.approx([float(advantages[0]), float(advantages[1]),
+                                                                 0.25 * float(advantages[2]),
+                                                                 0.25 * float(advantages[3])])
+    assert valid.tolist() == [True] * 4
 
 
 def test_a_calibration_that_skips_every_task_is_a_config_error(tmp_path):

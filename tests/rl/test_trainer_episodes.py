@@ -119,11 +119,46 @@ def test_a_resolving_episode_against_a_failing_one_gives_a_graded_signal(demo_re
     assert row["reward/mean"] == pytest.approx((1.5 + 0.5 * nonsense) / 2)
     assert row["groups/kept"] == 1 and row["filter_rate"] == 0.0
     assert row["time/grading"] > 0 and row["train/grad_norm"] > 0
-    assert row["train/sequences"] == 7 + 4  # every turn of both episodes is a sequence
+    # Window prompts re-render the history: no turn extends the one before, every turn is a row
+    # of its own; each episode weighs as one unit (episodes.loss_weighting: episode).
+    assert row["episodes/update_sequences"] == 7 + 4 and row["episodes/pack_breaks"] == 6 + 3
+    assert row["train/sequences"] == 2
     # Costs per reward point: the containers and tokens of both episodes over their summed reward.
     assert row["cost/cpu_seconds"] > 0 and row["cost/tokens"] > 0 and row["cost/infra_cpu_seconds"] == 0
     assert row["cost/cpu_seconds_per_reward"] == pytest.approx(row["cost/cpu_seconds"] / (1.5 + 0.5 * nonsense), abs=2e-3)
     assert row["cost/tokens_per_resolved"] == row["cost/tokens"]
+
+
+def test_whole_conversation_episodes_train_as_one_masked_sequence_each(demo_ready, tiny_model, tmp_path):
+    """agent.context=conversation: every turn is sampled from the last one's exact ids, so each
+    Docker episode is one row of the update (no break, no cut) and still resolves and scores."""
+    from transformers import AutoTokenizer
+
+    sampler = _expert_then_nonsense(AutoTokenizer.from_pretrained(tiny_model))
+    cfg = episode_config(tiny_model, tmp_path / "run", **{
+        "run.max_steps": 1, "episodes.harness.agent.max_steps": 9, "grpo.dynamic_sampling_eps": 1e-4,
+        "episodes.harness.agent.context": "conversation", "episodes.credit": "turn",
+        "episodes.loss_weighting": "turn"})
+    train(cfg, sampler=sampler)
+    (row,) = metric_rows(tmp_path / "run")
+    assert row["episodes/resolved_rate"] == 0.5 and row["groups/kept"] == 1
+    assert row["episodes/update_turns"] == 7 + 4 and row["episodes/update_sequences"] == 2
+    assert row["episodes/pack_breaks"] == 0 and row["episodes/pack_cuts"] == 0
+    assert row["train/sequences"] == 7 + 4 and row["train/grad_norm"] > 0  # per-turn weighting: 11 units
+
+
+def test_docker_episodes_one_step_ahead_train_on_the_previous_versions_samples(demo_ready, tiny_model, tmp_path):
+    """rollout.async_ahead: step 2's episodes ran in Docker during step 1's update, sampled by
+    the copy of the model at version 1 - 1 = 0; the run logs that and trains on them."""
+    cfg = episode_config(tiny_model, tmp_path / "run", method="rlvr", **{
+        "rollout.async_ahead": True, "episodes.harness.agent.context": "conversation", "episodes.workers": 2})
+    result = train(cfg)
+    rows = metric_rows(tmp_path / "run")
+    assert result.steps == 2 and [row["rollout/staleness"] for row in rows] == [0.0, 1.0]
+    for row in rows:
+        assert row["episodes/count"] == 2 and row["episodes/infra_failures"] == 0
+        assert row["episodes/update_sequences"] == 2 and row["episodes/pack_breaks"] == 0
+    assert [row["rollout/weights_version"] for row in rows] == [1.0, 2.0]  # pushed after each update
 
 
 def test_a_missing_image_gives_masked_none_rewards_not_zero(docker_client, tiny_model, tmp_path):
