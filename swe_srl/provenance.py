@@ -149,3 +149,56 @@ def eval_provenance(model_provenance: dict[str, Any] | None, evaluated: list[dic
 def task_entries(tasks: Iterable[Any]) -> list[dict]:
     """Overlap keys of Task records (eval's and rlvr's task lists)."""
     return [task_keys(t.instance_id, {"repo": t.repo, "base_commit": t.base_commit}) for t in tasks]
+
+
+def _short(sha: str | None, n: int = 12) -> str:
+    return sha[:n] if sha else "-"
+
+
+def _code_line(code: dict | None) -> str:
+    code = code or {}
+    commit = _short(code.get("git_commit"))
+    dirty = " (uncommitted changes)" if code.get("git_dirty") else ""
+    return f"swe-srl {code.get('swe_srl', '?')}, git {commit}{dirty}"
+
+
+def describe(provenance: dict[str, Any], indent: str = "") -> list[str]:
+    """Lines a person reads: what a dataset, run or evaluation came from (``swe-srl report``)."""
+    kind = provenance.get("kind")
+    if kind == "dataset":
+        options = provenance.get("options") or {}
+        sets = ", ".join(f"{s['name']} ({s['instances']})" for s in provenance.get("eval_sets") or []) or "off"
+        tasks = provenance.get("tasks") or []
+        return [f"{indent}dataset {_short(provenance.get('dataset_hash'))}: {len(provenance.get('inputs') or {})} "
+                f"input files, {sum(t.get('split') == 'train' for t in tasks)} train / "
+                f"{sum(t.get('split') == 'val' for t in tasks)} val tasks",
+                f"{indent}  decontaminated against: {sets}; leaks {options.get('leaks')}, "
+                f"context_rounds {options.get('context_rounds')}, split seed {options.get('seed')}",
+                f"{indent}  built by {_code_line(provenance.get('code'))}"]
+    if kind == "training-run":
+        dataset = provenance.get("dataset") or {}
+        lines = [f"{indent}{provenance.get('method')} run: seeds {provenance.get('seeds')}, "
+                 f"{_code_line(provenance.get('code'))}",
+                 f"{indent}  started from {provenance.get('start_model') or 'the default model'}"]
+        if provenance.get("episode_tasks") is not None:
+            lines.append(f"{indent}  episodes on {len(provenance['episode_tasks'])} tasks")
+        if dataset.get("path"):
+            lines.append(f"{indent}  data {dataset['path']} (hash {_short(dataset.get('hash'))})")
+            if dataset.get("provenance"):
+                lines += describe(dataset["provenance"], indent + "    ")
+            else:
+                lines.append(f"{indent}    (the dataset has no provenance.json)")
+        if provenance.get("start_model_provenance"):
+            lines.append(f"{indent}  the start model's own run:")
+            lines += describe(provenance["start_model_provenance"], indent + "    ")
+        return lines
+    if "evaluated_ids_sha256" in provenance:
+        overlap_ = provenance.get("overlap") or {}
+        lines = [f"{indent}evaluation of {provenance.get('evaluated')} tasks (ids sha256 "
+                 f"{_short(provenance['evaluated_ids_sha256'])}), {_code_line(provenance.get('code'))}",
+                 f"{indent}  overlap with the model's training data: "
+                 + (f"{overlap_.get('count')}" if overlap_.get("checked") else "not checked (no model provenance)")]
+        if provenance.get("model"):
+            lines += describe(provenance["model"], indent + "  ")
+        return lines
+    return [f"{indent}(unknown provenance record)"]
