@@ -34,6 +34,7 @@ PANELS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     ("response length", "mean completion tokens", (("completion_len/mean", "-"),)),
     ("training loss", "loss", (("train/loss", "-"),)),
 )
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # runs whose curves coincide stay visible
 TABLE_KEYS = ("reward/mean", "val/reward", "val/format_error_rate", "val/distinct_answers",
               "completion_len/mean", "train/loss")
 
@@ -80,6 +81,8 @@ def load_runs(paths: Sequence[str | os.PathLike]) -> list[Run]:
 
 def plot(runs: Sequence[Run], path: Path) -> Path:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, (title, ylabel, keys) in zip(axes.flat, PANELS):
@@ -88,17 +91,20 @@ def plot(runs: Sequence[Run], path: Path) -> Path:
             for key, style in keys:
                 xs, ys = _series(run.metrics, key)
                 if xs:
-                    ax.plot(xs, ys, style, color=colors[k % len(colors)], marker="o" if len(xs) < 30 else None,
-                            markersize=3, label=run.label if style == "-" or len(keys) == 1 else None)
+                    # earlier runs drawn wider and below, so an identical later curve shows on top
+                    ax.plot(xs, ys, style, color=colors[k % len(colors)], zorder=2 + k,
+                            linewidth=1.2 + 1.5 * (len(runs) - 1 - k) / max(len(runs) - 1, 1),
+                            marker=MARKERS[k % len(MARKERS)] if len(xs) < 30 else None, markersize=4)
                     drawn += 1
         if not drawn:
             ax.text(0.5, 0.5, "not logged by these runs", ha="center", va="center", transform=ax.transAxes,
                     color="gray")
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel, fontsize=8)
         ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=colors[k % len(colors)], marker="o", label=run.label)
+    handles = [plt.Line2D([], [], color=colors[k % len(colors)], marker=MARKERS[k % len(MARKERS)], label=run.label)
                for k, run in enumerate(runs)]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(runs), 4), frameon=False)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
