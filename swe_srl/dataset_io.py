@@ -208,12 +208,16 @@ def publish(stage: Path, target: Path) -> None:
         os.rename(stage, target)
         return
     if _exchange(stage, target):
-        shutil.rmtree(stage)  # the old dataset now
+        shutil.rmtree(stage, ignore_errors=True)  # the old dataset now; what is left, recover() takes
         return
     old = _aside(target, "old")
     os.rename(target, old)
-    os.rename(stage, target)
-    shutil.rmtree(old)
+    try:
+        os.rename(stage, target)
+    except BaseException:
+        os.rename(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def discard(stage: Path) -> None:
