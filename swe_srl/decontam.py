@@ -20,9 +20,11 @@ SWE-bench-style rows, JSONL rows, or Parquet rows.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -145,10 +147,22 @@ def shingles(text: str, size: int = SHINGLE_WORDS) -> set[str]:
     return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
 
 
-def _minhash(items: set[str]):
+@functools.lru_cache(maxsize=1)
+def _template():
     from datasketch import MinHash
 
-    m = MinHash(num_perm=NUM_PERM, seed=1)
+    return MinHash(num_perm=NUM_PERM, seed=1)
+
+
+def _minhash(items: set[str]):
+    """The MinHash of a shingle set. The permutations are drawn once (drawing them is a third of
+    the cost of a fresh MinHash); crc32 hashes the shingles (MinHash needs a 32-bit hash that is
+    uniform enough, not a cryptographic one, and sha1 per shingle was another third)."""
+    from datasketch import MinHash
+
+    template = _template()
+    m = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32, permutations=template.permutations,
+                scheme=template.scheme)
     m.update_batch([s.encode("utf-8") for s in items])
     return m
 
