@@ -261,7 +261,7 @@ def build_dataset(
     digests = input_digests(files_in)
     fingerprint = dataset_fingerprint(digests, options)
     dataset_io.recover(out)
-    dataset_io.check_target(out, fingerprint, overwrite)
+    dataset_io.check_target(out, fingerprint, overwrite, [str(p) for p in inputs], options)
     eval_sets = load_eval_sets(config.decontaminate)
     stats = DatasetStats(leaks=LeakStats(mode=config.leaks),
                          decontamination=DecontamStats(sets=[e.describe() for e in eval_sets],

@@ -138,9 +138,12 @@ def recover(target: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)
 
 
-def check_target(target: Path, fingerprint: str, overwrite: bool) -> None:
+def check_target(target: Path, fingerprint: str, overwrite: bool, inputs: Sequence[str] = (),
+                 options: dict | None = None) -> None:
     """Refuse a target that is a file, holds files that are not a dataset, or holds another
-    dataset (one built from other inputs or options) unless ``overwrite``."""
+    dataset (one built from other inputs or options) unless ``overwrite``. A dataset written
+    before provenance.json existed is the same one when its stats.json names the same inputs and
+    options (those it knew)."""
     if target.exists() and not target.is_dir():
         raise InputError(f"-o {target} is a file, not a folder")
     if not target.is_dir():
@@ -152,10 +155,22 @@ def check_target(target: Path, fingerprint: str, overwrite: bool) -> None:
                          "choose an empty or new folder")
     if not names:
         return
-    if read_fingerprint(target) == fingerprint or overwrite:
+    if overwrite or read_fingerprint(target) == fingerprint or _same_legacy(target, inputs, options or {}):
         return
     raise InputError(f"-o {target} holds another dataset (other inputs or options); pass --overwrite to replace it "
                      "or choose another -o")
+
+
+def _same_legacy(target: Path, inputs: Sequence[str], options: dict) -> bool:
+    if (target / PROVENANCE_FILE).exists():
+        return False
+    try:
+        stats = json.loads((target / "stats.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    old = stats.get("config") if isinstance(stats, dict) else None
+    return (isinstance(old, dict) and stats.get("inputs") == list(inputs)
+            and all(options.get(k) == v for k, v in old.items() if k in options))
 
 
 def read_fingerprint(folder: Path) -> str | None:

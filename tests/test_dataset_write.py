@@ -192,3 +192,14 @@ def test_kill_9_mid_write_leaves_old_or_new_never_a_mix(tmp_path):
     assert outcomes[0] == old_fp and outcomes[-1] == new_fp  # killed before the write: old; after the swap: new
     subprocess.run(_cli(out, 2), check=True, env=env, timeout=300)
     assert assert_whole(out) == new_fp and litter(out) == []  # a dead writer's staging folder is gone
+
+
+def test_a_dataset_from_before_provenance_counts_as_the_same_when_its_stats_say_so(source, tmp_path):
+    out = tmp_path / "ds"
+    build_dataset([source], out, OLD)
+    (out / "provenance.json").unlink()  # what an earlier swe-srl wrote: splits and stats.json only
+    build_dataset([source], out, OLD)  # the same command again: rebuilt, now with provenance
+    assert_whole(out)
+    (out / "provenance.json").unlink()
+    with pytest.raises(InputError, match="holds another dataset"):
+        build_dataset([source], out, NEW)
