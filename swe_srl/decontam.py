@@ -97,11 +97,20 @@ def load_eval_set(name: str) -> EvalSet:
 
 
 def _rows(path: Path, data: bytes) -> list[Any]:
-    if path.suffix == ".parquet":
+    if data[:2] == b"\x1f\x8b":  # gzip, whatever the name
+        import gzip
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise InputError(f"--decontaminate: {path} is a damaged gzip file ({exc})") from exc
+    if data[:4] == b"PAR1":
+        import io
+
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(path).to_pylist()
+            return pq.read_table(io.BytesIO(data)).to_pylist()
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise InputError(f"--decontaminate: {path} is not a readable Parquet file ({exc})") from exc
     text = data.decode("utf-8", errors="replace")

@@ -69,6 +69,13 @@ def test_eval_set_files_in_every_shape(tmp_path):
     pq.write_table(pa.Table.from_pylist([{"instance_id": "foo__bar-9", "problem_statement": "x"}]),
                    tmp_path / "rows.parquet")
     assert load_eval_set(str(tmp_path / "rows.parquet")).instances[0].instance_id == "foo__bar-9"
+    import gzip
+
+    (tmp_path / "rows.jsonl.gz").write_bytes(gzip.compress((tmp_path / "rows.jsonl").read_bytes()))
+    assert load_eval_set(str(tmp_path / "rows.jsonl.gz")).instances[0].problem_statement == ISSUE
+    (tmp_path / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(InputError, match="not a readable Parquet"):
+        load_eval_set(str(tmp_path / "broken.parquet"))
     (tmp_path / "bad.jsonl").write_text('{"repo": "a/b"}\n')
     with pytest.raises(InputError, match="row 0"):
         load_eval_set(str(tmp_path / "bad.jsonl"))
