@@ -279,6 +279,7 @@ def build_dataset(
         trajectories = (_with_known_outcome(t, resolved_ids) for t in trajectories)
     stage = dataset_io.staging_folder(out)
     tasks: dict[tuple[str, str], dict] = {}
+    writer = None
     try:
         writer = SplitWriter(stage)
         for traj, leaks in iter_accepted(trajectories, config, stats, decontaminator):
@@ -314,6 +315,8 @@ def build_dataset(
         })
         dataset_io.publish(stage, out)
     except BaseException:
+        if writer is not None:
+            writer.abort()  # closes the split files (committed ones are already closed)
         dataset_io.discard(stage)
         raise
     return BuildResult(out_dir=out, files={k: out / k for k in files}, stats=summary)
