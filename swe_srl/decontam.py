@@ -20,7 +20,6 @@ SWE-bench-style rows, JSONL rows, or Parquet rows.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -156,22 +155,14 @@ def shingles(text: str, size: int = SHINGLE_WORDS) -> set[str]:
     return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
 
 
-@functools.lru_cache(maxsize=1)
-def _template():
+def _minhash(items: set[str], into=None):
+    """The MinHash of a shingle set (``into``: a MinHash to reuse, cleared first). crc32 hashes
+    the shingles: MinHash needs a 32-bit hash that is uniform enough, not a cryptographic one
+    (sha1 per shingle cost a third of the time), and crc32 is the same in every process."""
     from datasketch import MinHash
 
-    return MinHash(num_perm=NUM_PERM, seed=1)
-
-
-def _minhash(items: set[str]):
-    """The MinHash of a shingle set. The permutations are drawn once (drawing them is a third of
-    the cost of a fresh MinHash); crc32 hashes the shingles (MinHash needs a 32-bit hash that is
-    uniform enough, not a cryptographic one, and sha1 per shingle was another third)."""
-    from datasketch import MinHash
-
-    template = _template()
-    m = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32, permutations=template.permutations,
-                scheme=template.scheme)
+    m = into if into is not None else MinHash(num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)
+    m.clear()
     m.update_batch([s.encode("utf-8") for s in items])
     return m
 
@@ -210,7 +201,7 @@ class Decontaminator:
                 if inst.problem_statement.strip():
                     key = f"{eval_set.name}\0{inst.instance_id}"
                     self.texts[key] = (shingles(inst.problem_statement), inst.instance_id, eval_set.name)
-        self.lsh = None
+        self.lsh = self._probe = None
         if self.texts:
             from datasketch import MinHashLSH
 
@@ -220,6 +211,7 @@ class Decontaminator:
             for key, (items, _, _) in self.texts.items():
                 if items:
                     self.lsh.insert(key, _minhash(items))
+            self._probe = _minhash(set())  # reused by every query: drawing permutations is costly
 
     @property
     def active(self) -> bool:
@@ -247,7 +239,7 @@ class Decontaminator:
         if not items:
             return None
         best: Match | None = None
-        for key in self.lsh.query(_minhash(items)):
+        for key in self.lsh.query(_minhash(items, self._probe)):
             other, instance_id, name = self.texts[key]
             jaccard = len(items & other) / len(items | other)
             if jaccard >= self.threshold and (best is None or jaccard > (best.similarity or 0)):
