@@ -211,10 +211,12 @@ class Decontaminator:
             # Candidates at a lower Jaccard than the threshold, then the exact Jaccard decides:
             # LSH misses nothing above the threshold that way, and never decides alone.
             self.lsh = MinHashLSH(threshold=max(0.05, threshold * 0.8), num_perm=NUM_PERM)
+            # One MinHash reused for every insert and query (the index keeps band hashes, not the
+            # object): drawing its permutations costs as much as hashing a whole issue.
+            self._probe = _minhash(set())
             for key, (items, _, _) in self.texts.items():
                 if items:
-                    self.lsh.insert(key, _minhash(items))
-            self._probe = _minhash(set())  # reused by every query: drawing permutations is costly
+                    self.lsh.insert(key, _minhash(items, self._probe))
 
     @property
     def active(self) -> bool:
