@@ -190,8 +190,7 @@ class Session:
                                      enabled=self.dist.is_main and config.run.progress)
 
     def _write_provenance(self) -> None:
-        """provenance.json: the dataset's hash and provenance, config, seeds, code version, and
-        the start model's own provenance (rlvr / hybrid: the tasks episodes draw)."""
+        """provenance.json: dataset hash + provenance, config, seeds, code, the start model's own."""
         config = self.config
         data = "" if config.on_episodes else str(config.data.train or paths.DEFAULT_DATASET_DIR)
         tasks = task_entries(self.items) if config.on_episodes else None
