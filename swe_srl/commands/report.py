@@ -10,11 +10,12 @@ from typing import List, Optional
 import typer
 
 from ..errors import InputError
+from ..paths import RUNS_DIR
 from ..provenance import PROVENANCE_FILE, describe, read_provenance
 from ..report import write_report
 from ..rl.run_log import METRICS_FILE
 
-DEFAULT_COMPARE_DIR = Path("runs") / "compare"
+DEFAULT_COMPARE_DIR = RUNS_DIR / "compare"
 
 
 def _provenance_of(folder: Path) -> dict | None:
