@@ -194,3 +194,27 @@ def test_real_sample_trajectories_that_are_verified_instances_are_found():
     hits = {k: (m.reason, m.instance_id) for k, m in found.items() if m is not None}
     assert hits == {"django__django-9296": ("instance_id", "django__django-9296"),
                     "django__django-11999": ("instance_id", "django__django-11999")}
+
+
+def test_overlap_by_id_and_by_repo_commit_over_a_chain_of_runs():
+    """What eval checks: every train-split task of every run in the model's history (datasets
+    and rlvr episode tasks), against the evaluated tasks, by id or by repo + base commit."""
+    from swe_srl.decontam import overlap
+    from swe_srl.provenance import eval_provenance, trained_tasks
+
+    sft = {"kind": "training-run", "dataset": {"provenance": {"tasks": [
+        {"task_id": "a__b-1", "split": "train"},
+        {"task_id": "fork__b-9", "repo": "a/b", "base_commit": "1234567890abcdef", "split": "train"},
+        {"task_id": "a__b-3", "split": "val"}]}}}
+    rlvr = {"kind": "training-run", "dataset": {"provenance": None},
+            "episode_tasks": [{"task_id": "c__d-5", "repo": "c/d", "base_commit": "f" * 40}],
+            "start_model_provenance": sft}
+    assert {t["task_id"] for t in trained_tasks(rlvr)} == {"a__b-1", "fork__b-9", "c__d-5"}
+    evaluated = [{"task_id": "a__b-1"}, {"task_id": "a__b-2", "repo": "a/b", "base_commit": "1234567"},
+                 {"task_id": "a__b-3"}, {"task_id": "c__d-5"}, {"task_id": "e__f-1"}]
+    found = overlap(trained_tasks(rlvr), evaluated)
+    assert [(f["evaluated"], f["reason"]) for f in found] == [
+        ("a__b-1", "instance_id"), ("a__b-2", "repo_commit"), ("c__d-5", "instance_id")]
+    prov = eval_provenance(rlvr, evaluated)
+    assert prov["overlap"]["count"] == 3 and prov["evaluated"] == 5
+    assert eval_provenance(None, evaluated)["overlap"] == {"checked": False, "count": 0, "instances": []}
