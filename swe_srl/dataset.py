@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal, Sequence
 
 from .actions import is_submit, render_bash_block, render_xml
+from . import dataset_io
+from .dataset_io import SplitWriter, jsonl_to_parquet, step_target_arrow_schema  # noqa: F401 (public here too)
 from .dataset_stats import DatasetStats, LeakStats
+from .decontam import Decontaminator, DecontamStats, load_eval_sets, parse_specs, task_keys
 from .errors import ConfigError, InputError
 from .formats import read_trajectories
+from .formats._io import iter_files
+from .provenance import code_version, dataset_fingerprint, dataset_hash, input_digests, sha256_file
 from .leaks import Leak, scan_trajectory
 from .schemas import ContextRound, StepTarget, Trajectory
 
@@ -38,6 +43,7 @@ LeakMode = Literal["drop", "flag", "keep"]
 StepLeaks = Sequence[Sequence[Leak]]  # per step of a trajectory, the leaks of its action
 
 LEAKY = "leaky"  # the drop reason of a trajectory with a leaky step
+EVAL_INSTANCE = "eval instance"  # the drop reason of a trajectory whose task is in the eval set
 
 TRUNCATION_MARKER = "\n[... {omitted} characters omitted ...]\n"
 
@@ -70,6 +76,13 @@ class DatasetConfig:
     """Steps that read the fix from outside the task (git log --all, a future commit, the
     project's next release): 'drop' the whole trajectory, 'flag' the step targets (their
     ``leaks`` field) and keep them, or 'keep' without scanning."""
+    decontaminate: str = "verified"
+    """Eval sets whose instances are dropped (by id, repo + base commit, near-duplicate issue
+    text): 'verified' (the bundled SWE-bench Verified list), files of eval instances, several
+    comma-separated, or 'off'."""
+    near_duplicate_threshold: float = 0.5
+    """Jaccard similarity of word 3-gram shingles (MinHash LSH) at which a problem statement is
+    the eval issue's near-duplicate."""
 
     def __post_init__(self) -> None:
         if self.context_rounds < 0:
@@ -84,6 +97,9 @@ class DatasetConfig:
             raise ConfigError(f"unknown split unit {self.split_by!r}: use task or trajectory")
         if self.leaks not in ("drop", "flag", "keep"):
             raise ConfigError(f"unknown leak mode {self.leaks!r}: use drop, flag or keep")
+        if not 0.0 < self.near_duplicate_threshold <= 1.0:
+            raise ConfigError("near_duplicate_threshold must be in (0, 1]")
+        parse_specs(self.decontaminate)
 
 
 def truncate_middle(text: str, budget: int) -> str:
@@ -185,87 +201,22 @@ def iter_step_targets(path: str | os.PathLike) -> Iterator[StepTarget]:
                 raise InputError(f"{p}:{lineno}: not a step target ({exc})") from exc
 
 
-# --------------------------------------------------------------------------- writing
+# --------------------------------------------------------------------------- building
 
 
-class SplitWriter:
-    """Streams step targets into <dir>/<split>.jsonl.tmp and publishes them atomically on
-    ``commit()``: an interrupted run leaves the previous outputs untouched."""
-
-    def __init__(self, out_dir: Path, splits: Sequence[str] = ("train", "val")) -> None:
-        self.out_dir = out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.paths = {s: out_dir / f"{s}.jsonl" for s in splits}
-        self._files = {s: open(self._tmp(p), "w", encoding="utf-8") for s, p in self.paths.items()}
-        self.counts = {s: 0 for s in splits}
-
-    @staticmethod
-    def _tmp(path: Path) -> Path:
-        return path.with_name(path.name + ".tmp")
-
-    def write(self, target: StepTarget) -> None:
-        self._files[target.split].write(json.dumps(target.to_dict(), ensure_ascii=False) + "\n")
-        self.counts[target.split] += 1
-
-    def commit(self) -> dict[str, Path]:
-        for split, fh in self._files.items():
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-            os.replace(self._tmp(self.paths[split]), self.paths[split])
-        return dict(self.paths)
-
-    def abort(self) -> None:
-        for split, fh in self._files.items():
-            fh.close()
-            self._tmp(self.paths[split]).unlink(missing_ok=True)
-
-
-def jsonl_to_parquet(jsonl: Path, parquet: Path, batch_rows: int = 4096) -> None:
-    """Convert a step-target JSONL file to Parquet in bounded memory (loadable by
-    ``datasets.load_dataset("parquet", ...)``)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = step_target_arrow_schema()
-    tmp = parquet.with_name(parquet.name + ".tmp")
-    with pq.ParquetWriter(tmp, schema) as writer, jsonl.open(encoding="utf-8") as fh:
-        rows: list[dict] = []
-        for line in fh:
-            rows.append(json.loads(line))
-            if len(rows) >= batch_rows:
-                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-                rows = []
-        if rows:
-            writer.write_table(pa.Table.from_pylist(rows, schema=schema))
-    os.replace(tmp, parquet)
-
-
-def step_target_arrow_schema():
-    import pyarrow as pa
-
-    context = pa.list_(pa.struct([
-        ("schema_version", pa.int32()), ("action", pa.string()),
-        ("observation", pa.string()), ("thought", pa.string()),
-    ]))
-    return pa.schema([
-        ("schema_version", pa.int32()), ("id", pa.string()), ("trajectory_id", pa.string()),
-        ("task_id", pa.string()), ("step_index", pa.int32()), ("num_steps", pa.int32()),
-        ("problem_statement", pa.string()), ("context", context), ("target", pa.string()),
-        ("target_tool", pa.string()), ("expert_thought", pa.string()),
-        ("source_format", pa.string()), ("resolved", pa.bool_()), ("split", pa.string()),
-        ("leaks", pa.list_(pa.string())),
-    ])
-
-
-def iter_accepted(trajectories: Iterable[Trajectory], config: DatasetConfig,
-                  stats) -> Iterator[tuple[Trajectory, StepLeaks | None]]:
+def iter_accepted(trajectories: Iterable[Trajectory], config: DatasetConfig, stats,
+                  decontaminator: Decontaminator | None = None) -> Iterator[tuple[Trajectory, StepLeaks | None]]:
     """Trajectories that pass the filters, with their per-step leaks (None when not scanned:
     ``leaks='keep'``); every drop and every leak is counted in ``stats``. Only trajectories
-    that pass the other filters are scanned."""
+    that pass the other filters are checked against the eval sets, and only those that pass
+    that are scanned for leaks."""
     for traj in trajectories:
         reason = drop_reason(traj, config)
         found = None
+        if reason is None and decontaminator is not None and decontaminator.active:
+            match = decontaminator.match(traj)
+            stats.decontamination.count(traj, match, usable_steps(traj, config) if match else 0)
+            reason = EVAL_INSTANCE if match else None
         if reason is None and config.leaks != "keep":
             found = scan_trajectory(traj)
             drop = config.leaks == "drop" and any(found)
@@ -295,13 +246,27 @@ def build_dataset(
     strict: bool = False,
     resolved_ids: set[str] | None = None,
     on_trajectory=None,
+    overwrite: bool = False,
 ) -> BuildResult:
     """Read trajectories from ``inputs`` (files or folders, any supported format), cut them
-    into step targets, and write ``train``/``val`` (.jsonl and/or .parquet) plus stats.json
-    into ``out_dir``. Unreadable records are skipped and listed in stats.json (``strict``: the
-    first one is an error). Raises InputError when nothing usable was found."""
+    into step targets, and write ``train``/``val`` (.jsonl and/or .parquet), stats.json and
+    provenance.json into ``out_dir``, all at once at the end (see :mod:`swe_srl.dataset_io`).
+    A folder holding another dataset is replaced only with ``overwrite``. Unreadable records are
+    skipped and listed in stats.json (``strict``: the first one is an error). Raises InputError
+    when nothing usable was found."""
     out = Path(out_dir)
-    stats = DatasetStats(leaks=LeakStats(mode=config.leaks))
+    files_in = iter_files(list(inputs))  # InputError for a missing path, before anything else
+    options = {k: getattr(config, k) for k in config.__dataclass_fields__} | {
+        "format": fmt, "output": output, "resolved_ids": sorted(resolved_ids) if resolved_ids is not None else None}
+    digests = input_digests(files_in)
+    fingerprint = dataset_fingerprint(digests, options)
+    dataset_io.recover(out)
+    dataset_io.check_target(out, fingerprint, overwrite, [str(p) for p in inputs], options)
+    eval_sets = load_eval_sets(config.decontaminate)
+    stats = DatasetStats(leaks=LeakStats(mode=config.leaks),
+                         decontamination=DecontamStats(sets=[e.describe() for e in eval_sets],
+                                                       threshold=config.near_duplicate_threshold))
+    decontaminator = Decontaminator(eval_sets, config.near_duplicate_threshold)
 
     def on_skip(skip) -> None:
         if strict:
@@ -312,41 +277,63 @@ def build_dataset(
     trajectories = read_trajectories(list(inputs), fmt=fmt, on_skip=on_skip)
     if resolved_ids is not None:
         trajectories = (_with_known_outcome(t, resolved_ids) for t in trajectories)
-    writer = SplitWriter(out)
+    stage = dataset_io.staging_folder(out)
+    tasks: dict[tuple[str, str], dict] = {}
+    writer = None
     try:
-        for traj, leaks in iter_accepted(trajectories, config, stats):
+        writer = SplitWriter(stage)
+        for traj, leaks in iter_accepted(trajectories, config, stats, decontaminator):
+            split = None
             for target in step_targets(traj, config, leaks if config.leaks == "flag" else None):
                 writer.write(target)
                 stats.count_target(target)
+                split = target.split
+            if split is not None:
+                tasks.setdefault((traj.task_id, split), task_keys(traj.task_id, traj.metadata) | {"split": split})
             if on_trajectory is not None:
                 on_trajectory(traj)
+        if stats.num_targets == 0:
+            raise InputError(_empty_reason(stats, inputs))
+        files = _write_outputs(writer, stage, output)
+        summary = stats.to_dict() | {
+            "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
+            "conventions": {
+                "first_step": "context is the problem statement alone (no earlier rounds)",
+                "submit": "included as a target" if config.include_submit else "excluded",
+                "target_syntax": config.syntax,
+                "split": f"by {config.split_by} hash (blake2b, seed {config.seed})",
+            },
+            "inputs": [str(p) for p in inputs],
+            "files": {k: str(out / k) for k in files},
+        }
+        dataset_io.write_json_atomic(stage / "stats.json", summary)
+        hashes = {name: sha256_file(stage / name) for name in sorted(files)}
+        dataset_io.write_json_atomic(stage / dataset_io.PROVENANCE_FILE, {
+            "kind": "dataset", "fingerprint": fingerprint, "dataset_hash": dataset_hash(hashes),
+            "inputs": digests, "options": options, "eval_sets": stats.decontamination.sets,
+            "code": code_version(), "files": hashes, "tasks": list(tasks.values()),
+        })
+        dataset_io.publish(stage, out)
     except BaseException:
-        writer.abort()
+        if writer is not None:
+            writer.abort()  # closes the split files (committed ones are already closed)
+        dataset_io.discard(stage)
         raise
-    if stats.num_targets == 0:
-        writer.abort()
-        raise InputError(_empty_reason(stats, inputs))
-    files = {f"{k}.jsonl": v for k, v in writer.commit().items()}
+    return BuildResult(out_dir=out, files={k: out / k for k in files}, stats=summary)
+
+
+def _write_outputs(writer: SplitWriter, stage: Path, output: str) -> list[str]:
+    """Publish the jsonl splits inside the staging folder and convert them as ``output`` asks."""
+    names = [f"{k}.jsonl" for k in writer.commit()]
     if output in ("parquet", "both"):
         for split in ("train", "val"):
-            jsonl_to_parquet(files[f"{split}.jsonl"], out / f"{split}.parquet")
-            files[f"{split}.parquet"] = out / f"{split}.parquet"
+            jsonl_to_parquet(stage / f"{split}.jsonl", stage / f"{split}.parquet")
+            names.append(f"{split}.parquet")
     if output == "parquet":
         for split in ("train", "val"):
-            files.pop(f"{split}.jsonl").unlink()
-    summary = stats.to_dict() | {
-        "config": {k: getattr(config, k) for k in config.__dataclass_fields__},
-        "conventions": {
-            "first_step": "context is the problem statement alone (no earlier rounds)",
-            "submit": "included as a target" if config.include_submit else "excluded",
-            "target_syntax": config.syntax,
-            "split": f"by {config.split_by} hash (blake2b, seed {config.seed})",
-        },
-        "inputs": [str(p) for p in inputs],
-        "files": {k: str(v) for k, v in files.items()},
-    }
-    _write_json_atomic(out / "stats.json", summary)
-    return BuildResult(out_dir=out, files=files, stats=summary)
+            (stage / f"{split}.jsonl").unlink()
+            names.remove(f"{split}.jsonl")
+    return names
 
 
 def _with_known_outcome(traj: Trajectory, resolved_ids: set[str]) -> Trajectory:
@@ -364,11 +351,6 @@ def _empty_reason(stats, inputs) -> str:
     if not stats.by_format:
         return f"no trajectories found in {', '.join(map(str, inputs))}"
     dropped = ", ".join(f"{n} {r}" for r, n in stats.dropped.items())
-    hint = "--keep-unresolved" + (", --leaks flag" if LEAKY in stats.dropped else "")
+    hint = ("--keep-unresolved" + (", --leaks flag" if LEAKY in stats.dropped else "")
+            + (", --decontaminate" if EVAL_INSTANCE in stats.dropped else ""))
     return f"no step targets: every trajectory was dropped ({dropped}); see --help for {hint}"
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

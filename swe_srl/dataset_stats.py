@@ -6,6 +6,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from .decontam import DecontamStats
+
 MAX_LISTED_SKIPS = 10_000  # stats.json lists this many skipped records; counts cover all
 EXAMPLES_PER_RULE = 3  # leaky steps quoted per rule in stats.json
 
@@ -93,6 +95,7 @@ class DatasetStats:
     splits: Counter = field(default_factory=Counter)
     split_keys: dict = field(default_factory=lambda: defaultdict(set))
     leaks: LeakStats = field(default_factory=LeakStats)
+    decontamination: DecontamStats = field(default_factory=DecontamStats)
 
     def count_skip(self, skip) -> None:
         self.skipped_count += 1
@@ -142,6 +145,7 @@ class DatasetStats:
             "target_chars": percentiles(self.target_chars),
             "context_chars": percentiles(self.context_chars),
             "leaks": self.leaks.to_dict(),
+            "decontamination": self.decontamination.to_dict(),
         }
 
 

@@ -163,10 +163,12 @@ def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig,
 def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.PathLike,
                    config: EvalConfig = EvalConfig(), *,
                    on_result: Optional[Callable[[InstanceResult], None]] = None,
-                   thread_safe_policy: bool = False, calibration: Optional[Calibration] = None) -> dict:
+                   thread_safe_policy: bool = False, calibration: Optional[Calibration] = None,
+                   provenance: Optional[dict] = None) -> dict:
     """Run every task not already finished in ``out_dir``; return (and write) the summary.
     ``calibration`` (default: the one ``config.calibration`` names, if any) adds the resolve
-    rate on its stable tasks (``stable``; None without a calibration)."""
+    rate on its stable tasks (``stable``; None without a calibration). ``provenance`` (the
+    model's, the evaluated ids' hash, their overlap with its training data) is recorded as is."""
     if calibration is None:
         calibration = resolve_calibration(config.calibration)
     out = Path(out_dir)
@@ -207,6 +209,8 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     summary["stable"] = stable_summary(results, tasks, calibration) if calibration is not None else None
     if images is not None and images.budget is not None:
         summary["image_cache"] = images.stats.to_dict()
+    if provenance is not None:
+        summary["provenance"] = provenance
     write_json_atomic(out / "summary.json", summary)
     return summary
 

@@ -157,9 +157,10 @@ def test_interrupted_build_keeps_previous_outputs(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         build_dataset([good], out, DatasetConfig(val_fraction=0.0, context_rounds=0), output="jsonl",
-                      on_trajectory=explode)
+                      on_trajectory=explode, overwrite=True)
     assert (out / "train.jsonl").read_text() == before
     assert not list(out.glob("*.tmp"))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
 
 
 def test_empty_results_are_input_errors(tmp_path):

@@ -63,6 +63,17 @@ def build_dataset_command(
         None, help="Trajectories with a step that reads the fix from outside the task (git log --all, a future "
                    "commit, the project's next release): drop them, flag the step targets, or keep them unscanned.",
         show_default="drop"),
+    decontaminate: List[str] = typer.Option(
+        [], "--decontaminate", metavar="EVAL_SET",
+        help="Drop trajectories whose task is an eval instance (by id, repo + base commit, near-duplicate issue "
+             "text): 'verified' (the bundled SWE-bench Verified list), a file of eval instances (ids one a line, "
+             "or SWE-bench-style rows: json, jsonl, parquet), repeatable; 'off' turns it off.",
+        show_default="verified"),
+    no_decontaminate: bool = typer.Option(False, "--no-decontaminate", help="Same as --decontaminate off."),
+    near_duplicate_threshold: Optional[float] = typer.Option(
+        None, help="Jaccard similarity (word 3-grams, MinHash) at which an issue text is an eval issue's duplicate.",
+        show_default="0.5"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset that -o already holds."),
     output: str = typer.Option("both", help="Write jsonl, parquet or both."),
     strict: bool = typer.Option(False, help="Fail on the first unreadable record instead of skipping it."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No progress or table."),
@@ -73,7 +84,10 @@ def build_dataset_command(
     given = {"context_rounds": context_rounds, "observation_budget": observation_budget,
              "resolved_only": resolved_only, "require_resolved": require_resolved,
              "include_submit": include_submit, "val_fraction": val_fraction, "split_by": split_by,
-             "seed": seed, "syntax": syntax, "leaks": leaks}
+             "seed": seed, "syntax": syntax, "leaks": leaks, "near_duplicate_threshold": near_duplicate_threshold,
+             "decontaminate": "off" if no_decontaminate else (",".join(decontaminate) if decontaminate else None)}
+    if no_decontaminate and decontaminate:
+        raise InputError("--no-decontaminate and --decontaminate contradict each other: give one")
     cfg = load_config(DatasetConfig, config_source, overrides, section="dataset",
                       flags={k: v for k, v in given.items() if v is not None})
     if not inputs:
@@ -84,7 +98,7 @@ def build_dataset_command(
     out_dir = out or DEFAULT_DATASET_DIR
     with _progress(quiet) as tick:
         result = build_dataset(inputs, out_dir, cfg, fmt=fmt, output=output,  # type: ignore[arg-type]
-                               strict=strict, resolved_ids=ids, on_trajectory=tick)
+                               strict=strict, resolved_ids=ids, on_trajectory=tick, overwrite=overwrite)
     if not quiet:
         print_summary(result)
 
@@ -134,8 +148,9 @@ def print_summary(result) -> None:
     if skipped["count"]:
         console.print(f"[yellow]skipped {skipped['count']} unreadable records[/] (listed in stats.json): "
                       + ", ".join(f"{r} {n}" for r, n in skipped["by_reason"].items()))
+    _print_decontamination(console, stats["decontamination"])
     _print_leaks(console, stats["leaks"])
-    console.print(f"wrote {', '.join(sorted(result.files))} and stats.json")
+    console.print(f"wrote {', '.join(sorted(result.files))}, stats.json and provenance.json")
 
 
 def _print_leaks(console: Console, leaks: dict) -> None:
@@ -160,6 +175,32 @@ def _print_leaks(console: Console, leaks: dict) -> None:
         example = examples.get(rule, "")
         table.add_row(rule, str(row["trajectories"]), str(row["steps"]),
                       example if len(example) <= 60 else example[:57] + "...")
+    console.print(table)
+
+
+def _print_decontamination(console: Console, found: dict) -> None:
+    """The eval-set check's line, and a table of what it dropped by reason (one example each)."""
+    if not found["enabled"]:
+        console.print("decontamination: off")
+        return
+    sets = ", ".join(f"{s['name']} ({s['instances']} instances, {s['with_issue_text']} with issue text)"
+                     for s in found["eval_sets"])
+    line = (f"decontamination against {sets}: {found['dropped_trajectories']} of {found['trajectories_scanned']} "
+            f"trajectories dropped ({found['dropped_step_targets']} step targets, "
+            f"{found['eval_instances_matched']} eval instances)")
+    console.print(line if not found["dropped_trajectories"] else f"[yellow]{line}[/]")
+    if not found["dropped_trajectories"]:
+        return
+    table = Table(title="eval instances dropped by reason", title_justify="left")
+    for col in ("reason", "trajectories", "example"):
+        table.add_column(col, justify="right" if col == "trajectories" else "left")
+    examples = {}
+    for example in found["examples"]:
+        sim = f" (Jaccard {example['similarity']})" if example.get("similarity") is not None else ""
+        examples.setdefault(example["reason"], f"{example['task_id']} = {example['eval_instance']}{sim}")
+    for reason, n in found["by_reason"].items():
+        if n:
+            table.add_row(reason, str(n), examples.get(reason, ""))
     console.print(table)
 
 

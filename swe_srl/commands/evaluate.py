@@ -19,8 +19,11 @@ from ..dataset import load_step_targets
 from ..errors import InputError
 from ..jsonio import write_json_atomic, write_jsonl_atomic
 from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
+from ..decontam import task_keys
 from ..policy.base import PolicyConfig, load_policy
+from ..provenance import eval_provenance, find_model_provenance, task_entries
 from ..rl.checkpoint import resolve_model_dir
+from ..schemas import StepTarget
 from ..tasks import load_tasks
 
 
@@ -64,6 +67,7 @@ def eval_command(
     out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder [default: runs/eval]."),
     bf16: bool = typer.Option(False, "--bf16", help="hf backend: sample under bf16 autocast (float32 weights), as a run trained with run.precision bf16 validates."),
     calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration file (swe-srl env calibrate): also report the resolve rate on stable tasks [default: runs/calibration.json, if there]."),
+    refuse_overlap: bool = typer.Option(False, "--refuse-overlap", help="Stop (exit 2) when the model was trained on an evaluated task (by id or repo + base commit, from the training run's provenance), or when its provenance is unknown."),
 ) -> None:
     """Evaluate a policy: resolve rate on tasks in Docker, or step-level similarity."""
 
@@ -91,6 +95,7 @@ def eval_command(
                                seed=seed)
         calibrated = resolve_calibration(cfg.calibration)
     model_dir = str(resolve_model_dir(model, fallback_runs=(paths.DEFAULT_TRAIN_DIR,))) if backend != "openai" or model else ""
+    provenance = _check_overlap(console, model, model_dir, targets if mode is Mode.steps else task_list, refuse_overlap)
     policy = load_policy(PolicyConfig(backend=backend, model=model_dir, base_url=base_url,  # type: ignore[arg-type]
                                       served_model_name=served_model, autocast_bf16=bf16))
     out_dir = out or paths.DEFAULT_EVAL_DIR
@@ -99,7 +104,7 @@ def eval_command(
         scores = evaluate_steps(policy, targets, generation=cfg.generation, reward=cfg.reward)
         answers = scores.pop("answers")
         write_jsonl_atomic(out_dir / "steps_answers.jsonl", answers)
-        write_json_atomic(out_dir / "steps_summary.json", scores)
+        write_json_atomic(out_dir / "steps_summary.json", scores | {"provenance": provenance})
         console.print(f"{scores['step_targets']} step targets: mean reward {scores['mean_reward']:.3f}, "
                       f"mean similarity {scores['mean_similarity']:.3f}, format errors {scores['format_error_rate']:.1%}, "
                       f"distinct answers {scores['distinct_answers']}; answers in {out_dir / 'steps_answers.jsonl'}")
@@ -113,7 +118,7 @@ def eval_command(
         console.print(f"{record.instance_id}: {verdict} ({record.exit_reason}, {record.steps} steps)")
 
     summary = evaluate_tasks(policy, task_list, out_dir, cfg, on_result=show,
-                             thread_safe_policy=backend == "openai", calibration=calibrated)
+                             thread_safe_policy=backend == "openai", calibration=calibrated, provenance=provenance)
     stable = summary["stable"]
     if stable is not None:
         rate = f"{stable['resolved_rate']:.1%}" if stable["resolved_rate"] is not None else "-"
@@ -129,6 +134,33 @@ def eval_command(
                     "instance(s) ended in an infrastructure failure; fix the engine and rerun to retry them",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(NOTHING_GRADED)
+
+
+def _check_overlap(console: Console, model: Optional[Path], model_dir: str, items: list, refuse: bool) -> dict:
+    """The model's training provenance against the evaluated tasks (or step targets): printed,
+    returned for the summary, and with ``refuse`` an InputError on any overlap."""
+    found = find_model_provenance(model) or (find_model_provenance(model_dir) if model_dir else None)
+    if items and isinstance(items[0], StepTarget):
+        evaluated = [task_keys(t) for t in dict.fromkeys(t.task_id for t in items)]
+    else:
+        evaluated = task_entries(items)
+    provenance = eval_provenance(found, evaluated)
+    if found is None:
+        if refuse:
+            raise InputError(f"--refuse-overlap: {model or model_dir or 'the model'} has no training provenance "
+                             "(provenance.json of a swe-srl train run); cannot check what it was trained on")
+        return provenance
+    hits = provenance["overlap"]["instances"]
+    if not hits:
+        console.print(f"overlap check: none of the {len(evaluated)} evaluated tasks is in the model's training data")
+        return provenance
+    shown = ", ".join(f"{h['evaluated']} ({h['reason']})" for h in hits[:5]) + (", ..." if len(hits) > 5 else "")
+    if refuse:
+        raise InputError(f"--refuse-overlap: the model was trained on {len(hits)} of the {len(evaluated)} "
+                         f"evaluated tasks: {shown}")
+    console.print(f"[yellow]overlap: the model was trained on {len(hits)} of the {len(evaluated)} evaluated "
+                  f"tasks[/]: {shown} (summary.json provenance.overlap)")
+    return provenance
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ from ..schemas import Trajectory
 from . import mini_swe_agent, mini_swe_agent_tools, native, nebius, openhands, swe_agent, swe_gym, swe_smith
 from ._common import decode_json_columns
 from ._io import iter_files, iter_records
+from ._origin import with_origin
 
 __all__ = ["FORMATS", "FormatReader", "Skip", "detect_format", "read_trajectories", "read_record"]
 
@@ -80,7 +81,8 @@ def read_record(record: Any, source: str = "", fmt: str = "auto") -> Trajectory:
     if name is None:
         keys = ", ".join(sorted(record)[:8]) or "none"
         raise RecordError(f"unknown trajectory format (top-level keys: {keys})")
-    return FORMATS[name].read(record, source)
+    # repo / base commit, wherever this format keeps them (decontamination matches on them)
+    return with_origin(FORMATS[name].read(record, source), record)
 
 
 def read_trajectories(

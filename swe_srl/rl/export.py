@@ -18,7 +18,9 @@ from typing import Any
 import torch
 
 from ..errors import InputError
+from ..jsonio import write_json_atomic
 from ..policy import LoraOptions
+from ..provenance import PROVENANCE_FILE, find_model_provenance
 from . import checkpoint as ckpt
 from . import sharded
 from .integrity import verify
@@ -99,6 +101,9 @@ def export_checkpoint(source: str | os.PathLike, out: str | os.PathLike, *, step
             model, tokenizer = load_checkpoint_model(found)
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+        run_provenance = find_model_provenance(found.path)
+        if run_provenance is not None:  # eval --model on the exported folder still knows its training data
+            write_json_atomic(tmp / PROVENANCE_FILE, run_provenance | {"exported_from": str(found.path)})
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

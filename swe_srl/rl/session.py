@@ -27,7 +27,9 @@ from ..config_loader import save_config, to_mapping
 from ..dataset import load_step_targets
 from ..errors import ConfigError, InputError, SweSrlError
 from ..policy import PolicyConfig, load_policy
+from ..jsonio import write_json_atomic
 from ..prompts import messages_for_target
+from ..provenance import PROVENANCE_FILE, run_provenance, task_entries
 from ..rewards.similarity import StepScores
 from ..schemas import StepTarget, Task
 from ..tasks import load_tasks
@@ -188,6 +190,8 @@ class Session:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / CONFIG_FILE)
+            if found is None or not (self.run_dir / PROVENANCE_FILE).exists():  # a resume keeps the start's
+                self._write_provenance()
         self.logger = RunLogger(self.run_dir, config.run, enabled=self.dist.is_main,
                                 # A fresh start drops whatever a run killed before its
                                 # first checkpoint left in the folder (-1 keeps no row).
@@ -195,6 +199,14 @@ class Session:
                                 hparams=to_mapping(config))
         self.progress = ProgressView(config.run.max_steps, self.step, label=config.method,
                                      enabled=self.dist.is_main and config.run.progress)
+
+    def _write_provenance(self) -> None:
+        """provenance.json: dataset hash + provenance, config, seeds, code, the start model's own."""
+        config = self.config
+        data = "" if config.on_episodes else str(config.data.train or paths.DEFAULT_DATASET_DIR)
+        tasks = task_entries(self.items) if config.on_episodes else None
+        write_json_atomic(self.run_dir / PROVENANCE_FILE,
+                          run_provenance(to_mapping(config), data, self.start_model, tasks))
 
     def item_id(self, index: int) -> str:
         """The id of data item ``index`` (for the rollout log)."""

@@ -1,0 +1,177 @@
+"""Benchmark: the decontamination scan of build-dataset at paper scale — what it finds and what
+it costs as a share of build-dataset's time.
+
+Input: the 5,000-trajectory SWE-smith corpus of benchmarks/build_dataset.py (132,846 steps, the
+size of the SRL paper's SWE data; no paper-scale public corpus is stored here), plus 30 planted
+eval instances: 10 under Verified ids, 10 under other ids with a Verified repository + base
+commit, 10 whose issue text is an eval issue lightly edited (a few words changed, a line added).
+
+Eval sets, each a run of build_dataset (jsonl output) in its own subprocess, interleaved:
+  off       --decontaminate off (the baseline)
+  verified  the bundled 500 Verified ids + repos + commits (id and repo+commit checks only)
+  +texts    the same 500 with an issue text each (generated like the corpus's, 600-2,500
+            characters), so every trajectory is also shingled, MinHashed and queried (LSH)
+
+Usage: python benchmarks/decontam.py [--trajectories 5000] [--repeats 3] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from build_dataset import _text, make_corpus  # noqa: E402
+
+from swe_srl.decontam import VERIFIED_FILE  # noqa: E402
+
+PLANTED = 10  # per reason
+
+
+def eval_rows(seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    rows = [json.loads(line) for line in VERIFIED_FILE.read_text().splitlines()]
+    return [row | {"problem_statement": _text(rng, rng.randint(600, 2500))} for row in rows]
+
+
+def _edit(text: str, rng: random.Random) -> str:
+    words = text.split()
+    for _ in range(4):
+        words[rng.randrange(len(words))] = rng.choice(("quickly", "maybe", "also", "now"))
+    return " ".join(words) + "\nThanks for looking!"
+
+
+def plant(corpus: Path, rows: list[dict], seed: int = 2) -> None:
+    """Append 3 x PLANTED eval instances (copies of corpus rows re-pointed at eval tasks)."""
+    rng = random.Random(seed)
+    with corpus.open(encoding="utf-8") as fh:
+        templates = [json.loads(next(fh)) for _ in range(3 * PLANTED)]
+    with corpus.open("a", encoding="utf-8") as fh:
+        for k, row in enumerate(templates):
+            target = rows[(k * 37) % len(rows)]
+            row = json.loads(json.dumps(row))
+            if k < PLANTED:
+                row["instance_id"] = target["instance_id"]
+            elif k < 2 * PLANTED:
+                row["instance_id"] = f"mirror__copy-{k}"
+                row |= {"repo": target["repo"], "base_commit": target["base_commit"]}
+            else:
+                row["instance_id"] = f"other__task-{k}"
+                issue = _edit(target["problem_statement"], rng)
+                row["messages"][1]["content"] = (f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n"
+                                                 f"{issue}\n</pr_description>\nMake the changes.")
+            row["traj_id"] = f"{row['instance_id']}.planted{k}"
+            fh.write(json.dumps(row) + "\n")
+
+
+def _timed(cls, name: str, spent: list[float]) -> None:
+    """Count the CPU time spent in ``cls.name`` into ``spent``."""
+    real = getattr(cls, name)
+
+    def wrapper(*args, **kwargs):
+        start = time.process_time()
+        try:
+            return real(*args, **kwargs)
+        finally:
+            spent[0] += time.process_time() - start
+    setattr(cls, name, wrapper)
+
+
+def _child(corpus: str, out: str, spec: str) -> None:
+    """One build; the scan's own CPU time (building the index, matching every trajectory,
+    loading the eval sets) is counted apart."""
+    import swe_srl.dataset as dataset_mod
+    from swe_srl.dataset import DatasetConfig, build_dataset
+    from swe_srl.decontam import Decontaminator
+
+    spent = [0.0]
+    _timed(Decontaminator, "__init__", spent)
+    _timed(Decontaminator, "match", spent)
+    real_load = dataset_mod.load_eval_sets
+
+    def load(spec_: str):
+        start = time.process_time()
+        try:
+            return real_load(spec_)
+        finally:
+            spent[0] += time.process_time() - start
+    dataset_mod.load_eval_sets = load
+    hashed = [0.0]  # provenance: sha256 of the inputs and outputs (not the scan; reported apart)
+    for name in ("input_digests", "sha256_file"):
+        real = getattr(dataset_mod, name)
+
+        def timed(*args, real=real, **kwargs):
+            begin = time.process_time()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                hashed[0] += time.process_time() - begin
+        setattr(dataset_mod, name, timed)
+    start, cpu = time.perf_counter(), time.process_time()
+    result = build_dataset([Path(corpus)], Path(out), DatasetConfig(decontaminate=spec), output="jsonl",
+                           overwrite=True)
+    found = result.stats["decontamination"]
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "scan_cpu": spent[0], "hash_cpu": hashed[0],
+                      "by_reason": found["by_reason"], "scanned": found["trajectories_scanned"]}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trajectories", type=int, default=5000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--keep", type=Path, default=None)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(*args.child)
+        return
+    work = args.keep or Path(tempfile.mkdtemp(prefix="swe-srl-decontam-"))
+    work.mkdir(parents=True, exist_ok=True)
+    corpus, texts = work / "corpus.jsonl", work / "verified_with_texts.jsonl"
+    rows = eval_rows()
+    steps = make_corpus(corpus, args.trajectories)
+    plant(corpus, rows)
+    texts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}")
+    print(f"corpus: {args.trajectories} trajectories ({steps} steps) + {3 * PLANTED} planted, "
+          f"{corpus.stat().st_size / 1e6:.0f} MB")
+    modes = {"off": "off", "verified": "verified", "+texts": str(texts)}
+    results: dict[str, list[dict]] = {m: [] for m in modes}
+    for _ in range(args.repeats):
+        for mode, spec in modes.items():
+            proc = subprocess.run([sys.executable, __file__, "--child", str(corpus), str(work / "out"), spec],
+                                  capture_output=True, text=True, check=True)
+            results[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    base_cpu = statistics.median(r["cpu"] for r in results["off"])
+    print("| eval set | found (id / repo+commit / text) | median wall s | runs | median CPU s | "
+          "scan CPU s (share of the build's CPU) | CPU vs off | sha256 CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for mode, runs in results.items():
+        wall = statistics.median(r["seconds"] for r in runs)
+        cpu = statistics.median(r["cpu"] for r in runs)
+        found = runs[0]["by_reason"]
+        scan = statistics.median(r["scan_cpu"] for r in runs)
+        share = statistics.median(r["scan_cpu"] / r["cpu"] for r in runs)
+        walls = ", ".join("%.2f" % r["seconds"] for r in runs)
+        print(f"| {mode} | {found['instance_id']} / {found['repo_commit']} / {found['issue_text']} | {wall:.2f} | "
+              f"{walls} | {cpu:.2f} | {scan:.2f} ({share:.1%}) | {cpu / base_cpu:.2f}x | "
+              f"{statistics.median(r['hash_cpu'] for r in runs):.2f} |")
+    if args.keep is None:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
