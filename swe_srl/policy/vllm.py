@@ -73,6 +73,7 @@ class VLLMPolicy:
         (:data:`MIXED_WEIGHTS` after a push that failed part-way)."""
         self.sleep_level = 0
         """0 awake; 1 or 2 while asleep (:meth:`sleep`)."""
+        self._asleep: set[str] = set()  # vLLM's memory tags not woken yet: weights, kv_cache
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> "VLLMPolicy":
@@ -111,8 +112,7 @@ class VLLMPolicy:
             raise InputError("the vLLM engine is asleep at level 2 (its weights were discarded): "
                              "push weights (update_weights) before sampling")
         if self.sleep_level:
-            self.llm.wake_up()
-            self.sleep_level = 0
+            self._wake(*sorted(self._asleep))
         from vllm import SamplingParams
 
         prompt_ids = [
@@ -177,9 +177,7 @@ class VLLMPolicy:
         # Each tensor in the dtype of the engine tensor it loads into; as it is where the engine
         # does not say (a model that renames checkpoint tensors).
         dtypes = {name: getattr(torch, d) for name, d in layout.dtypes.items()}
-        woke = self.sleep_level > 0
-        if woke:
-            self.llm.wake_up(tags=["weights"])
+        self._wake("weights")
         count = buckets = total = largest = 0
         pushed: set[str] = set()
         cast = ((name, _for_engine(t, dtypes.get(name))) for name, t in named_tensors)
@@ -208,9 +206,7 @@ class VLLMPolicy:
             raise
         if buckets:
             self.llm.collective_rpc(finish_push_in_worker)
-        if woke:
-            self.llm.wake_up(tags=["kv_cache"])
-            self.sleep_level = 0
+        self._wake("kv_cache")
         # Cached KV blocks were computed with the old weights.
         self.llm.reset_prefix_cache()
         if buckets:
@@ -240,7 +236,16 @@ class VLLMPolicy:
         if self.sleep_level:
             return
         self.llm.sleep(level=level)
-        self.sleep_level = level
+        self.sleep_level, self._asleep = level, {"weights", "kv_cache"}
+
+    def _wake(self, *tags: str) -> None:
+        """Wake those of ``tags`` still asleep; awake once none is."""
+        tags = tuple(t for t in tags if t in self._asleep)
+        if tags:
+            self.llm.wake_up(tags=list(tags))
+            self._asleep -= set(tags)
+        if not self._asleep:
+            self.sleep_level = 0
 
     def close(self) -> None:
         """Stop the engine's processes now (rather than whenever the LLM object is collected)."""

@@ -258,3 +258,15 @@ def test_after_a_level_2_sleep_a_partial_push_is_refused():
         policy.update_weights([("model.norm.weight", torch.ones(16))])
     with pytest.raises(InputError, match="asleep at level 2"):
         policy.generate([[{"role": "user", "content": "hi"}]], None)
+
+
+def test_a_push_that_fails_while_asleep_wakes_the_weights_once():
+    stream = qwen2_stream()
+    llm = RecordingLLM(layout_dict(stream))
+    policy = VLLMPolicy(llm)
+    policy.sleep(1)
+    with pytest.raises(InputError):
+        policy.update_weights(iter([*stream, ("model.no_such.weight", torch.zeros(1))]), bucket_mb=1e-3)
+    policy.update_weights(iter(stream), version=1)
+    wakes = [c for c in llm.calls if c[0] == "wake"]
+    assert wakes == [("wake", ["weights"]), ("wake", ["kv_cache"])] and policy.sleep_level == 0
