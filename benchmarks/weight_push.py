@@ -174,6 +174,7 @@ def main() -> None:
     ap.add_argument("--bucket-mb", type=int, default=512)
     ap.add_argument("--work", type=Path, default=Path("/tmp/swe-srl-weight-push"))
     ap.add_argument("--out", type=Path, default=None, help="append the summary rows (jsonl)")
+    ap.add_argument("--timeout", type=float, default=1800, help="seconds per engine before it is stopped")
     ap.add_argument("--child", nargs=3, metavar=("MODEL_DIR", "DTYPE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
@@ -195,11 +196,14 @@ def main() -> None:
         model_dir = prepare(shape, args.work)
         for dtype in dtypes:
             out = args.work / f"result-{shape}-{dtype}-{args.bucket_mb}mb.json"
-            proc = subprocess.run([sys.executable, __file__, "--modes", args.modes, "--pushes", str(args.pushes),
-                                   "--bucket-mb", str(args.bucket_mb), "--child", str(model_dir), dtype, str(out)],
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.exit(f"{shape} {dtype}: the measuring process failed ({proc.returncode}): {proc.stderr[-2000:]}")
+            returncode, stderr = run_child([sys.executable, __file__, "--modes", args.modes, "--pushes",
+                                            str(args.pushes), "--bucket-mb", str(args.bucket_mb), "--child",
+                                            str(model_dir), dtype, str(out)], args.timeout)
+            if returncode != 0:
+                print(f"{shape} {dtype}: the measuring process failed ({returncode}); rows measured before: "
+                      f"{stderr[-500:]}", file=sys.stderr)
+            if not out.is_file():
+                continue
             for row in summarise(shape, dtype, json.loads(out.read_text())):
                 print(f"| {shape} ({row['params'] / 1e9:.2f}B) | {dtype} | {row['mode']} | {row['buckets']:.0f} "
                       f"({row['largest_bucket_mb']:.0f}) | {row['trainer_extra_mb']:.0f} | {row['engine_core_extra_mb']:.0f} "
@@ -207,6 +211,22 @@ def main() -> None:
                 if args.out:
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
+
+
+def run_child(cmd: list[str], timeout: float) -> tuple[int, str]:
+    """Run a measuring process in a session of its own, so that on a timeout the engine
+    processes it started are stopped with it (they outlive a killed parent otherwise)."""
+    import signal
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate()
+        return -9, f"stopped after {timeout:.0f} s; " + stderr
+    return proc.returncode, stderr
 
 
 def psutil_total_gb() -> str:
