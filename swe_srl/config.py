@@ -443,12 +443,28 @@ class RolloutConfig:
     so the importance ratio (PPO clip; TIS with ``grpo.rollout_correction``) corrects for the
     step in between. With ``engine: hf`` the sampler is a copy of the model (twice its weights
     in memory) refreshed after every update. One process, no fsdp (:mod:`swe_srl.rl.ahead`)."""
+    push_bucket_mb: int = 512
+    """The weight push after each step streams the model in buckets of about this many MB, in
+    the engine's dtype: the push's extra host memory is about one bucket, not the model."""
+    sleep_level: int = 0
+    """Engine asleep during each update (vLLM sleep mode, CUDA only): 0 never; 1 weights
+    offloaded to host memory and KV cache dropped; 2 both dropped (the push refills the
+    weights). Woken by the push after the optimizer step."""
+    tensor_parallel_size: int = 1
+    """GPUs the engine spans. Above 1 only with one trainer process (each torchrun rank
+    starts an engine of its own on its own GPU): the trainer's GPU and the next ones."""
 
     def __post_init__(self) -> None:
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError("rollout.gpu_memory_utilization must be in (0, 1]")
         if self.max_model_len < 0:
             raise ConfigError("rollout.max_model_len must be >= 0 (0 = the model's limit)")
+        if self.push_bucket_mb < 1:
+            raise ConfigError(f"rollout.push_bucket_mb must be >= 1, got {self.push_bucket_mb}")
+        if self.sleep_level not in (0, 1, 2):
+            raise ConfigError(f"rollout.sleep_level must be 0 (off), 1 or 2, got {self.sleep_level}")
+        if self.tensor_parallel_size < 1:
+            raise ConfigError(f"rollout.tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
 
 
 @dataclass(frozen=True)

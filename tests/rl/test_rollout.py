@@ -59,11 +59,14 @@ class CopyEngine:
         groups = self.policy.generate(conversations, config)
         return [[replace(s, weights_version=self.weights_version) for s in g] for g in groups]
 
-    def update_weights(self, named_tensors, *, version=None):
+    def update_weights(self, named_tensors, *, version=None, names=None, bucket_mb=None):
         params = dict(self.policy.model.named_parameters())
+        streamed = []
         with torch.no_grad():
             for name, tensor in named_tensors:
                 params[name].copy_(tensor)
+                streamed.append(name)
+        assert names is None or list(names) == streamed  # the names checked first are the ones pushed
         self.weights_version = self.weights_version + 1 if version is None else version
         self.pushed.append(version)
 
@@ -153,10 +156,10 @@ def test_hf_engine_keeps_the_exact_on_policy_ratio(tiny_model_dir, dataset, tmp_
 def test_a_missed_push_is_refused_not_trained_on(tiny_model_dir, dataset, tmp_path, engines, monkeypatch):
     real = CopyEngine.update_weights
 
-    def miss_second(self, named_tensors, *, version=None):
+    def miss_second(self, named_tensors, *, version=None, **push):
         if version == 1:  # the push after step 1 never reaches the engine
             return
-        real(self, named_tensors, version=version)
+        real(self, named_tensors, version=version, **push)
 
     monkeypatch.setattr(CopyEngine, "update_weights", miss_second)
     with pytest.raises(StaleWeights, match=r"with other weights than the trained model's \(version 1\): "
@@ -390,3 +393,69 @@ def test_engine_logprobs_reach_the_loss_as_tis_weights_or_as_old_logprobs(tiny_m
     result = run(dataset, tiny_model_dir, tmp_path / "run", "srl", **VLLM, **{"grpo.rollout_correction": correction})
     assert calls and set(calls) == {(not as_engine, as_engine)}
     assert all(r >= 1.0 for r in metric_rows(result.run_dir, "train/is_weight_max"))
+
+
+def test_a_tensor_parallel_engine_starts_on_the_trainers_gpu_and_the_next_ones():
+    from swe_srl.rl.rollout import engine_device_env
+
+    for visible, expect in ((None, "3,4"), ("4,5,6,7,8", "7,8")):
+        environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+        with engine_device_env(torch.device("cuda", 3), 8, environ, tensor_parallel=2):
+            assert environ["CUDA_VISIBLE_DEVICES"] == expect
+
+
+@pytest.mark.parametrize("settings, device, gpus, world, message", [
+    ({"sleep_level": 1}, "cpu", 0, 1, r"rollout.sleep_level=1 needs a CUDA GPU \(vLLM's sleep mode\)"),
+    ({"sleep_level": 2}, "cpu", 0, 2, "set rollout.sleep_level=0 on cpu"),
+    ({"tensor_parallel_size": 2}, "cpu", 0, 1, "tensor_parallel_size=2 needs CUDA GPUs"),
+    ({"tensor_parallel_size": 2}, "cuda:0", 8, 2, "with 2 trainer processes: each rank starts its own engine"),
+    ({"tensor_parallel_size": 4}, "cuda:6", 8, 1, r"needs GPUs 6..9; 8 visible"),
+])  # fmt: skip
+def test_engine_placements_that_cannot_work_are_refused_in_one_line(settings, device, gpus, world, message):
+    from swe_srl.config import RolloutConfig
+    from swe_srl.rl.rollout import check_engine_placement
+
+    with pytest.raises(ConfigError, match=message) as info:
+        check_engine_placement(RolloutConfig(engine="vllm", **settings), torch.device(device), gpus, world)
+    assert "\n" not in str(info.value)
+
+
+def test_engine_placements_that_work_pass():
+    from swe_srl.config import RolloutConfig
+    from swe_srl.rl.rollout import check_engine_placement
+
+    check_engine_placement(RolloutConfig(engine="vllm"), torch.device("cpu"), 0, 2)
+    check_engine_placement(RolloutConfig(engine="vllm", sleep_level=2), torch.device("cuda", 1), 8, 8)
+    check_engine_placement(RolloutConfig(engine="vllm", tensor_parallel_size=4, sleep_level=1),
+                           torch.device("cuda", 4), 8, 1)
+
+
+def test_sleep_level_on_cpu_is_refused_before_an_engine_starts(tiny_model_dir, engines):
+    from swe_srl.rl.rollout import Rollout
+
+    cfg = load_config(TrainConfig, "tiny-cpu", ["rollout.engine=vllm", "rollout.sleep_level=1"])
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        Rollout.start(cfg, None, tiny_model_dir, device=torch.device("cpu"), seed=0)
+    assert engines == []
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("rollout.sleep_level=3", "sleep_level must be 0"), ("rollout.tensor_parallel_size=0", "must be >= 1"),
+    ("rollout.push_bucket_mb=0", "push_bucket_mb must be >= 1"),
+])  # fmt: skip
+def test_engine_settings_out_of_range_are_refused(setting, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TrainConfig, "tiny-cpu", [setting])
+
+
+def test_the_push_names_come_without_gathering_and_match_the_stream(tiny_model_dir):
+    import peft
+    import transformers
+
+    from swe_srl.rl.rollout import pushed_names
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    for m in (model, lora):
+        assert pushed_names(m) == [n for n, _ in full_named_parameters(m)]
+    assert not any("lora" in n or "base_layer" in n for n in pushed_names(lora))

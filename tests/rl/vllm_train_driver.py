@@ -61,11 +61,11 @@ def main(model: str, data: str, work: str, out_path: str) -> None:
     train(_config(model, data, Path(work) / "steps", **{"run.max_steps": 4}), resume=True)
     result["seconds"]["resumed"] = time.perf_counter() - t0
 
-    def miss_the_push_after_step_1(self, named_tensors, *, version=None):
+    def miss_the_push_after_step_1(self, named_tensors, *, version=None, **push):
         versions.append(version)
         if version == 1:
-            return
-        real_update(self, named_tensors, version=version)
+            return None
+        return real_update(self, named_tensors, version=version, **push)
 
     VLLMPolicy.update_weights = miss_the_push_after_step_1
     try:
