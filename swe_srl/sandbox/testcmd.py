@@ -59,9 +59,14 @@ class PytestRun:
     def with_launcher(self, launcher: str) -> str:
         return f"{self.before}{self.python} {launcher}{self.after}"
 
+    def python_command(self, args: str) -> str:
+        """The command up to pytest (env, wrappers, interpreter flags), running ``args`` with
+        pytest's interpreter instead."""
+        return f"{self.before}{self.python} {args}"
+
     def probe(self) -> str:
         """The command up to pytest, then its interpreter importing pytest (a runner check)."""
-        return f"{self.before}{self.python} -c 'import pytest'"
+        return self.python_command("-c 'import pytest'")
 
 
 def _segments(command: str) -> list[tuple[int, int]]:
@@ -192,8 +197,8 @@ class _ShellRun(PytestRun):
     def with_launcher(self, launcher: str) -> str:
         return f"{self.before}{shlex.quote(self._inner.with_launcher(launcher))}{self.after}"
 
-    def probe(self) -> str:
-        return f"{self.before}{shlex.quote(self._inner.probe())}{self.after}"
+    def python_command(self, args: str) -> str:
+        return f"{self.before}{shlex.quote(self._inner.python_command(args))}{self.after}"
 
 
 def find_pytest_run(command: str) -> Optional[PytestRun]:

@@ -14,13 +14,25 @@ from dataclasses import replace
 
 import pytest
 
+from swe_srl import tasks
 from swe_srl.rewards.episode import reward_from_tests
-from swe_srl.sandbox.grading import GradingConfig, grade
+from swe_srl.sandbox.grading import grade
 from tests.sandbox.test_grading import _init_patch
-from tests.sandbox.test_grading_attacks import FORCE_PASS_CONFTEST, _fake_summary, _new_file, task  # noqa: F401
+from tests.sandbox.test_grading_attacks import _fake_summary
 
 pytestmark = pytest.mark.docker
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def task():
+    from swe_srl.sandbox.client import engine_available
+    from swe_srl.sandbox.images import build_task_image
+
+    if not engine_available():
+        pytest.skip("no Docker engine answers")
+    found = next(t for t in tasks.load_local_tasks() if t.instance_id == "swe-srl-demo__pagekit-1")
+    return replace(found, image=build_task_image(found.metadata["task_dir"]))
 
 
 def _not_resolved(report, *words: str) -> None:
@@ -101,7 +113,7 @@ for _info in inspect.stack():
         atexit.register(_forge, _g["KEY"], _g["CHANNEL"], {_tests(task)!r})
         break
 ''')
-    _not_resolved(grade(task, attack), "sys._getframe")
+    _not_resolved(grade(task, attack), "tampering (runtime: f_code of a runner frame")
 
 
 def test_attack_guard_found_by_gc_and_its_emit_replaced(task):
@@ -122,7 +134,7 @@ for _obj in gc.get_objects():
         _obj.emit = _forced
         atexit.register(os._exit, 0)
 ''')
-    _not_resolved(grade(task, attack), "gc.get_objects")
+    _not_resolved(grade(task, attack), "tampering (runtime: gc.get_objects")
 
 
 def test_attack_guard_found_through_the_plugin_manager(task):
@@ -341,15 +353,18 @@ def test_attack_c_quoted_conftest_path(task):
 
 
 def test_attack_flooded_results_channel_keeps_grader_memory_flat(task):
-    """The tests write 96 MB into every open descriptor (the results channel among them): the
-    run is rejected, and the grader never holds the flood."""
+    """The tests write 96 MB into every append-only descriptor (the results channel; pytest's
+    own capture files are read-write and left alone, so the log stays small): the run is
+    rejected, and the grader never holds the flood."""
     attack = _init_patch('''
-import os
+import fcntl, os
 _block = b"x" * (1 << 20)
 for _fd in range(3, 64):
     try:
-        for _ in range(96):
-            os.write(_fd, _block)
+        _flags = fcntl.fcntl(_fd, fcntl.F_GETFL)
+        if _flags & os.O_APPEND and _flags & os.O_ACCMODE == os.O_WRONLY:
+            for _ in range(96):
+                os.write(_fd, _block)
     except OSError:
         pass
 ''')
@@ -359,5 +374,5 @@ for _fd in range(3, 64):
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    _not_resolved(report)
+    _not_resolved(report, "results channel")
     assert peak < 48 * 2**20, f"grader peak {peak / 2**20:.0f} MiB for a 96 MiB channel"
