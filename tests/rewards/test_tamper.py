@@ -122,3 +122,42 @@ def test_read_channel_turns_signed_reports_into_statuses():
 def test_read_channel_fails_closed(lines, problem):
     result = read_channel("\n".join(lines), KEY)
     assert result.problem and problem in result.problem and result.statuses == {}
+
+
+@pytest.mark.parametrize("header, path", [
+    ('"a/tests/conf\\164est.py" "b/tests/conf\\164est.py"', "tests/conftest.py"),  # octal escape
+    ('"a/sp ace/conftest.py" "b/sp ace/conftest.py"', "sp ace/conftest.py"),  # quoted, with a space
+    ("a/my dir/conftest.py b/my dir/conftest.py", "my dir/conftest.py"),  # unquoted, with a space
+    ('"a/caf\\303\\251/conftest.py" "b/caf\\303\\251/conftest.py"', "café/conftest.py"),  # UTF-8 as octal bytes
+    ('a/x.py "b/tests/conf\\164est.py"', "tests/conftest.py"),  # one side quoted
+])
+def test_patch_paths_are_read_as_git_reads_them(header, path):
+    patch = f"diff --git {header}\nnew file mode 100644\nindex 0000000..1111111\n"  # no ---/+++ (empty file)
+    assert path in {p.path for p in patch_paths(patch)}
+    assert screen_patch(patch, max_bytes=10**6) == f"tampered: {path}"
+
+
+@pytest.mark.parametrize("patch, path", [
+    ('--- /dev/null\n+++ "b/tests/conf\\164est.py"\n@@ -0,0 +1 @@\n+x\n', "tests/conftest.py"),
+    ("--- x/pkg/conftest.py\n+++ y/pkg/conftest.py\n@@ -1 +1 @@\n-a\n+b\n", "pkg/conftest.py"),  # any -p1 prefix
+    ("--- a/evil.pth\t2020-01-01 00:00\n+++ b/evil.pth\t2020-01-01 00:00\n@@ -1 +1 @@\n-a\n+b\n", "evil.pth"),
+    ("*** a/conftest.py\n--- b/conftest.py\n***************\n*** 1 ****\n! a\n--- 1 ----\n! b\n", "conftest.py"),
+    ("Index: sitecustomize.py\n===\n--- sitecustomize.py\n+++ sitecustomize.py\n@@ -1 +1 @@\n-a\n+b\n",
+     "sitecustomize.py"),
+    ("diff --git a/ok.py b/tests/conftest.py\nsimilarity index 100%\nrename from ok.py\nrename to tests/conftest.py\n",
+     "tests/conftest.py"),
+    ('diff --git a/x b/x\ncopy from x\ncopy to "tests/conf\\164est.py"\n', "tests/conftest.py"),
+    ("diff --git a/blob.bin b/usercustomize.py\nnew file mode 100644\nGIT binary patch\nliteral 3\nKcmZ?wfB*mj0RR91\n",
+     "usercustomize.py"),
+    ("Binary files a/x.bin and b/lib/conftest.py differ\n", "lib/conftest.py"),
+])
+def test_every_header_form_is_screened(patch, path):
+    assert screen_patch(patch, max_bytes=10**6) == f"tampered: {path}"
+
+
+def test_renamed_away_and_deleted_paths_are_marked_deleted_and_c_quoted_config_is_reset():
+    patch = ("diff --git a/conftest_helpers.py b/helpers.py\nrename from conftest_helpers.py\nrename to helpers.py\n"
+             '--- "a/set\\165p.cfg"\n+++ "b/set\\165p.cfg"\n@@ -1 +1 @@\n-a\n+b\n')
+    found = {p.path: p for p in patch_paths(patch)}
+    assert found["conftest_helpers.py"].deleted and found["helpers.py"].new_file
+    assert config_files_to_reset(patch) == ["setup.cfg"]
