@@ -216,7 +216,7 @@ def _guard_setup(run: PytestRun, scratch: str, workdir: str, test_files: Sequenc
              "find . -path ./.git -prune -o \\( -name __pycache__ -o -name '*.pyc' \\) -print0 "
              "| xargs -0 rm -rf",
              f"git ls-tree -r HEAD > {scratch}/tracked",
-             f"( cd / && {fingerprint} ) || exit {_NO_REFERENCE}",
+             f"if ! fp=$( cd / && {fingerprint} 2>&1 ); then printf '%s\\n' \"$fp\" | tail -n 5; exit {_NO_REFERENCE}; fi",
              f"echo {marker}; cat {scratch}/reference.json; echo; echo {marker}"]
     if user:
         u = shlex.quote(user)
@@ -284,7 +284,7 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     setup_script = apply_script(f"{scratch}/model.patch" if "model.patch" in files else None,
                                 f"{scratch}/test.patch" if "test.patch" in files else None,
                                 task.test_files, shadows=runner_shadows(patch), reset=config_files_to_reset(patch),
-                                probe=run.probe() if run is not None else None)
+                                probe=None)  # a guarded run's fingerprinting shows pytest can start
     limit = min(config.test_timeout, deadline.left("applying the patches"))
     tail = config.log_tail_chars
     if run is not None:
@@ -310,8 +310,9 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
         if ran.exit_code == _RUNNER_SHADOWED:
             reason = setup.strip().splitlines()[-1] if setup.strip() else "test runner replaced"
             return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=reason, log_tail=setup[-tail:])
-        if ran.exit_code == _NO_REFERENCE:
-            raise InfrastructureError("cannot fingerprint the task's test files: " + " ".join(setup.split())[-300:])
+        if ran.exit_code == _NO_REFERENCE:  # run from /, on the test files alone: the image's fault
+            raise InfrastructureError("the test runner cannot start in the image (fingerprinting the test files): "
+                                      + " ".join(setup.split())[-300:])
         what = "timed out applying the patches" if ran.timed_out else f"exit {ran.exit_code}"
         raise InfrastructureError(f"the task's test patch did not apply ({what}): " + " ".join(setup.split())[-200:])
     if ran.timed_out and (limit < config.test_timeout or config.on_test_timeout == "infra"):

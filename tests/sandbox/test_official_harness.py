@@ -210,8 +210,12 @@ def test_attack_is_not_resolved_on_the_official_layout(verdicts, name):
     assert reward_from_tests(report) == 0.0
     if name == "init forges results at exit, os._exit(0)":  # pytest's session had ended: its results stand
         assert report.rejected is None and report.fail_to_pass == 0.0, report.statuses
-    elif name == "kills every process":
-        assert report.rejected == KILLED_CONTAINER
+    elif name in ("kills every process", "init forges results, os._exit(0)"):
+        # The tests run as an unprivileged user: the harness's processes and their output
+        # descriptors are out of their reach, so the attack dies at import (not resolved, F2P 0).
+        assert report.rejected in (None, KILLED_CONTAINER, "the test run ended before the runner reported "
+                                   "(killed, os._exit, or a crash of the test process)"), report.rejected
+        assert report.fail_to_pass == 0.0
     else:
         assert report.rejected
 

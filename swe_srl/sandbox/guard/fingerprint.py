@@ -12,6 +12,8 @@ Usage: ``python -I fingerprint.py REPO OUT TEST_FILE...``. Writes JSON to OUT:
   (decorators, ``pytestmark``, skip/xfail/importorskip calls in the body; ``*`` for the module).
 
 Run after the task's test patch is applied and before any test runs: the file as the task ships it.
+It also shows that the image can run pytest at all (it imports pytest; exit 3 when it cannot),
+which nothing of the model's patch can change: it runs from ``/`` and reads only the test files.
 """
 
 import ast
@@ -109,6 +111,11 @@ def _marked(tree):
 
 def main(argv):
     repo, out, tests = argv[0], argv[1], argv[2:]
+    try:
+        import pytest  # noqa: F401
+    except ImportError as exc:
+        sys.stderr.write("pytest cannot be imported: %s\n" % exc)
+        return 3
     result = {"files": {}, "marked": {}, "errors": {}}
     for rel in tests:
         path = os.path.join(repo, rel)
