@@ -6,14 +6,19 @@
     -> put pytest's config files and the test files back to the base commit -> apply the test
     patch -> run the tests (own exec, own timeout) -> statuses
 
-The patches and, for pytest, swe-srl's launcher (``guard/run_pytest.py``, holding a per-run
-key) go in by archive copy: nothing secret is on any command line the tests could read. The
-launcher imports the real pytest with the repository off ``sys.path`` and reports every test
-through an HMAC-signed channel closed by a final record; grading takes statuses from that
-channel (the log can only make a test worse) and rejects the run when the channel is forged,
-incomplete (``os._exit``, a killed test process) or when pytest's reporting was altered
-in-process. The rules on the pure side are in :mod:`swe_srl.rewards.tamper` and
-:mod:`swe_srl.rewards.testlog`.
+The patches and, for pytest, swe-srl's launcher (``guard/run_pytest.py`` with its audit hook
+``guard/guard_hook.py`` and a root-only config holding the channel key) go in by archive copy:
+nothing secret is on a command line. Every form of test command is parsed
+(:mod:`.testcmd`): pytest is guarded, or the task refused as ungradable, never run unguarded
+with a junit file the tests could write. Before the tests, a clean interpreter fingerprints the
+test files as the task ships them (``guard/fingerprint.py``; printed before the tests start,
+where they cannot change it). The tests run as an unprivileged user; the launcher's audit hook
+is the only writer of the HMAC-signed results channel and denies the code under test the
+introspection that would reach it. Grading takes statuses from that channel (the log can only
+make a test worse), rejects it when forged, cut short, flooded or reporting tampering, and then
+checks facts from outside the process (:mod:`swe_srl.rewards.facts`): the expected tests ran,
+as the test file's own functions, and skip/xfail only where the file marks it. The pure rules
+are in :mod:`swe_srl.rewards.tamper` and :mod:`swe_srl.rewards.testlog`.
 
 Whose failure: a patch that does not apply, a rejected patch, tests that hang, crash or kill
 their container: the model's (not resolved, ``TestReport.rejected`` says why). A failure
@@ -330,6 +335,8 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
                               log_tail="\n".join([log[-tail:], f"[swe-srl] {problem}"]))
         channel_statuses, notes = ({}, []) if result is None else check_facts(
             result.statuses, result.calls, _reference(setup, reference_marker), task.fail_to_pass + task.pass_to_pass)
+        if result is not None and result.final.get("hardened") is False:
+            notes.append("[swe-srl] the image's Python has no audit hooks (< 3.8): runtime denials were off")
         if task.log_parser == "pytest":  # the channel decides which tests ran; the log can only worsen them
             statuses = merge_statuses(channel_statuses, statuses) if channel_statuses else {}
         else:  # a SWE-bench parser may name tests its own way: the channel worsens those it knows

@@ -81,3 +81,28 @@ def test_rewritten_commands_are_valid_shell_that_runs_the_launcher(tmp_path):
             assert "'x and y'" in out
         if "one two.py" in args:
             assert "'one two.py'" in out
+
+
+def test_swebench_verified_commands_are_guarded_other_runners_or_refused():
+    """Every SWE-bench Verified repository's test command (real-samples ids): pytest repos are
+    guarded, Django's and sympy's own runners are not pytest, sphinx's tox is refused."""
+    import json
+    from pathlib import Path
+
+    from swe_srl.tasks import swebench_test_command
+
+    rows = Path(__file__).resolve().parents[3] / "shared" / "real-samples" / "swebench" / "verified.repo_commit.jsonl"
+    if not rows.is_file():
+        pytest.skip("no real samples here")
+    kinds: dict[str, set] = {"guarded": set(), "other": set(), "ungradable": set()}
+    for line in rows.read_text().splitlines():
+        repo = json.loads(line)["repo"]
+        try:
+            run = find_pytest_run(swebench_test_command(repo, ["tests/test_x.py"]))
+        except Ungradable:
+            kinds["ungradable"].add(repo)
+            continue
+        kinds["guarded" if run is not None else "other"].add(repo)
+    assert kinds["other"] == {"django/django", "sympy/sympy"}
+    assert kinds["ungradable"] == {"sphinx-doc/sphinx"}
+    assert {"astropy/astropy", "pytest-dev/pytest", "scikit-learn/scikit-learn"} <= kinds["guarded"]
