@@ -5,6 +5,7 @@ fingerprints (swe_srl.rewards.facts)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -42,7 +43,7 @@ EXPECTED = ["tests/test_x.py::test_add", "tests/test_x.py::TestMore::test_zero",
             "tests/test_x.py::test_param[1]", "tests/test_x.py::test_param[2]"]
 
 
-def _run(tmp_path: Path, extra: str = "", test: str = TEST):
+def _run(tmp_path: Path, extra: str = "", test: str = TEST, conftest: str = "", conftest_touched: bool = False):
     repo, scratch = tmp_path / "repo", tmp_path / "scratch"
     (repo / "pkg").mkdir(parents=True)
     (repo / "tests").mkdir()
@@ -52,10 +53,17 @@ def _run(tmp_path: Path, extra: str = "", test: str = TEST):
     subprocess.run([sys.executable, "-s", str(GUARD / "fingerprint.py"), str(repo), str(scratch / "reference.json"),
                     "tests/test_x.py"], check=True, cwd="/")
     key = secrets.token_bytes(32)
-    (scratch / "tracked").write_text("")
+    tracked = ""
+    if conftest:
+        (repo / "tests" / "conftest.py").write_text(conftest)
+        data = conftest.encode()
+        blob = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+        tracked = f"100644 blob {blob}\ttests/conftest.py\n"
+    (scratch / "tracked").write_text(tracked)
     (scratch / "launcher.json").write_text(json.dumps({
         "key": key.hex(), "channel": str(scratch / "results"), "mode": "module", "tracked": str(scratch / "tracked"),
-        "reference": str(scratch / "reference.json"), "tests": ["tests/test_x.py"], "touched": ["pkg/__init__.py"],
+        "reference": str(scratch / "reference.json"), "tests": ["tests/test_x.py"],
+        "touched": ["pkg/__init__.py"] + (["tests/conftest.py"] if conftest_touched else []),
         "user": None}))
     launcher = (GUARD / "run_pytest.py").read_text().replace('"@CONFIG@"', repr(str(scratch / "launcher.json")), 1)
     (scratch / "run_pytest.py").write_text(launcher)
@@ -133,3 +141,27 @@ _g.gi_frame
     assert result.problem is None, (result.problem, log)
     statuses, notes = check_facts(result.statuses, result.calls, reference, EXPECTED)
     assert notes == [] and statuses["tests/test_x.py::test_add"] == "PASSED"
+
+
+PROTOCOL_CONFTEST = """
+from _pytest.runner import runtestprotocol
+
+def pytest_runtest_protocol(item, nextitem):
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    runtestprotocol(item, nextitem=nextitem)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+"""
+
+
+def test_a_base_commit_conftest_driving_the_protocol_is_no_false_alarm(tmp_path):
+    """Repositories whose own conftest runs each test's protocol (as rerun plugins do): its frames
+    sit under the runner's reporting, and are trusted as unchanged base-commit code."""
+    result, reference, log = _run(tmp_path, conftest=PROTOCOL_CONFTEST)
+    assert result.problem is None, (result.problem, log)
+    assert result.statuses["tests/test_x.py::test_add"] == "PASSED"
+
+
+def test_the_same_conftest_changed_by_the_patch_is_tampering(tmp_path):
+    result, _, log = _run(tmp_path, conftest=PROTOCOL_CONFTEST, conftest_touched=True)
+    assert result.problem and "test runner modified in-process" in result.problem, (result, log)
