@@ -1,12 +1,12 @@
 """Issue 20's grading hardening measured against the grading it replaced.
 
-    python benchmarks/grading_hardening.py [--runs 3] [--synthetic 12] [--baseline-rev 7f0b585]
+    python benchmarks/grading_hardening.py [--runs 5] [--synthetic 12] [--baseline-rev 7f0b585]
 
 Three measurements, each for this checkout's code and for the baseline revision's (``git archive``
 into a temporary folder, run in a subprocess with that folder first on ``PYTHONPATH``):
 
-- ``time``: guarded grading time of every demo task's gold patch (median of ``--runs``), and
-  the ratio after / before;
+- ``time``: guarded grading time of every demo task's gold patch (median of ``--runs`` rounds,
+  before and after alternating), and the ratio after / before;
 - ``false_alarms``: gold patches whose guarded verdict is not the unguarded one (resolved, every
   status the same) or that were rejected, on the demo tasks and on ``--synthetic`` synthetic
   tasks (``trajectories/synthgen``, materialised as local task folders; their statuses come
@@ -92,24 +92,29 @@ def _same_verdict(task, guard_report, plain_report) -> bool:
             == {t: plain_report.statuses.get(t) for t in task.fail_to_pass + task.pass_to_pass})
 
 
-def measure(runs: int, synthetic: int, flood_mib: int) -> dict:
-    """The three measurements for the swe_srl importable here (the worker side)."""
+def measure_time() -> dict:
+    """One guarded grade of every demo task's gold patch: seconds per task."""
+    from swe_srl.sandbox.grading import grade
+
+    times = {}
+    for task in _demo_tasks():
+        start = time.monotonic()
+        report = grade(task, task.patch)
+        times[task.instance_id] = round(time.monotonic() - start, 3) if report.resolved else None
+    return times
+
+
+def measure_checks(synthetic: int, flood_mib: int) -> dict:
+    """False alarms on gold patches (demo + synthetic) and the grader's memory for a flood."""
     from swe_srl.sandbox.grading import GradingConfig, grade
     from tests.sandbox.test_grading import _init_patch
 
-    demo = _demo_tasks()
-    times, alarms, checked = {}, [], 0
+    demo, alarms, checked = _demo_tasks(), [], 0
     for task in demo:
-        seconds = []
-        for _ in range(runs):
-            start = time.monotonic()
-            report = grade(task, task.patch)
-            seconds.append(time.monotonic() - start)
-        times[task.instance_id] = round(statistics.median(seconds), 3)
-        plain = grade(task, task.patch, GradingConfig(guard=False))
+        guarded, plain = grade(task, task.patch), grade(task, task.patch, GradingConfig(guard=False))
         checked += 1
-        if not (report.resolved and _same_verdict(task, report, plain)):
-            alarms.append({"task": task.instance_id, "rejected": report.rejected, "resolved": report.resolved})
+        if not (guarded.resolved and _same_verdict(task, guarded, plain)):
+            alarms.append({"task": task.instance_id, "rejected": guarded.rejected, "resolved": guarded.resolved})
     with tempfile.TemporaryDirectory(prefix="swe-srl-synth-") as tmp:
         for task in _synthetic_tasks(synthetic, Path(tmp)) if synthetic else []:
             guarded, plain = grade(task, task.patch), grade(task, task.patch, GradingConfig(guard=False))
@@ -121,43 +126,54 @@ def measure(runs: int, synthetic: int, flood_mib: int) -> dict:
     flooded = grade(pagekit, _init_patch(FLOOD.format(mib=flood_mib)))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return {"time_s": times, "time_total_s": round(sum(times.values()), 3), "gold_patches_checked": checked,
-            "false_alarms": alarms, "flood": {"channel_mib": flood_mib, "grader_peak_mib": round(peak / 2**20, 1),
-                                              "rejected": flooded.rejected, "resolved": flooded.resolved}}
+    return {"gold_patches_checked": checked, "false_alarms": alarms,
+            "flood": {"channel_mib": flood_mib, "grader_peak_mib": round(peak / 2**20, 1),
+                      "rejected": flooded.rejected, "resolved": flooded.resolved}}
 
 
-def _baseline(rev: str, args) -> dict:
-    with tempfile.TemporaryDirectory(prefix="swe-srl-baseline-") as tmp:
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev], check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
-        env = {**os.environ, "PYTHONPATH": tmp, "OMP_NUM_THREADS": "1"}
-        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", "--runs", str(args.runs),
-                               "--synthetic", str(args.synthetic), "--flood-mib", str(args.flood_mib)],
-                              cwd=tmp, env=env, capture_output=True, text=True, check=True)
-        return json.loads(done.stdout.strip().splitlines()[-1])
+def _worker(src: str, part: str, args) -> dict:
+    env = {**os.environ, "PYTHONPATH": src, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--worker", part,
+                           "--synthetic", str(args.synthetic), "--flood-mib", str(args.flood_mib)],
+                          cwd=src, env=env, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5, help="rounds of timing, before and after alternating")
     parser.add_argument("--synthetic", type=int, default=12)
     parser.add_argument("--flood-mib", type=int, default=256)
     parser.add_argument("--baseline-rev", default="7f0b585")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=["time", "checks"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.runs < 1 or args.synthetic < 0 or args.flood_mib < 1:
         parser.error("--runs and --flood-mib must be >= 1, --synthetic >= 0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.worker:
         sys.path.insert(0, os.getcwd())
-        print(json.dumps(measure(args.runs, args.synthetic, args.flood_mib)))
+        out = measure_time() if args.worker == "time" else measure_checks(args.synthetic, args.flood_mib)
+        print(json.dumps(out))
         return
-    sys.path.insert(0, str(ROOT))
-    after = measure(args.runs, args.synthetic, args.flood_mib)
-    before = _baseline(args.baseline_rev, args)
+    with tempfile.TemporaryDirectory(prefix="swe-srl-baseline-") as baseline:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline_rev], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", baseline], input=archive, check=True)
+        sides = {"before": baseline, "after": str(ROOT)}
+        runs: dict = {"before": [], "after": []}
+        for round_ in range(args.runs):  # alternating, so that load drifts hit both sides alike
+            for side in (("before", "after") if round_ % 2 == 0 else ("after", "before")):
+                runs[side].append(_worker(sides[side], "time", args))
+        result = {}
+        for side, src in sides.items():
+            per_task = {t: statistics.median(r[t] for r in runs[side]) for t in runs[side][0]}
+            result[side] = {"time_s": per_task, "time_total_s": round(sum(per_task.values()), 3),
+                            **_worker(src, "checks", args)}
+    ratios = [a / b for a, b in zip(result["after"]["time_s"].values(), result["before"]["time_s"].values())]
     print(json.dumps({"machine": f"{platform.machine()} {os.cpu_count()} cpus, {platform.python_version()}",
-                      "baseline": args.baseline_rev, "before": before, "after": after,
-                      "time_ratio": round(after["time_total_s"] / before["time_total_s"], 3)}, indent=1))
+                      "baseline": args.baseline_rev, "runs": args.runs, **result,
+                      "time_ratio_total": round(result["after"]["time_total_s"] / result["before"]["time_total_s"], 3),
+                      "time_ratio_median_task": round(statistics.median(ratios), 3)}, indent=1))
 
 
 if __name__ == "__main__":

@@ -110,6 +110,7 @@ def test_xfail_injected_at_run_time_is_a_failure_unless_the_file_marks_it(tmp_pa
     ("def _f(): pass\n_f.__code__ = (lambda: None).__code__", "setting __code__"),
     ("open('/proc/self/mem', 'rb')", "open from"),
     ("open('/tmp/x.pyc', 'wb')", "open from"),
+    ("import marshal\nmarshal.loads(marshal.dumps(compile('1', 'x', 'exec')))", "marshal.loads from"),
 ])
 def test_the_code_under_test_is_denied_runner_introspection(tmp_path, attack, denied):
     result, _, log = _run(tmp_path, "try:\n" + "".join(f"    {line}\n" for line in attack.splitlines())
@@ -122,6 +123,7 @@ def test_ordinary_library_frame_use_is_not_a_false_alarm(tmp_path):
     tracebacks of their own exceptions, warnings."""
     honest = '''
 import collections, enum, logging, sys, traceback, typing, warnings
+import email.mime.text, xml.dom.minidom, wsgiref.simple_server  # cached bytecode loaded for repo code
 _here = sys._getframe().f_globals["__name__"]
 T = typing.TypeVar("T")
 Point = collections.namedtuple("Point", "x y")

@@ -16,6 +16,7 @@ _WATCHED = frozenset({
     "sys._getframe", "sys._current_frames", "sys._current_exceptions", "sys.settrace", "sys.setprofile",
     "gc.get_objects", "gc.get_referrers", "gc.get_referents", "sys.addaudithook", "object.__getattr__",
     "object.__setattr__", "code.__new__", "compile", "open", "os.rename", "os.link", "os.symlink", "os.utime",
+    "marshal.loads",
     "sys.monitoring.register_callback",
 })
 # Frame attributes whose reads the interpreter audits (f_back, f_globals, f_locals it does not):
@@ -477,6 +478,13 @@ def install(key, fd, cfg, reference, module_code, main_code, guard_cls):
             if not ((path.startswith("/proc/") and path.endswith(("/mem", "/environ")))
                     or (writes and path.endswith((".pyc", ".pth")))):
                 return
+        elif event == "marshal.loads":  # code objects with any file name, built from bytes
+            caller = frame.f_back if frame.f_code.co_name == "_compile_bytecode" else None
+            source = None
+            if caller is not None and caller.f_code.co_name == "get_code":
+                source = caller.f_locals.get("source_path")
+            if _type(source) is _str and classify_file(source) in (STDLIB, LIB):
+                return  # the import system loading an installed module's cached bytecode
         elif event == "os.utime":  # back-dating a file rewritten at run time
             if not (_type(args[0]) is _str and args[0].endswith(".py")):
                 return
