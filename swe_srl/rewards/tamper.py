@@ -15,9 +15,16 @@ Screening (before any container starts): a patch is rejected, not resolved, when
 pytest's configuration files (``pytest.ini``, ``tox.ini``, ``setup.cfg``, ``pyproject.toml``)
 are not rejected: grading puts them back to the base commit before the tests run.
 
-The results channel (see ``swe_srl/sandbox/guard/run_pytest.py``): one line per pytest report,
-``<hmac-sha256 hex> <json>``, and a last ``final`` line; :func:`read_channel` turns it into
-statuses or into the reason it cannot be trusted.
+Paths are read as git apply and patch read them (:func:`patch_paths`): C-quoted names
+(``"tests/conf\\164est.py"`` is tests/conftest.py), names with spaces, whatever one-component
+prefix ``-p1`` strips, rename and copy headers, binary patches, context diffs and ``Index:``
+lines; every name a header gives is screened.
+
+The results channel (see ``swe_srl/sandbox/guard/``): one line per pytest report,
+``<hmac-sha256 hex> <json>`` (a call-phase line also carries the fingerprint of the function
+pytest called and whether it returned), and a last ``final`` line (exit status, tampering or a
+denied operation seen in-process); :func:`read_channel` turns it into statuses or into the
+reason it cannot be trusted.
 """
 
 from __future__ import annotations
