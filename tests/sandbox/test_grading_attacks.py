@@ -18,6 +18,8 @@ pytestmark = pytest.mark.docker
 
 DEMO = tasks.load_local_tasks()
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Where grading also scans the patch statically, the runtime defences are shown with it off.
+_NO_SCAN = {"scan": False} if "scan" in GradingConfig.__dataclass_fields__ else {}
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +123,13 @@ for _obj in gc.get_objects():
         break
 ''')
     # gc introspection is denied to the code under test before the hook is ever registered.
-    _assert_rejected(grade(task, attack), "tampering (runtime: gc.get_objects", "pagekit/__init__.py")
+    _assert_rejected(grade(task, attack, GradingConfig(**_NO_SCAN)), "tampering (runtime: gc.get_objects",
+                     "pagekit/__init__.py")
     # Without that denial (found another way) the registered hook itself is caught.
     via_config = attack.replace("for _obj in gc.get_objects():", "for _obj in [getattr(f, 'config', None) and "
                                 "f.config.pluginmanager for f in __import__('sys').meta_path]:")
-    _assert_rejected(grade(task, via_config), "test runner modified in-process", "pagekit/__init__.py")
+    _assert_rejected(grade(task, via_config, GradingConfig(**_NO_SCAN)), "test runner modified in-process",
+                     "pagekit/__init__.py")
 
 
 def test_attack_monkeypatched_report_class(task):
@@ -152,19 +156,19 @@ def _forge():
 atexit.register(_forge)
 ''')
     # Tests run as an unprivileged user: the root-only channel cannot even be opened.
-    report = grade(task, attack)
+    report = grade(task, attack, GradingConfig(**_NO_SCAN))
     assert report.infra_error is None and not report.resolved and reward_from_tests(report) == 0.0
     # Where the tests run as root, the forged lines are caught by their signature.
-    _assert_rejected(grade(task, attack, GradingConfig(test_user=None)), "results channel forged")
+    _assert_rejected(grade(task, attack, GradingConfig(test_user=None, **_NO_SCAN)), "results channel forged")
 
 
 def test_attack_tests_kill_the_container(task):
     """Attack 4: imported code kills every process in the container: the model's failure
     (not resolved, reward 0), never an infrastructure failure (reward None)."""
     attack = _init_patch("import os, signal\nos.kill(-1, signal.SIGKILL)")
-    _assert_rejected(grade(task, attack, GradingConfig(test_user=None)), KILLED_CONTAINER)
+    _assert_rejected(grade(task, attack, GradingConfig(test_user=None, **_NO_SCAN)), KILLED_CONTAINER)
     # As the unprivileged test user it can signal nothing of the harness's: the tests just fail.
-    report = grade(task, attack)
+    report = grade(task, attack, GradingConfig(**_NO_SCAN))
     assert report.infra_error is None and not report.resolved and reward_from_tests(report) == 0.0
 
 
@@ -211,10 +215,11 @@ for _obj in gc.get_objects():
         _obj.register(_mod, "pagekit-plug")
         break
 ''')
-    _assert_rejected(grade(task, attack), "tampering (runtime: gc.get_objects")
+    _assert_rejected(grade(task, attack, GradingConfig(**_NO_SCAN)), "tampering (runtime: gc.get_objects")
     via_config = attack.replace("for _obj in gc.get_objects():", "for _obj in [getattr(f, 'config', None) and "
                                 "f.config.pluginmanager for f in __import__('sys').meta_path]:")
-    _assert_rejected(grade(task, via_config), "test runner modified in-process", "not a file of the base commit")
+    _assert_rejected(grade(task, via_config, GradingConfig(**_NO_SCAN)), "test runner modified in-process",
+                     "not a file of the base commit")
     assert grade(task, attack, GradingConfig(guard=False)).resolved  # the attack works without the guard
 
 

@@ -16,12 +16,15 @@ import pytest
 
 from swe_srl import tasks
 from swe_srl.rewards.episode import reward_from_tests
-from swe_srl.sandbox.grading import grade
+from swe_srl.sandbox.grading import GradingConfig, grade
 from tests.sandbox.test_grading import _init_patch
 from tests.sandbox.test_grading_attacks import _fake_summary
 
 pytestmark = pytest.mark.docker
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The runtime defences on their own: a static patch scan, where grading has one, is switched off
+# so that it cannot refuse these patches before they run.
+RUNTIME = GradingConfig(**({"scan": False} if "scan" in GradingConfig.__dataclass_fields__ else {}))
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ _m = sys.modules["__main__"]
 if getattr(_m, "KEY", None):
     atexit.register(_forge, _m.KEY, _m.CHANNEL, {_tests(task)!r})
 ''')
-    _not_resolved(grade(task, attack))
+    _not_resolved(grade(task, attack, RUNTIME))
 
 
 def test_attack_key_read_through_caller_frames(task):
@@ -113,7 +116,7 @@ for _info in inspect.stack():
         atexit.register(_forge, _g["KEY"], _g["CHANNEL"], {_tests(task)!r})
         break
 ''')
-    _not_resolved(grade(task, attack), "tampering (runtime: f_code of a runner frame")
+    _not_resolved(grade(task, attack, RUNTIME), "tampering (runtime: f_code of a runner frame")
 
 
 def test_attack_guard_found_by_gc_and_its_emit_replaced(task):
@@ -134,7 +137,7 @@ for _obj in gc.get_objects():
         _obj.emit = _forced
         atexit.register(os._exit, 0)
 ''')
-    _not_resolved(grade(task, attack), "tampering (runtime: gc.get_objects")
+    _not_resolved(grade(task, attack, RUNTIME), "tampering (runtime: gc.get_objects")
 
 
 def test_attack_guard_found_through_the_plugin_manager(task):
@@ -153,7 +156,7 @@ for _plugin in (_c.pluginmanager.get_plugins() if _c is not None else ()):
         _plugin.emit = _forced
         atexit.register(os._exit, 0)
 ''')
-    _not_resolved(grade(task, attack))
+    _not_resolved(grade(task, attack, RUNTIME))
 
 
 # ---------------------------------------------------------------- test functions replaced
@@ -172,7 +175,7 @@ _name, _mod = _test_module()
 if _mod is not None:
     _mod.__class__ = _Noop
 ''')
-    _not_resolved(grade(task, attack))
+    _not_resolved(grade(task, attack, RUNTIME))
 
 
 def test_attack_look_alike_test_module_in_sys_modules(task):
@@ -187,7 +190,7 @@ if _mod is not None:
         exec("def " + _t.split("::")[-1] + "(): pass", _fake.__dict__)
     sys.modules[_name] = _fake
 ''')
-    _not_resolved(grade(task, attack))
+    _not_resolved(grade(task, attack, RUNTIME))
 
 
 def test_attack_pycollect_makeitem_hook_returns_no_op_items(task):
@@ -203,7 +206,7 @@ _c = _config()
 if _c is not None:
     _c.pluginmanager.register(_Collect(), "pagekit-collect")
 ''')
-    _not_resolved(grade(task, attack))
+    _not_resolved(grade(task, attack, RUNTIME))
 
 
 # ---------------------------------------------------------------- XFAIL counted as a pass
@@ -218,7 +221,7 @@ _name, _mod = _test_module()
 if _mod is not None:
     _mod.pytestmark = [pytest.mark.xfail(reason="flaky")]
 ''')
-    _not_resolved(grade(task, attack), "not marked")
+    _not_resolved(grade(task, attack, RUNTIME), "not marked")
 
 
 def test_attack_library_calls_pytest_xfail_when_pytest_is_loaded(task):
@@ -233,7 +236,7 @@ def page_count(total, per_page):
     return _count(total, per_page)
 _pages.page_count = page_count
 ''')
-    _not_resolved(grade(task, attack), "not marked")
+    _not_resolved(grade(task, attack, RUNTIME), "not marked")
 
 
 # ---------------------------------------------------------------- unwatched pytest internals
@@ -262,7 +265,7 @@ if _c is not None:
             _impl.function = id  # a builtin: no code object to trace to a file
 ''',
     }[how]
-    _not_resolved(grade(task, _init_patch(body)))
+    _not_resolved(grade(task, _init_patch(body), RUNTIME))
 
 
 # ---------------------------------------------------------------- hooks from trusted-looking files
@@ -284,7 +287,7 @@ _c = _config()
 if _c is not None:
     _c.pluginmanager.register(_plug, "pagekit-plug")
 ''')
-    _not_resolved(grade(task, attack))
+    _not_resolved(grade(task, attack, RUNTIME))
 
 
 def test_attack_hook_compiled_under_an_untouched_repo_files_name(task):
@@ -297,7 +300,7 @@ _c = _config()
 if _c is not None:
     _c.pluginmanager.register(_plug, "pagekit-pages-plug")
 ''')
-    _not_resolved(grade(task, attack))
+    _not_resolved(grade(task, attack, RUNTIME))
 
 
 # ---------------------------------------------------------------- unguarded command forms
@@ -326,14 +329,14 @@ def test_attack_forged_junit_under_other_command_forms(task, command):
     cases = "".join(f'<testcase classname="{t.split("::")[0][:-3].replace("/", ".")}" name="{t.split("::")[1]}"/>'
                     for t in _tests(task))
     attack = _init_patch(JUNIT_FORGE.format(cases=cases, summary=_fake_summary(task)))
-    report = grade(replace(task, test_cmd=command), attack)
+    report = grade(replace(task, test_cmd=command), attack, RUNTIME)
     _not_resolved(report)
-    gold = grade(replace(task, test_cmd=command), task.patch)  # the same command still grades honestly
+    gold = grade(replace(task, test_cmd=command), task.patch, RUNTIME)  # the same command still grades honestly
     assert gold.resolved and gold.rejected is None, gold.log_tail
 
 
 def test_tox_command_is_refused_as_ungradable(task):
-    report = grade(replace(task, test_cmd="tox -e py311 --"), task.patch)
+    report = grade(replace(task, test_cmd="tox -e py311 --"), task.patch, RUNTIME)
     assert report.infra_error and "ungradable" in report.infra_error and "\n" not in report.infra_error
 
 
@@ -349,7 +352,7 @@ def test_attack_c_quoted_conftest_path(task):
     attack = ('diff --git "a/tests/conf\\164est.py" "b/tests/conf\\164est.py"\nnew file mode 100644\n'
               '--- /dev/null\n+++ "b/tests/conf\\164est.py"\n'
               f"@@ -0,0 +1,{len(lines)} @@\n" + "".join(f"+{line}\n" for line in lines))
-    _not_resolved(grade(task, attack), "tampered: tests/conftest.py")
+    _not_resolved(grade(task, attack, RUNTIME), "tampered: tests/conftest.py")
 
 
 def test_attack_flooded_results_channel_keeps_grader_memory_flat(task):
@@ -370,7 +373,7 @@ for _fd in range(3, 64):
 ''')
     tracemalloc.start()
     try:
-        report = grade(task, attack)
+        report = grade(task, attack, RUNTIME)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
