@@ -27,6 +27,10 @@ class SandboxFileNotFound(SweSrlError, FileNotFoundError):
     """read_file / copy_out of a path that does not exist in the sandbox."""
 
 
+class SandboxFileTooLarge(SweSrlError, ValueError):
+    """read_bytes(path, limit=...) of a file past the limit: refused by its size, never read."""
+
+
 @runtime_checkable
 class Sandbox(Protocol):
     """An isolated copy of a task repository where an episode's commands run.

@@ -32,7 +32,8 @@ from typing import Any
 
 from ..errors import DiskLimitExceeded, InfrastructureError, SandboxDied
 from ..schemas import ExecResult, ResourceUsage
-from .base import (KILL_GRACE, check_patch_size, RESCUE_COMMAND, STATE_DIR, OutputCapture, SandboxFileNotFound, diff_script,
+from .base import (KILL_GRACE, check_patch_size, RESCUE_COMMAND, STATE_DIR, OutputCapture, SandboxFileNotFound,
+                   SandboxFileTooLarge, diff_script,
                    exec_argv, hygiene_script, is_timeout, kill_group_command)
 from .client import docker_client, infra_error
 from .config import SandboxConfig
@@ -335,6 +336,28 @@ class DockerSandbox:
         except Exception as exc:
             raise self._dead(f"copying into {directory}", exc) from exc
 
+    def _stat_size(self, path: str) -> int:
+        import docker.errors
+
+        self._check_open()
+        try:
+            stat = self._head_archive(path)
+        except docker.errors.NotFound as exc:
+            raise SandboxFileNotFound(f"no such file in the sandbox: {self._abs(path)}") from exc
+        except Exception as exc:
+            raise self._dead(f"reading {path}", exc) from exc
+        return int(stat.get("size", 0))
+
+    def _head_archive(self, path: str) -> dict:
+        """The engine's stat of ``path`` (HEAD /containers/ID/archive): no file content moves."""
+        import base64
+        import json as _json
+
+        api = self._api
+        res = api.head(api._url("/containers/{0}/archive", self._container.id), params={"path": self._abs(path)})
+        api._raise_for_status(res)
+        return _json.loads(base64.b64decode(res.headers.get("x-docker-container-path-stat", "e30=")))
+
     def _get_archive(self, path: str) -> bytes:
         import docker.errors
 
@@ -349,8 +372,13 @@ class DockerSandbox:
         except Exception as exc:
             raise self._dead(f"reading {path}", exc) from exc
 
-    def read_bytes(self, path: str) -> bytes:
-        """The bytes of a file in the sandbox."""
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
+        """The bytes of a file in the sandbox; past ``limit`` bytes SandboxFileTooLarge, decided
+        from the engine's stat of the file before any of it is transferred."""
+        if limit is not None:
+            size = self._stat_size(path)
+            if size > limit:
+                raise SandboxFileTooLarge(f"{self._abs(path)} holds {size} bytes > {limit}")
         with tarfile.open(fileobj=io.BytesIO(self._get_archive(path))) as tar:
             member = tar.next()
             handle = tar.extractfile(member) if member is not None else None

@@ -6,14 +6,19 @@
     -> put pytest's config files and the test files back to the base commit -> apply the test
     patch -> run the tests (own exec, own timeout) -> statuses
 
-The patches and, for pytest, swe-srl's launcher (``guard/run_pytest.py``, holding a per-run
-key) go in by archive copy: nothing secret is on any command line the tests could read. The
-launcher imports the real pytest with the repository off ``sys.path`` and reports every test
-through an HMAC-signed channel closed by a final record; grading takes statuses from that
-channel (the log can only make a test worse) and rejects the run when the channel is forged,
-incomplete (``os._exit``, a killed test process) or when pytest's reporting was altered
-in-process. The rules on the pure side are in :mod:`swe_srl.rewards.tamper` and
-:mod:`swe_srl.rewards.testlog`.
+The patches and, for pytest, swe-srl's launcher (``guard/run_pytest.py`` with its audit hook
+``guard/guard_hook.py`` and a root-only config holding the channel key) go in by archive copy:
+nothing secret is on a command line. Every form of test command is parsed
+(:mod:`.testcmd`): pytest is guarded, or the task refused as ungradable, never run unguarded
+with a junit file the tests could write. Before the tests, a clean interpreter fingerprints the
+test files as the task ships them (``guard/fingerprint.py``; printed before the tests start,
+where they cannot change it). The tests run as an unprivileged user; the launcher's audit hook
+is the only writer of the HMAC-signed results channel and denies the code under test the
+introspection that would reach it. Grading takes statuses from that channel (the log can only
+make a test worse), rejects it when forged, cut short, flooded or reporting tampering, and then
+checks facts from outside the process (:mod:`swe_srl.rewards.facts`): the expected tests ran,
+as the test file's own functions, and skip/xfail only where the file marks it. The pure rules
+are in :mod:`swe_srl.rewards.tamper` and :mod:`swe_srl.rewards.testlog`.
 
 Whose failure: a patch that does not apply, a rejected patch, tests that hang, crash or kill
 their container: the model's (not resolved, ``TestReport.rejected`` says why). A failure
@@ -28,7 +33,6 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 import secrets
 import shlex
 import tempfile
@@ -38,23 +42,23 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 from ..errors import ConfigError, DiskLimitExceeded, InfrastructureError, SandboxDied
+from ..rewards.facts import Reference, check_facts
 from ..rewards.tamper import config_files_to_reset, patch_paths, read_channel, runner_shadows, screen_patch
 from ..rewards.testlog import build_report, merge_statuses, parse_junit_xml, parse_test_log, worse
 from ..schemas import Task, TestReport
 from ..tasks import task_test_command
 from . import open_sandbox
+from .base import SandboxFileTooLarge
 from .config import SandboxConfig, check_size
 from .images import ensure_image
 from .patch_scan import scan_in_container
+from .testcmd import PytestRun, Ungradable, find_pytest_run
 
 # Exit codes of the apply script (grading steps run before any code of the patch does).
-_MODEL_PATCH_FAILED, _TEST_PATCH_FAILED, _RUNNER_SHADOWED, _RUNNER_MISSING = 10, 11, 12, 13
+_MODEL_PATCH_FAILED, _TEST_PATCH_FAILED, _RUNNER_SHADOWED, _RUNNER_MISSING, _NO_REFERENCE = 10, 11, 12, 13, 14
 _SCRATCH_ROOT = "/run/swe-srl"  # the sandbox's state dir: exists, outside the repository
 _LOG_LIMIT = 64 * 1024 * 1024
-_GUARD = Path(__file__).with_name("guard") / "run_pytest.py"
-# The last pytest invocation of a test command: `python -m pytest` (any pythonX.Y) or `pytest`.
-_PYTEST_RUN = re.compile(r"(?:(?<=^)|(?<=&&)|(?<=;)|(?<=\|\|))(\s*)(?:(python[\d.]*)\s+-m\s+pytest|pytest)(?=\s|$)")
-_ANY_PYTHON = '"$(command -v python || command -v python3)"'
+_GUARD_DIR = Path(__file__).with_name("guard")
 KILLED_CONTAINER = "tests killed the container"
 DISK_LIMIT = "tests wrote past the disk budget"
 
@@ -73,6 +77,8 @@ class GradingConfig:
     ``guard``: run pytest commands through swe-srl's launcher and its signed results channel
     (off only to compare with an unguarded harness).
     ``scan``: reject a patch whose Python tampers with the test runner (:mod:`swe_srl.rewards.scanner`).
+    ``test_user``: the user the tests run as when the image has it (None: the image's own user).
+    ``max_channel_bytes``: a larger results channel is rejected unread (grader memory stays flat).
     """
 
     test_timeout: float = 600.0
@@ -86,6 +92,8 @@ class GradingConfig:
     disk_limit: Optional[str] = "4g"
     guard: bool = True
     scan: bool = True
+    test_user: Optional[str] = "nobody"
+    max_channel_bytes: int = 32 * 2**20
 
     def __post_init__(self) -> None:
         check_size("grading disk_limit", self.disk_limit)
@@ -93,6 +101,10 @@ class GradingConfig:
             raise ConfigError(f"grading max_patch_bytes must be >= 1024, got {self.max_patch_bytes}")
         if not (self.test_timeout > 0 and self.harness_timeout > 0):
             raise ConfigError("grading test_timeout and harness_timeout must be > 0")
+        if self.max_channel_bytes < 4096:
+            raise ConfigError(f"grading max_channel_bytes must be >= 4096, got {self.max_channel_bytes}")
+        if self.test_user is not None and not str(self.test_user).replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"grading test_user must be a user name, got {self.test_user!r}")
         if self.on_test_timeout not in ("fail", "infra"):
             raise ConfigError(f"grading on_test_timeout must be 'fail' or 'infra', not {self.on_test_timeout!r}")
 
@@ -157,6 +169,7 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
     deadline = _Deadline(config.harness_timeout)
     sandbox = None
     try:
+        _pytest_run(task, task_test_command(task), config)  # an ungradable command: before any container
         image = ensure_image(task)
         deadline.left("starting the container")
         # The whole test log comes back through the exec's own output: no cap worth hitting.
@@ -172,43 +185,59 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
     return replace(report, duration=round(time.monotonic() - started, 3), usage=getattr(sandbox, "usage", None))
 
 
-def _last_pytest_run(command: str) -> Optional[tuple[str, str, str, str]]:
-    """``command`` split around its last pytest invocation: (what runs before it, the python
-    that runs pytest, the launcher mode, what follows); None when it runs no pytest. Mode
-    ``module`` is ``python -m pytest``, ``script`` a bare ``pytest``."""
-    matches = list(_PYTEST_RUN.finditer(command))
-    if not matches:
-        return None
-    match = matches[-1]
-    return (command[:match.start()] + match.group(1), match.group(2) or _ANY_PYTHON,
-            "module" if match.group(2) else "script", command[match.end():])
-
-
 def guarded_command(command: str, launcher: str) -> Optional[tuple[str, str]]:
-    """``command`` with its last pytest invocation replaced by ``<python> launcher``, and the
+    """``command`` with its pytest invocation replaced by ``<python> launcher``, and the
     launcher's mode (``module`` for ``python -m pytest``, ``script`` for ``pytest``); None when
-    the command runs no pytest (the task's own runner runs unguarded)."""
-    run = _last_pytest_run(command)
-    if run is None:
-        return None
-    before, python, mode, after = run
-    return f"{before}{python} {launcher}{after}", mode
+    the command runs no pytest. Raises Ungradable for a pytest run it cannot take over."""
+    run = find_pytest_run(command)
+    return None if run is None else (run.with_launcher(launcher), run.mode)
 
 
 def runner_probe(command: str) -> Optional[str]:
-    """``command`` up to its last pytest invocation (an env activation, say), then the python
-    the launcher will run importing pytest; None when the command runs no pytest. Run at the
-    base commit, before any of the patch is there, it fails only when the image cannot run the
-    tests at all."""
-    run = _last_pytest_run(command)
-    return None if run is None else f"{run[0]}{run[1]} -c 'import pytest'"
+    """``command`` up to its pytest invocation (an env activation, say), then the python the
+    launcher will run importing pytest; None when the command runs no pytest. Run at the base
+    commit, before any of the patch is there, it fails only when the image cannot run the tests."""
+    run = find_pytest_run(command)
+    return None if run is None else run.probe()
 
 
-def _launcher(key: bytes, channel: str, touched: Sequence[str], mode: str, tracked: str) -> str:
-    text = _GUARD.read_text(encoding="utf-8")
-    for name, value in (("@KEY@", key.hex()), ("@CHANNEL@", channel), ("@MODE@", mode), ("@TRACKED@", tracked)):
-        text = text.replace(f'"{name}"', repr(value), 1)
-    return text.replace('"@TOUCHED@"', repr(json.dumps(list(touched))), 1)
+def _guard_files(scratch: str, config: dict) -> dict[str, str]:
+    """The launcher, its audit hook and the fingerprinting script, and the launcher's config
+    (the channel key among it: staged by archive, read and deleted before any test runs)."""
+    launcher = (_GUARD_DIR / "run_pytest.py").read_text(encoding="utf-8")
+    return {"run_pytest.py": launcher.replace('"@CONFIG@"', repr(f"{scratch}/launcher.json"), 1),
+            "guard_hook.py": (_GUARD_DIR / "guard_hook.py").read_text(encoding="utf-8"),
+            "fingerprint.py": (_GUARD_DIR / "fingerprint.py").read_text(encoding="utf-8"),
+            "launcher.json": json.dumps(config)}
+
+
+def _guard_setup(run: PytestRun, scratch: str, workdir: str, test_files: Sequence[str], user: Optional[str],
+                 home: str, marker: str) -> str:
+    """Shell run as root after the patches are applied, before the tests: the scratch folder
+    closed to others, stale bytecode removed, the test files fingerprinted by a clean
+    interpreter (printed between ``marker`` lines: output the tests cannot change), the repo
+    handed to the test user."""
+    files = " ".join(shlex.quote(f) for f in test_files)
+    fingerprint = run.python_command(f"-s {scratch}/fingerprint.py {shlex.quote(workdir)} {scratch}/reference.json "
+                                     f"{files}")
+    lines = [f"chmod 700 {scratch}",
+             "find . -path ./.git -prune -o \\( -name __pycache__ -o -name '*.pyc' \\) -print0 "
+             "| xargs -0 rm -rf",
+             f"git ls-tree -r HEAD > {scratch}/tracked",
+             f"if ! fp=$( cd / && {fingerprint} 2>&1 ); then printf '%s\\n' \"$fp\" | tail -n 5; exit {_NO_REFERENCE}; fi",
+             f"echo {marker}; cat {scratch}/reference.json; echo; echo {marker}"]
+    if user:
+        u = shlex.quote(user)
+        lines.append(f"if id -u {u} >/dev/null 2>&1; then chown -R {u}: . && mkdir -p {home} && chown {u}: {home}; fi")
+    return "\n".join(lines) + "\n"
+
+
+def _reference(setup: str, marker: str) -> Reference:
+    parts = setup.split(marker + "\n")
+    try:
+        return Reference.from_json(json.loads(parts[1])) if len(parts) >= 3 else Reference()
+    except ValueError:
+        return Reference()
 
 
 def _stage(sandbox, scratch: str, files: dict[str, str]) -> None:
@@ -222,6 +251,19 @@ def _stage(sandbox, scratch: str, files: dict[str, str]) -> None:
         sandbox.copy_in(str(folder), scratch)
 
 
+def _pytest_run(task: Task, command: str, config: GradingConfig) -> Optional[PytestRun]:
+    """The command's pytest run to guard; None when it runs another runner (its log is parsed)
+    or when the guard is off. A pytest task whose run cannot be guarded is Ungradable: grading
+    never falls back to a junit file the tests could write."""
+    if not config.guard:
+        return None
+    run = find_pytest_run(command)
+    if run is None and task.log_parser == "pytest":
+        raise Ungradable(f"ungradable: the test command of {task.instance_id} runs no pytest the guard can take over: "
+                         f"{command[:120]}")
+    return run
+
+
 def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: _Deadline) -> TestReport:
     tampering = scan_in_container(sandbox, task, patch, deadline.left("scanning the patch")) if config.scan else None
     if tampering:  # runner tampering in the patch's code: refused before any of it runs
@@ -232,15 +274,18 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     files = {name: text if text.endswith("\n") else text + "\n"
              for name, text in (("model.patch", patch), ("test.patch", task.test_patch)) if text.strip()}
     command = task_test_command(task)
-    probe = runner_probe(command) if config.guard else None
-    guarded = guarded_command(command, f"{scratch}/run_pytest.py") if config.guard else None
+    run = _pytest_run(task, command, config)
     key = secrets.token_bytes(32)
     channel = f"{scratch}/results"
-    if guarded is not None:
-        command, mode = guarded
-        touched = [p.path for p in patch_paths(patch) if not p.deleted]
-        files["run_pytest.py"] = _launcher(key, channel, touched, mode, f"{scratch}/tracked")
-    use_junit = guarded is None and config.junit and task.log_parser == "pytest"
+    reference_marker = f"swe-srl-reference-{nonce}"
+    if run is not None:
+        command = run.with_launcher(f"{scratch}/run_pytest.py")
+        files.update(_guard_files(scratch, {
+            "key": key.hex(), "channel": channel, "mode": run.mode, "tracked": f"{scratch}/tracked",
+            "reference": f"{scratch}/reference.json", "tests": list(task.test_files),
+            "touched": [p.path for p in patch_paths(patch) if not p.deleted],
+            "user": config.test_user, "home": f"/tmp/swe-srl-home-{nonce}"}))
+    use_junit = run is None and not config.guard and config.junit and task.log_parser == "pytest"
     junit_path = f"{scratch}/junit.xml"
     if use_junit:
         command += f" --junitxml={junit_path}"
@@ -251,11 +296,12 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     setup_script = apply_script(f"{scratch}/model.patch" if "model.patch" in files else None,
                                 f"{scratch}/test.patch" if "test.patch" in files else None,
                                 task.test_files, shadows=runner_shadows(patch), reset=config_files_to_reset(patch),
-                                probe=probe)
+                                probe=None)  # a guarded run's fingerprinting shows pytest can start
     limit = min(config.test_timeout, deadline.left("applying the patches"))
     tail = config.log_tail_chars
-    if guarded is not None:  # what the launcher trusts as the repository's own code
-        setup_script += f"git ls-tree -r HEAD > {scratch}/tracked\n"
+    if run is not None:
+        setup_script += _guard_setup(run, scratch, task.workdir, task.test_files, config.test_user,
+                                     f"/tmp/swe-srl-home-{nonce}", reference_marker)
     try:
         ran = sandbox.exec(setup_script + f"echo {marker}\n{command}\n", timeout=limit)
     except (SandboxDied, DiskLimitExceeded) as exc:
@@ -276,27 +322,51 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
         if ran.exit_code == _RUNNER_SHADOWED:
             reason = setup.strip().splitlines()[-1] if setup.strip() else "test runner replaced"
             return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=reason, log_tail=setup[-tail:])
+        if ran.exit_code == _NO_REFERENCE:  # run from /, on the test files alone: the image's fault
+            raise InfrastructureError("the test runner cannot start in the image (fingerprinting the test files): "
+                                      + " ".join(setup.split())[-300:])
         what = "timed out applying the patches" if ran.timed_out else f"exit {ran.exit_code}"
         raise InfrastructureError(f"the task's test patch did not apply ({what}): " + " ".join(setup.split())[-200:])
     if ran.timed_out and (limit < config.test_timeout or config.on_test_timeout == "infra"):
         raise InfrastructureError(f"grading harness timed out after {limit:.0f}s running the tests")
-    if ran.exit_code in (126, 127) and guarded is None:
+    if ran.exit_code in (126, 127) and run is None:
         raise InfrastructureError(f"the test command could not start (exit {ran.exit_code}): {log[-200:]}")
     statuses = parse_test_log(task, log)
-    if guarded is not None:
-        result = read_channel(_read(sandbox, channel), key)
-        if result.problem and not ran.timed_out:  # a hung run is cut short: its timeout is the verdict
-            return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=result.problem,
-                              log_tail="\n".join([log[-tail:], f"[swe-srl] {result.problem}"]))
+    notes: list[str] = []
+    if run is not None:
+        text, too_large = _read_limited(sandbox, channel, config.max_channel_bytes)
+        result = read_channel(text, key) if not too_large else None
+        problem = too_large or result.problem
+        if problem and not ran.timed_out:  # a hung run is cut short: its timeout is the verdict
+            return TestReport(instance_id=task.instance_id, pass_to_pass=0.0, rejected=problem,
+                              log_tail="\n".join([log[-tail:], f"[swe-srl] {problem}"]))
+        channel_statuses, notes = ({}, []) if result is None else check_facts(
+            result.statuses, result.calls, _reference(setup, reference_marker), task.fail_to_pass + task.pass_to_pass)
+        if result is not None and result.final.get("hardened") is False:
+            notes.append("[swe-srl] the image's Python has no audit hooks (< 3.8): runtime denials were off")
         if task.log_parser == "pytest":  # the channel decides which tests ran; the log can only worsen them
-            statuses = merge_statuses(result.statuses, statuses) if result.statuses else {}
+            statuses = merge_statuses(channel_statuses, statuses) if channel_statuses else {}
         else:  # a SWE-bench parser may name tests its own way: the channel worsens those it knows
-            statuses = {t: worse(s, result.statuses[t]) if t in result.statuses else s for t, s in statuses.items()}
+            statuses = {t: worse(s, channel_statuses[t]) if t in channel_statuses else s for t, s in statuses.items()}
     elif use_junit:
         statuses = merge_statuses(parse_junit_xml(_read(sandbox, junit_path), task.test_files), statuses)
     report = build_report(task, statuses, log, exit_code=ran.exit_code, timed_out=ran.timed_out,
                           time_limit=limit, tail_chars=tail)
+    if notes:
+        report = replace(report, log_tail="\n".join([report.log_tail, *notes]))
     return replace(report, resolved=False) if ran.timed_out else report
+
+
+def _read_limited(sandbox, path: str, limit: int) -> tuple[str, Optional[str]]:
+    """The file's text when it holds at most ``limit`` bytes; else ("", why): a flooded channel
+    is refused by its size, never read into the grader's memory."""
+    try:
+        data = sandbox.read_bytes(path, limit=limit)
+    except FileNotFoundError:  # nothing written (the run crashed early): the caller fails closed
+        return "", None
+    except SandboxFileTooLarge as exc:
+        return "", f"results channel flooded: {exc}"
+    return data.decode("utf-8", errors="replace"), None
 
 
 def _read(sandbox, path: str) -> str:

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..errors import InfrastructureError, InputError
 from ..schemas import ExecResult, ResourceUsage
-from .base import (KILL_GRACE, STATE_DIR, OutputCapture, SandboxFileNotFound, check_patch_size, diff_script,
+from .base import (KILL_GRACE, STATE_DIR, OutputCapture, SandboxFileNotFound, SandboxFileTooLarge,
+                   check_patch_size, diff_script,
                    hygiene_script)
 from .config import SandboxConfig
 from .images import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT
@@ -157,6 +158,14 @@ class LocalSandbox:
         target = self._abs(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content.encode() if isinstance(content, str) else content)
+
+    def read_bytes(self, path: str, limit: int | None = None) -> bytes:
+        target = self._abs(path)
+        if not target.is_file():
+            raise SandboxFileNotFound(f"no such file in the sandbox: {path}")
+        if limit is not None and target.stat().st_size > limit:
+            raise SandboxFileTooLarge(f"{path} holds {target.stat().st_size} bytes > {limit}")
+        return target.read_bytes()
 
     def read_file(self, path: str) -> str:
         target = self._abs(path)

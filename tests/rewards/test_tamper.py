@@ -30,9 +30,9 @@ def test_patch_paths_sees_new_changed_deleted_and_renamed_files():
     patch = (_diff("pkg/a.py") + _diff("pkg/new.py", new=True) + _diff("old.py", deleted=True)
              + _diff("pkg/moved.py", rename_from="pkg/orig.py"))
     found = {p.path: p for p in patch_paths(patch)}
-    assert set(found) == {"pkg/a.py", "pkg/new.py", "old.py", "pkg/moved.py"}
+    assert set(found) == {"pkg/a.py", "pkg/new.py", "old.py", "pkg/moved.py", "pkg/orig.py"}
     assert found["pkg/new.py"].new_file and not found["pkg/a.py"].new_file
-    assert found["old.py"].deleted and found["pkg/moved.py"].new_file
+    assert found["old.py"].deleted and found["pkg/moved.py"].new_file and found["pkg/orig.py"].deleted
     plain = "--- a/x.py\t2020-01-01\n+++ b/x.py\t2020-01-02\n@@ -1 +1 @@\n-a\n+b\n"  # no git header
     assert [p.path for p in patch_paths(plain)] == ["x.py"]
 
