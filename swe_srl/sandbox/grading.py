@@ -51,8 +51,9 @@ from . import open_sandbox
 from .base import SandboxFileTooLarge
 from .config import SandboxConfig, check_size
 from .images import ensure_image
-from .patch_scan import scan_in_container
+from .patch_scan import read_base_texts, scan_in_container
 from .testcmd import PytestRun, Ungradable, find_pytest_run
+from .toxcmd import expand_tox, needs_tox_ini
 
 # Exit codes of the apply script (grading steps run before any code of the patch does).
 _MODEL_PATCH_FAILED, _TEST_PATCH_FAILED, _RUNNER_SHADOWED, _RUNNER_MISSING, _NO_REFERENCE = 10, 11, 12, 13, 14
@@ -169,7 +170,8 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
     deadline = _Deadline(config.harness_timeout)
     sandbox = None
     try:
-        _pytest_run(task, task_test_command(task), config)  # an ungradable command: before any container
+        if not needs_tox_ini(task_test_command(task)):  # tox's commands are read in the container
+            _pytest_run(task, task_test_command(task), config)  # an ungradable command: before any container
         image = ensure_image(task)
         deadline.left("starting the container")
         # The whole test log comes back through the exec's own output: no cap worth hitting.
@@ -274,6 +276,9 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     files = {name: text if text.endswith("\n") else text + "\n"
              for name, text in (("model.patch", patch), ("test.patch", task.test_patch)) if text.strip()}
     command = task_test_command(task)
+    if needs_tox_ini(command):  # what tox would run, from the base commit's tox.ini (not the patch's)
+        command = expand_tox(command, read_base_texts(sandbox, ["tox.ini"], deadline.left("reading tox.ini")).get(
+            "tox.ini", None))
     run = _pytest_run(task, command, config)
     key = secrets.token_bytes(32)
     channel = f"{scratch}/results"
