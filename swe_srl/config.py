@@ -14,15 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
-from .actions import ActionSyntax
 from .calibration import FlakyMode
 from .errors import ConfigError
 from .harness import HarnessConfig
 from .hosts import HostsConfig
 from .policy.base import GenerationConfig, LoraOptions
 from .rewards.episode import TestRewardShape
-from .rewards.compare import ActionSimilarity, Compare, SimilarityMode, ToolMismatch, check_reward_modes
-from .rewards.similarity import SimilarityReward
+from .rewards.compare import RewardConfig
 from .rl.settings import AdvantageScale, GrpoLossConfig, LossWeighting, Precision
 
 Method = Literal["sft", "srl", "rlvr", "hybrid"]
@@ -135,37 +133,6 @@ class GRPOConfig(GrpoLossConfig):
             raise ConfigError("grpo.max_resample_rounds must be >= 1 (1 = sample once, no refill)")
         if self.reference_dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"grpo.reference_dtype must be auto, float32 or bfloat16, got {self.reference_dtype!r}")
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """How a policy action is compared with the expert's: the SRL step reward, training
-    validation, the hybrid per-turn similarity and ``swe-srl eval --mode steps`` (exact
-    definitions in :mod:`swe_srl.rewards.compare`). A format violation scores -1 in every mode."""
-
-    similarity: SimilarityMode = "cydifflib"
-    """difflib / cydifflib: difflib's ratio 2M/T without autojunk (identical values, cydifflib
-    ~8x faster); lcs: 2*LCS/T (rapidfuzz Indel: far faster, values equal or higher); args:
-    argument matching, 0 unless the tool and the argument keys match, else the mean ratio of
-    the argument values."""
-    compare: Compare = "content"
-    """What the text modes compare. content: what the action does (bash: the command; other
-    tools: the tool name and the argument values), without the call syntax; call: the whole
-    canonical XML call, wrapper included (any two bash calls share ~50 characters of it)."""
-    tool_mismatch: ToolMismatch = "text"
-    """text: a call to another tool than the expert's scores its plain similarity; zero: 0."""
-
-    def __post_init__(self) -> None:
-        check_reward_modes(self.similarity, self.compare, self.tool_mismatch, where="reward.")
-
-    def scorer(self) -> ActionSimilarity:
-        """The similarity of a well-formed action to the expert's, in [0, 1]."""
-        return ActionSimilarity(self.similarity, self.compare, self.tool_mismatch)
-
-    def step_reward(self, syntax: ActionSyntax = "xml") -> SimilarityReward:
-        """The SRL step reward with these settings, for completions in ``syntax``."""
-        return SimilarityReward(mode=self.similarity, compare=self.compare, tool_mismatch=self.tool_mismatch,
-                                syntax=syntax)
 
 
 @dataclass(frozen=True)

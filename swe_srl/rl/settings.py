@@ -67,7 +67,8 @@ class GrpoLossConfig:
             object.__setattr__(self, "loss_aggregation", LossAggregation(self.loss_aggregation))
         except ValueError:
             choices = [m.value for m in LossAggregation]
-            raise ConfigError(f"grpo.loss_aggregation must be one of {choices}, got {self.loss_aggregation!r}") from None
+            raise ConfigError(f"grpo.loss_aggregation must be one of {choices}, "
+                              f"got {self.loss_aggregation!r}") from None
         if self.beta < 0 or self.clip_eps_low < 0 or self.clip_eps_high < 0:
             raise ConfigError("grpo.beta and the clip ranges must be >= 0")
         if self.clip_eps_low >= 1:
