@@ -5,8 +5,10 @@ against the annotations) is generic and lives in :mod:`swe_srl.config_loader`. E
 is defined once and nested where it is used: the sampling settings are the policy's
 :class:`~swe_srl.policy.base.GenerationConfig` (``generation``), the way an episode is run and
 graded is the harness's :class:`~swe_srl.harness.HarnessConfig` (``episodes.harness``, the
-same one ``swe-srl eval`` uses), how actions are compared is the reward's (``reward``, also
-read by ``swe-srl eval --mode steps``).
+same one ``swe-srl eval`` uses), how actions are compared is the reward's
+:class:`~swe_srl.rewards.compare.RewardConfig` (``reward``, also read by ``swe-srl eval --mode
+steps``), the GRPO loss fields are :class:`~swe_srl.rl.settings.GrpoLossConfig`'s (``grpo``, the
+settings :mod:`swe_srl.rl.grpo` reads without importing this tree).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""What of an action the SRL reward compares (``compare``) and how (``similarity``).
+"""What of an action the SRL reward compares (``compare``) and how (``similarity``): the
+``reward`` settings, :class:`RewardConfig`, declared and validated once here.
 
 compare, for the text modes ``difflib`` / ``cydifflib`` / ``lcs`` (:mod:`swe_srl.rewards.text`):
   * ``content`` (default): the text of what the action does (:func:`content_text`). For
