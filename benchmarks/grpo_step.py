@@ -61,9 +61,9 @@ def run_trl(model_dir: Path, targets, args, steps: int) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from swe_srl.prompts import messages_for_target
-    from swe_srl.rewards.similarity import SimilarityReward
+    from swe_srl.rewards.similarity import RewardConfig, SimilarityReward
 
-    score = SimilarityReward(mode="cydifflib")
+    score = SimilarityReward(RewardConfig(similarity="cydifflib"))
 
     def similarity_reward(completions, target, **_):
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from swe_srl.actions import make_action, render_xml  # noqa: E402
 from swe_srl.paths import SAMPLES_DIR  # noqa: E402
 from swe_srl.prompts import format_completion  # noqa: E402
-from swe_srl.rewards.similarity import SimilarityReward, similarities  # noqa: E402
+from swe_srl.rewards.similarity import RewardConfig, SimilarityReward, similarities  # noqa: E402
 
 TARGETS, GROUP = 512, 8
 WORDS = ("value", "config", "parser", "result", "items", "name", "path", "line", "token", "node",
@@ -190,7 +190,7 @@ def main() -> None:
 
     completions = [format_completion("reasoning", a) for group in answers for a in group]
     rows = [{"target": e} for e in experts for _ in range(GROUP)]
-    reward = SimilarityReward(mode="cydifflib")
+    reward = SimilarityReward(RewardConfig(similarity="cydifflib"))
     methods = {"stdlib difflib (baseline)": stdlib, "difflib mode (grouped)": mode("difflib"),
                "cydifflib mode (exact)": mode("cydifflib"), "lcs mode (rapidfuzz Indel)": mode("lcs"),
                "SimilarityReward(cydifflib) e2e": lambda: reward(completions, rows)}

@@ -51,7 +51,7 @@ from swe_srl.actions import make_action, render_xml  # noqa: E402
 from swe_srl.formats import read_trajectories  # noqa: E402
 from swe_srl.paths import EXPERT_TRAJECTORIES_DIR, SAMPLES_DIR  # noqa: E402
 from swe_srl.prompts import format_completion  # noqa: E402
-from swe_srl.rewards.compare import ActionSimilarity  # noqa: E402
+from swe_srl.rewards.compare import ActionSimilarity, RewardConfig  # noqa: E402
 from swe_srl.rewards.similarity import SimilarityReward  # noqa: E402
 from swe_srl.schemas import Action  # noqa: E402
 
@@ -226,10 +226,11 @@ def main() -> None:
     results = {}
     for compare, similarity in SETTINGS:
         name = f"{compare}/{similarity}"
-        scored = scorer_run(ActionSimilarity(similarity, compare))()  # type: ignore[arg-type]
+        settings = RewardConfig(similarity, compare)  # type: ignore[arg-type]
+        scored = scorer_run(settings.scorer())()
         results[name] = scored
-        runs[f"{name} scorer"] = scorer_run(ActionSimilarity(similarity, compare))  # type: ignore[arg-type]
-        runs[f"{name} reward"] = reward_run(SimilarityReward(similarity, compare))  # type: ignore[arg-type]
+        runs[f"{name} scorer"] = scorer_run(settings.scorer())
+        runs[f"{name} reward"] = reward_run(SimilarityReward(settings))
     seconds = interleaved_medians(runs, args.repeats)
     per_k = 1000 / len(pairs)
     print()

@@ -48,7 +48,7 @@ def measure(budget: int, chunk: int, device: str) -> dict:
     from swe_srl.policy.base import Sample
     from swe_srl.rl.distributed import Dist
     from swe_srl.rl.optim import build_optimizer
-    from swe_srl.rl.update import loss_config, policy_update
+    from swe_srl.rl.update import policy_update
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -73,7 +73,6 @@ def measure(budget: int, chunk: int, device: str) -> dict:
     valid = torch.ones(GROUP, dtype=torch.bool)
     session = SimpleNamespace(config=cfg, dist=Dist(device=dev), tokenizer=SimpleNamespace(pad_token_id=0),
                               model=model, optimizer=optimizer, step=0, bf16=False)
-    loss_cfg = loss_config(cfg, cfg.generation.max_new_tokens)
 
     def peak() -> float:
         if dev.type == "cuda":
@@ -85,7 +84,8 @@ def measure(budget: int, chunk: int, device: str) -> dict:
     times = []
     for _ in range(2):
         started, cpu = time.perf_counter(), time.process_time()
-        metrics = policy_update(session, samples, advantages, valid, loss_cfg, None)
+        metrics = policy_update(session, samples, advantages, valid, None,
+                                max_tokens=cfg.generation.max_new_tokens)
         if dev.type == "cuda":
             torch.cuda.synchronize()
         times.append((time.perf_counter() - started, time.process_time() - cpu))

@@ -5,52 +5,32 @@ against the annotations) is generic and lives in :mod:`swe_srl.config_loader`. E
 is defined once and nested where it is used: the sampling settings are the policy's
 :class:`~swe_srl.policy.base.GenerationConfig` (``generation``), the way an episode is run and
 graded is the harness's :class:`~swe_srl.harness.HarnessConfig` (``episodes.harness``, the
-same one ``swe-srl eval`` uses), how actions are compared is the reward's (``reward``, also
-read by ``swe-srl eval --mode steps``).
+same one ``swe-srl eval`` uses), how actions are compared is the reward's
+:class:`~swe_srl.rewards.compare.RewardConfig` (``reward``, also read by ``swe-srl eval --mode
+steps``), the GRPO loss fields are :class:`~swe_srl.rl.settings.GrpoLossConfig`'s (``grpo``, the
+settings :mod:`swe_srl.rl.grpo` reads without importing this tree).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import ClassVar, Literal
 
-from .actions import ActionSyntax
 from .calibration import FlakyMode
 from .errors import ConfigError
 from .harness import HarnessConfig
 from .hosts import HostsConfig
 from .policy.base import GenerationConfig, LoraOptions
 from .rewards.episode import TestRewardShape
-from .rewards.compare import ActionSimilarity, Compare, SimilarityMode, ToolMismatch, check_reward_modes
-from .rewards.similarity import SimilarityReward
+from .rewards.compare import RewardConfig
+from .rl.settings import AdvantageScale, GrpoLossConfig, LossWeighting, Precision
 
 Method = Literal["sft", "srl", "rlvr", "hybrid"]
 Schedule = Literal["constant", "cosine", "linear"]
-Precision = Literal["auto", "bf16", "fp32"]
 Parallel = Literal["ddp", "fsdp"]
 Credit = Literal["episode", "turn"]
-LossWeighting = Literal["episode", "turn", "token"]
 LongPrompts = Literal["truncate", "drop"]
 RolloutCorrection = Literal["auto", "tis", "bypass"]
-
-
-class AdvantageScale(str, Enum):
-    """What GRPO divides the centred rewards by."""
-
-    GROUP = "group"  # the group's std (GRPO)
-    BATCH = "batch"  # the std of all valid rewards in the batch (less noisy for small G)
-    NONE = "none"  # nothing (Dr. GRPO: std scaling up-weights near-solved prompts)
-
-
-class LossAggregation(str, Enum):
-    """How GRPO's per-token losses become one scalar."""
-
-    SEQ_MEAN_TOKEN_MEAN = "seq-mean-token-mean"  # GRPO / SRL papers: mean per sequence, then mean
-    TOKEN_MEAN = "token-mean"  # DAPO: every token of the batch weighs the same
-    SEQ_MEAN_TOKEN_SUM_NORM = "seq-mean-token-sum-norm"  # Dr. GRPO: token sum / (sequences * max_tokens)
-
-
 SFTTarget = Literal["action", "thought_action"]
 EPISODE_METHODS = ("rlvr", "hybrid")
 # Collectives of an episode step wait while other ranks run Docker episodes and grade them.
@@ -114,25 +94,18 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class GRPOConfig:
-    """Sampling, rewards and the GRPO objective of SRL training."""
+class GRPOConfig(GrpoLossConfig):
+    """Sampling, rewards and the GRPO objective of SRL training: the loss fields (``beta``, the
+    clip ranges, ``loss_aggregation``, the importance-sampling corrections) are
+    :class:`~swe_srl.rl.settings.GrpoLossConfig`'s, declared and validated there."""
 
     num_generations: int = 8
     """G: completions sampled per step target (a group); temperature, top_p and the token
     budget are the run's ``generation`` settings."""
-    beta: float = 0.0
-    """KL coefficient to a frozen reference model (0 = no reference is loaded)."""
     reference_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     """The frozen reference's weights: auto = bfloat16 when the run trains in bf16 (its
     forwards run under bf16 autocast anyway: half the memory of a float32 copy), else the
     model's dtype."""
-    clip_eps_low: float = 0.2
-    clip_eps_high: float = 0.2
-    """Upper clip range of the ratio (DAPO's clip-higher uses e.g. 0.28)."""
-    loss_aggregation: LossAggregation = LossAggregation.SEQ_MEAN_TOKEN_MEAN
-    """seq-mean-token-mean: mean over each completion's tokens, then over completions (the
-    paper); token-mean: every token of the batch weighs the same (DAPO);
-    seq-mean-token-sum-norm: token sum / (completions x max_new_tokens) (Dr. GRPO)."""
     advantage_scale: AdvantageScale = AdvantageScale.GROUP
     """Divide centred rewards by the group std (group), the batch std (batch), or not (none)."""
     dynamic_sampling_eps: float = 0.02
@@ -152,62 +125,16 @@ class GRPOConfig:
     advantages only by ``dual_clip``); auto: tis with vllm, and with hf when the run trains in
     bf16 (KV-cache sampling and whole-sequence scoring under bf16 differ by ~0.03 nats/token on
     SmolLM2); nothing to correct with hf in float32."""
-    tis_cap: float = 2.0
-    """The truncation C of the importance weight (TRL's default 2)."""
-    dual_clip: float = 3.0
-    """Dual-clip constant c > 1: a token of a negative advantage weighs at most c times (verl's
-    default 3); 0 = off."""
-    is_veto: float = 0.0
-    """Leave out tokens (or sequences, ``is_veto_level``) whose raw importance weight is above
-    this (e.g. 20: a token the engine and trainer disagree on that much is a bug's signature,
-    not a sample); 0 = off."""
-    is_veto_level: Literal["token", "sequence"] = "token"
     moved_keys: ClassVar[dict[str, str]] = {"similarity": "reward.similarity"}
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.num_generations < 2:
             raise ConfigError("grpo.num_generations must be >= 2: advantages compare completions within a group")
-        if self.beta < 0 or self.clip_eps_low < 0 or self.clip_eps_high < 0:
-            raise ConfigError("grpo.beta and the clip ranges must be >= 0")
         if self.max_resample_rounds < 1:
             raise ConfigError("grpo.max_resample_rounds must be >= 1 (1 = sample once, no refill)")
         if self.reference_dtype not in ("auto", "float32", "bfloat16"):
             raise ConfigError(f"grpo.reference_dtype must be auto, float32 or bfloat16, got {self.reference_dtype!r}")
-        if self.tis_cap < 1 or (self.dual_clip and self.dual_clip <= 1):
-            raise ConfigError("grpo.tis_cap must be >= 1 and grpo.dual_clip > 1 (or 0 = off)")
-        if self.is_veto and self.is_veto <= self.tis_cap:
-            raise ConfigError("grpo.is_veto must be above grpo.tis_cap (or 0 = off)")
-
-
-@dataclass(frozen=True)
-class RewardConfig:
-    """How a policy action is compared with the expert's: the SRL step reward, training
-    validation, the hybrid per-turn similarity and ``swe-srl eval --mode steps`` (exact
-    definitions in :mod:`swe_srl.rewards.compare`). A format violation scores -1 in every mode."""
-
-    similarity: SimilarityMode = "cydifflib"
-    """difflib / cydifflib: difflib's ratio 2M/T without autojunk (identical values, cydifflib
-    ~8x faster); lcs: 2*LCS/T (rapidfuzz Indel: far faster, values equal or higher); args:
-    argument matching, 0 unless the tool and the argument keys match, else the mean ratio of
-    the argument values."""
-    compare: Compare = "content"
-    """What the text modes compare. content: what the action does (bash: the command; other
-    tools: the tool name and the argument values), without the call syntax; call: the whole
-    canonical XML call, wrapper included (any two bash calls share ~50 characters of it)."""
-    tool_mismatch: ToolMismatch = "text"
-    """text: a call to another tool than the expert's scores its plain similarity; zero: 0."""
-
-    def __post_init__(self) -> None:
-        check_reward_modes(self.similarity, self.compare, self.tool_mismatch, where="reward.")
-
-    def scorer(self) -> ActionSimilarity:
-        """The similarity of a well-formed action to the expert's, in [0, 1]."""
-        return ActionSimilarity(self.similarity, self.compare, self.tool_mismatch)
-
-    def step_reward(self, syntax: ActionSyntax = "xml") -> SimilarityReward:
-        """The SRL step reward with these settings, for completions in ``syntax``."""
-        return SimilarityReward(mode=self.similarity, compare=self.compare, tool_mismatch=self.tool_mismatch,
-                                syntax=syntax)
 
 
 @dataclass(frozen=True)

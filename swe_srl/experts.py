@@ -32,7 +32,7 @@ from .agent import AgentConfig
 from .errors import ConfigError, InfrastructureError, InputError
 from .evaluate import EvalConfig, InstanceResult, evaluate_tasks, instance_dir, read_result
 from .harness import HarnessConfig
-from .paths import EXPERT_TRAJECTORIES_DIR, REPO_ROOT
+from .paths import DEMO_EXPERTS as DEFAULT_OUTPUT, EXPERT_TRAJECTORIES_DIR, REPO_ROOT
 from .policy.base import Conversation, GenerationConfig
 from .policy.scripted import ScriptedPolicy
 from .prompts import format_completion
@@ -40,7 +40,6 @@ from .sandbox.grading import GradingConfig
 from .schemas import Action, Task, Trajectory
 
 SCRIPTS_DIR = EXPERT_TRAJECTORIES_DIR / "scripts"
-DEFAULT_OUTPUT = EXPERT_TRAJECTORIES_DIR / "demo-experts.jsonl"
 EXPERT_MODEL_NAME = "expert-script"
 _TOOLS = ("bash", "str_replace_editor", "submit")
 

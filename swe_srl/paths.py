@@ -9,6 +9,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 SAMPLES_DIR = REPO_ROOT / "trajectories" / "samples"
 EXPERT_TRAJECTORIES_DIR = REPO_ROOT / "trajectories" / "expert"
+# The demo tasks' expert runs: `swe-srl record-experts` writes them, hybrid training compares with them.
+DEMO_EXPERTS = EXPERT_TRAJECTORIES_DIR / "demo-experts.jsonl"
 # Synthetic bug-fix tasks and expert trajectories made by trajectories/generate_synthetic.py.
 SYNTHETIC_TRAJECTORIES_DIR = REPO_ROOT / "trajectories" / "synthetic"
 TASKS_DIR = REPO_ROOT / "environments" / "tasks"
@@ -17,7 +19,7 @@ TASKS_DIR = REPO_ROOT / "environments" / "tasks"
 def default_trajectory_inputs() -> list[Path]:
     """What `swe-srl build-dataset` reads without INPUT: the format samples, the recorded
     expert runs of the demo tasks, and the synthetic expert trajectories (those present)."""
-    files = (EXPERT_TRAJECTORIES_DIR / "demo-experts.jsonl", SYNTHETIC_TRAJECTORIES_DIR / "trajectories.jsonl.gz")
+    files = (DEMO_EXPERTS, SYNTHETIC_TRAJECTORIES_DIR / "trajectories.jsonl.gz")
     return [SAMPLES_DIR] + [p for p in files if p.is_file()]
 
 

@@ -185,11 +185,6 @@ def format_completion(thought: str, action_text: str) -> str:
     return f"{THINK_OPEN}\n{thought.strip()}\n{THINK_CLOSE}\n{action_text.strip()}"
 
 
-def target_completion(step_target: StepTarget, syntax: ActionSyntax = "xml") -> str:
-    """The expert's answer to a step target (SFT label): its thought and its action."""
-    return format_completion(step_target.expert_thought, render_action(step_target.target, syntax))
-
-
 def _chatml(messages: Sequence[Mapping[str, Any]]) -> str:
     turns = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
     return "".join(turns) + "<|im_start|>assistant\n"

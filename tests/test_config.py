@@ -141,9 +141,9 @@ def test_reward_section_defaults_and_what_it_builds():
     cfg = load_config(TrainConfig, "paper", ["reward.similarity=lcs", "reward.tool_mismatch=zero"])
     assert load_config(TrainConfig, "paper").reward == RewardConfig(similarity="cydifflib", compare="content")
     fn = cfg.reward.step_reward()
-    assert (fn.mode, fn.compare, fn.tool_mismatch) == ("lcs", "content", "zero")
+    assert fn.settings == RewardConfig("lcs", "content", "zero") and fn.syntax == "xml"
     scorer = load_config(TrainConfig, None, ["reward.similarity=args"]).reward.scorer()
-    assert (scorer.similarity, scorer.compare) == ("args", "content")
+    assert (scorer.settings.similarity, scorer.settings.compare) == ("args", "content")
     with pytest.raises(ConfigError, match="reward.compare"):
         RewardConfig(similarity="args", compare="call")
 

@@ -14,9 +14,9 @@ from swe_srl.prompts import (
     build_messages,
     format_completion,
     messages_for_target,
+    render_action,
     render_prompt,
     system_prompt,
-    target_completion,
 )
 from swe_srl.rewards.similarity import parse_completion, srl_reward
 from swe_srl.schemas import ContextRound, StepTarget
@@ -89,12 +89,17 @@ def test_format_completion_round_trips_through_the_reward():
     assert completion == "<think>\nOpen the parser.\n</think>\n" + render_xml(VIEW)
     parsed = parse_completion(completion)
     assert parsed is not None and parsed.thought == "Open the parser." and parsed.action == parse_xml(render_xml(VIEW))
+    from swe_srl.config import SFTConfig
+    from swe_srl.rl.sft import sft_completion
+
     target = make_target()
-    assert target_completion(target) == completion
-    assert srl_reward(target_completion(target), target.target) == 1.0
+    label = sft_completion(target, SFTConfig(target="thought_action"))  # the SFT label: thought + action
+    assert label == completion
+    assert srl_reward(label, target.target) == 1.0
     bash_target = dataclasses.replace(make_target(), target=render_xml(LS), target_tool="bash")
-    assert target_completion(bash_target, "bash_block").endswith("</think>\n```bash\nls src/\n```")
-    assert srl_reward(target_completion(bash_target, "bash_block"), bash_target.target, syntax="bash_block") == 1.0
+    bash_answer = format_completion(bash_target.expert_thought, render_action(bash_target.target, "bash_block"))
+    assert bash_answer.endswith("</think>\n```bash\nls src/\n```")
+    assert srl_reward(bash_answer, bash_target.target, syntax="bash_block") == 1.0
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Weighted sums of reward components, with "left out" (None) kept honest.
+"""Weighted sums of reward components, with "left out" (None) kept honest (the hybrid
+episode reward, :func:`swe_srl.rewards.episode.episode_reward`, is one).
 
 Every reward function follows one contract (TRL's)::
 
@@ -17,11 +18,9 @@ a container died). It must never turn into a score, so the rules are:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import ConfigError, InputError
-from ..schemas import RewardResult
 
 RewardValue = float | None
 RewardFn = Callable[[Sequence[str], Sequence[Any]], list[RewardValue]]
@@ -62,57 +61,3 @@ def combine(named_rewards: Mapping[str, Sequence[RewardValue]],
         else:
             combined.append(sum(w * float(v) for w, v in values))  # type: ignore[arg-type]
     return combined
-
-
-def reward_name(fn: RewardFn) -> str:
-    """The name a reward function is logged under: its ``name`` attribute or ``__name__``."""
-    name = getattr(fn, "name", None) or getattr(fn, "__name__", None)
-    return str(name) if name else type(fn).__name__
-
-
-@dataclass(frozen=True)
-class CombinedReward:
-    """Several reward functions and their weights, itself a reward function.
-
-    ``evaluate`` also returns each component, for logging."""
-
-    functions: Mapping[str, RewardFn]
-    weights: Mapping[str, float]
-
-    def __post_init__(self) -> None:
-        if not self.functions:
-            raise ConfigError("a combined reward needs at least one reward function")
-        check_weights(list(self.functions), self.weights)
-
-    @classmethod
-    def of(cls, *weighted: tuple[RewardFn, float]) -> CombinedReward:
-        """Build from ``(fn, weight)`` pairs, naming each component by :func:`reward_name`."""
-        names = [reward_name(fn) for fn, _ in weighted]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"reward functions need distinct names, got {names}")
-        return cls(dict(zip(names, (fn for fn, _ in weighted))),
-                   dict(zip(names, (w for _, w in weighted))))
-
-    @property
-    def name(self) -> str:
-        return "+".join(self.functions)
-
-    def components(self, completions: Sequence[str], samples: Sequence[Any]) -> dict[str, list[RewardValue]]:
-        """Each component's values, checked to be one per completion."""
-        out = {}
-        for name, fn in self.functions.items():
-            values = list(fn(completions, samples))
-            if len(values) != len(completions):
-                raise InputError(f"reward {name!r} returned {len(values)} values for {len(completions)} completions")
-            out[name] = values
-        return out
-
-    def __call__(self, completions: Sequence[str], samples: Sequence[Any]) -> list[RewardValue]:
-        return combine(self.components(completions, samples), self.weights)
-
-    def evaluate(self, completions: Sequence[str], samples: Sequence[Any]) -> list[RewardResult]:
-        """One :class:`RewardResult` per completion: the combined value and its components."""
-        parts = self.components(completions, samples)
-        values = combine(parts, self.weights)
-        return [RewardResult(value=value, components={name: parts[name][i] for name in parts})
-                for i, value in enumerate(values)]

@@ -1,4 +1,5 @@
-"""What of an action the SRL reward compares (``compare``) and how (``similarity``).
+"""What of an action the SRL reward compares (``compare``) and how (``similarity``): the
+``reward`` settings, :class:`RewardConfig`, declared and validated once here.
 
 compare, for the text modes ``difflib`` / ``cydifflib`` / ``lcs`` (:mod:`swe_srl.rewards.text`):
   * ``content`` (default): the text of what the action does (:func:`content_text`). For
@@ -32,12 +33,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
 
-from ..actions import ARG_ORDER, parse_action, render_xml
+from ..actions import ARG_ORDER, ActionSyntax, parse_action, render_xml
 from ..errors import ActionParseError, ConfigError
 from ..schemas import Action
 from .text import TEXT_MODES, similarities, similarity
+
+if TYPE_CHECKING:
+    from .similarity import SimilarityReward
 
 SimilarityMode = Literal["difflib", "cydifflib", "lcs", "args"]
 SIMILARITY_MODES: tuple[str, ...] = (*TEXT_MODES, "args")
@@ -107,39 +111,67 @@ def args_similarity(candidate: Action, expert: Action) -> float:
     return sum(ratios) / len(ratios)
 
 
-def check_reward_modes(similarity_mode: str, compare: str, tool_mismatch: str, where: str = "") -> None:
-    """ConfigError (one line, naming the setting) for an unknown or contradictory mode."""
-    if similarity_mode not in SIMILARITY_MODES:
-        raise ConfigError(f"{where}similarity must be one of {list(SIMILARITY_MODES)}, got {similarity_mode!r}")
-    if compare not in COMPARES:
-        raise ConfigError(f"{where}compare must be one of {list(COMPARES)}, got {compare!r}")
-    if tool_mismatch not in TOOL_MISMATCHES:
-        raise ConfigError(f"{where}tool_mismatch must be one of {list(TOOL_MISMATCHES)}, got {tool_mismatch!r}")
-    if similarity_mode == "args" and compare != "content":
-        raise ConfigError(f"{where}similarity 'args' compares argument values itself; {where}compare "
-                          f"applies to the text modes only: leave it at 'content' (got {compare!r})")
+@dataclass(frozen=True)
+class RewardConfig:
+    """How a policy action is compared with the expert's (the ``reward`` config section): the
+    SRL step reward, training validation, the hybrid per-turn similarity and ``swe-srl eval
+    --mode steps`` (exact definitions in the module docstring). A format violation scores -1 in
+    every mode. The one declaration of these settings: the scorer (:meth:`scorer`) and the step
+    reward (:meth:`step_reward`) hold a ``RewardConfig``."""
+
+    similarity: SimilarityMode = "cydifflib"
+    """difflib / cydifflib: difflib's ratio 2M/T without autojunk (identical values, cydifflib
+    ~8x faster); lcs: 2*LCS/T (rapidfuzz Indel: far faster, values equal or higher); args:
+    argument matching, 0 unless the tool and the argument keys match, else the mean ratio of
+    the argument values."""
+    compare: Compare = "content"
+    """What the text modes compare. content: what the action does (bash: the command; other
+    tools: the tool name and the argument values), without the call syntax; call: the whole
+    canonical XML call, wrapper included (any two bash calls share ~50 characters of it)."""
+    tool_mismatch: ToolMismatch = "text"
+    """text: a call to another tool than the expert's scores its plain similarity; zero: 0."""
+
+    def __post_init__(self) -> None:
+        if self.similarity not in SIMILARITY_MODES:
+            raise ConfigError(f"reward.similarity must be one of {list(SIMILARITY_MODES)}, got {self.similarity!r}")
+        if self.compare not in COMPARES:
+            raise ConfigError(f"reward.compare must be one of {list(COMPARES)}, got {self.compare!r}")
+        if self.tool_mismatch not in TOOL_MISMATCHES:
+            raise ConfigError(f"reward.tool_mismatch must be one of {list(TOOL_MISMATCHES)}, "
+                              f"got {self.tool_mismatch!r}")
+        if self.similarity == "args" and self.compare != "content":
+            raise ConfigError("reward.similarity 'args' compares argument values itself; reward.compare applies "
+                              f"to the text modes only: leave it at 'content' (got {self.compare!r})")
+
+    def scorer(self) -> ActionSimilarity:
+        """The similarity of a well-formed action to the expert's, in [0, 1]."""
+        return ActionSimilarity(self)
+
+    def step_reward(self, syntax: ActionSyntax = "xml") -> SimilarityReward:
+        """The SRL step reward with these settings, for completions in ``syntax``: the one
+        factory training, validation and ``swe-srl eval --mode steps`` build it with."""
+        from .similarity import SimilarityReward  # similarity.py imports this module
+
+        return SimilarityReward(self, syntax=syntax)
 
 
 @dataclass(frozen=True)
 class ActionSimilarity:
-    """Scores well-formed policy actions against one expert action, in [0, 1]."""
+    """Scores well-formed policy actions against one expert action, in [0, 1], under
+    ``settings``."""
 
-    similarity: SimilarityMode = "cydifflib"
-    compare: Compare = "content"
-    tool_mismatch: ToolMismatch = "text"
-
-    def __post_init__(self) -> None:
-        check_reward_modes(self.similarity, self.compare, self.tool_mismatch)
+    settings: RewardConfig = RewardConfig()
 
     def scores(self, actions: Sequence[Action], target: str) -> list[float]:
         """The similarity of each action to the expert action ``target`` (text in any syntax)."""
+        mode, compare = self.settings.similarity, self.settings.compare
         expert = expert_action(target)
-        if self.similarity == "args":
+        if mode == "args":
             return [0.0 if expert is None else args_similarity(a, expert) for a in actions]
-        reference = target.strip() if expert is None else compared_text(expert, self.compare)
-        values = similarities([compared_text(a, self.compare) for a in actions], reference,
-                              self.similarity)  # type: ignore[arg-type]  # a text mode here
-        if self.tool_mismatch == "zero" and expert is not None:
+        reference = target.strip() if expert is None else compared_text(expert, compare)
+        values = similarities([compared_text(a, compare) for a in actions], reference,
+                              mode)  # type: ignore[arg-type]  # a text mode here
+        if self.settings.tool_mismatch == "zero" and expert is not None:
             values = [0.0 if a.tool != expert.tool else v for a, v in zip(actions, values)]
         return values
 

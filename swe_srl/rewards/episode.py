@@ -92,14 +92,6 @@ def turn_similarities(actions: Sequence[Optional[Action]], expert_actions: Seque
     return [FORMAT_VIOLATION if row is None else (0.0 if j is None else row[j]) for row, j in zip(scores, aligned)]
 
 
-def episode_similarity(actions: Sequence[Optional[Action]], expert_actions: Sequence[str],
-                       scorer: ActionSimilarity = ActionSimilarity()) -> float:
-    """The hybrid similarity component: sum over turns / max(turns, expert steps); -1 without
-    any turn."""
-    scores = turn_similarities(actions, expert_actions, scorer)
-    return sum(scores) / max(len(scores), len(expert_actions)) if scores else FORMAT_VIOLATION
-
-
 def turn_credit(turn_scores: Sequence[float], episode_score: float, similarity_weight: float) -> list[float]:
     """Per-turn credit (``episodes.credit: turn``): what each turn adds to its episode's reward
     when its own similarity replaces the episode's, ``weight * (turn - episode)``; the trainer
@@ -143,6 +135,6 @@ def score_episode(report: Optional[TestReport], actions: Sequence[Optional[Actio
             components[SIMILARITY] = None
         else:
             turns = tuple(turn_similarities(actions, expert_actions, scorer))
-            components[SIMILARITY] = (sum(turns) / max(len(turns), len(expert_actions))
-                                      if turns else FORMAT_VIOLATION)
+            # sum over turns / max(turns, expert steps); an episode without any turn did nothing
+            components[SIMILARITY] = sum(turns) / max(len(turns), len(expert_actions)) if turns else FORMAT_VIOLATION
     return EpisodeScore(components, None if infra_error else episode_reward(components, weights), turns)

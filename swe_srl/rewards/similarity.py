@@ -39,10 +39,10 @@ from .compare import (  # noqa: F401  # re-exported: the reward's public names l
     SIMILARITY_MODES,
     ActionSimilarity,
     Compare,
+    RewardConfig,
     SimilarityMode,
     ToolMismatch,
     canonical_target,
-    check_reward_modes,
 )
 from .text import similarities, similarity  # noqa: F401  # re-exported
 
@@ -135,17 +135,15 @@ class SimilarityReward:
 
     ``samples[i][target_key]`` is the expert action (canonical text, as in a step target
     row). -1 for a format violation, else the :class:`~.compare.ActionSimilarity` of the
-    action to the expert's (``mode``, ``compare``, ``tool_mismatch``; see that module)."""
+    action to the expert's under ``settings`` (``reward.similarity``, ``reward.compare``,
+    ``reward.tool_mismatch``; see that module)."""
 
-    mode: SimilarityMode = "cydifflib"
-    compare: Compare = "content"
-    tool_mismatch: ToolMismatch = "text"
+    settings: RewardConfig = RewardConfig()
     syntax: ActionSyntax = "xml"
     allow_prose: bool = False
     target_key: str = "target"
 
     def __post_init__(self) -> None:
-        check_reward_modes(self.mode, self.compare, self.tool_mismatch)
         if self.syntax not in ("xml", "bash_block"):
             raise ConfigError(f"completion syntax must be 'xml' or 'bash_block', got {self.syntax!r}")
 
@@ -155,7 +153,7 @@ class SimilarityReward:
 
     @property
     def scorer(self) -> ActionSimilarity:
-        return ActionSimilarity(self.mode, self.compare, self.tool_mismatch)
+        return self.settings.scorer()
 
     def __call__(self, completions: Sequence[str], samples: Sequence[Any]) -> list[float | None]:
         _check_batch(completions, samples)
@@ -174,31 +172,11 @@ class SimilarityReward:
         return rewards
 
 
-@dataclass(frozen=True)
-class FormatReward:
-    """``valid`` for a well-formed completion, ``invalid`` otherwise (defaults 1 / 0, so its
-    batch mean is the well-formed fraction)."""
-
-    syntax: ActionSyntax = "xml"
-    allow_prose: bool = False
-    valid: float = 1.0
-    invalid: float = 0.0
-
-    @property
-    def name(self) -> str:
-        return "format"
-
-    def __call__(self, completions: Sequence[str], samples: Sequence[Any]) -> list[float | None]:
-        _check_batch(completions, samples)
-        return [self.valid if parse_completion(c, syntax=self.syntax, allow_prose=self.allow_prose)
-                else self.invalid for c in completions]
-
-
 def srl_reward(completion: str, target: str, mode: SimilarityMode = "cydifflib", *,
                compare: Compare = "content", tool_mismatch: ToolMismatch = "text",
                syntax: ActionSyntax = "xml", allow_prose: bool = False) -> float:
     """The SRL reward of one completion against one expert action, in [-1, 1]."""
-    fn = SimilarityReward(mode, compare, tool_mismatch, syntax, allow_prose)
+    fn = SimilarityReward(RewardConfig(mode, compare, tool_mismatch), syntax, allow_prose)
     return float(fn([completion], [{"target": target}])[0])  # type: ignore[arg-type]  # never None
 
 

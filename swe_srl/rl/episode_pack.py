@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence
 
-from ..config import LossWeighting
+from .settings import LossWeighting
 
 
 @dataclass(frozen=True)

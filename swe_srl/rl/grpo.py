@@ -8,19 +8,22 @@ completion tokens (prompt, padding and observations False).
 Rewards that are None (left out: the grading harness failed) travel as NaN. They are
 excluded from their group's statistics, get advantage 0 and zero loss weight: an
 infrastructure failure must not pull the group mean or look like a bad answer.
+
+The settings it reads are :mod:`swe_srl.rl.settings`' (torch-free, imported by the config
+tree, not importing it): this module pulls no sandbox, Docker or Ray module
+(tests/rl/test_import_tower.py).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
 
-from ..config import AdvantageScale, LossAggregation
 from ..errors import ConfigError, InputError
+from .settings import AdvantageScale, GrpoLossConfig, LossAggregation
 
 
 def rewards_tensor(rewards: Sequence[float | None], device: torch.device | str | None = None) -> Tensor:
@@ -99,28 +102,6 @@ def dynamic_sampling_mask(rewards: Tensor, group_size: int, threshold: float = 1
     always exactly equal to them. A negative threshold keeps every group."""
     _, std, _ = group_stats(rewards, group_size)
     return std > threshold
-
-
-class GroupScores(NamedTuple):
-    """Advantages ``[B]``, the per-sample loss weight mask ``[B]``, the kept groups ``[G]``."""
-
-    advantages: Tensor
-    sample_mask: Tensor
-    group_mask: Tensor
-
-
-def score_groups(rewards: Tensor, group_size: int, *, scale: AdvantageScale | str = AdvantageScale.GROUP,
-                 eps: float = 1e-4, drop_threshold: float | None = None) -> GroupScores:
-    """Advantages plus which samples carry loss: those with a finite reward, in a kept
-    group (``drop_threshold`` None keeps every group)."""
-    advantages = group_advantages(rewards, group_size, scale=scale, eps=eps)
-    num_groups = rewards.numel() // group_size
-    if drop_threshold is None:
-        group_mask = torch.ones(num_groups, dtype=torch.bool, device=rewards.device)
-    else:
-        group_mask = dynamic_sampling_mask(rewards, group_size, drop_threshold)
-    sample_mask = torch.isfinite(rewards) & group_mask.repeat_interleave(group_size)
-    return GroupScores(advantages, sample_mask, group_mask)
 
 
 class Surrogate(NamedTuple):
@@ -235,45 +216,6 @@ def aggregate(values: Tensor, mask: Tensor, mode: LossAggregation | str, *, max_
     return masked.sum() / (sequences * width)
 
 
-@dataclass(frozen=True)
-class GrpoLossConfig:
-    """Loss hyper-parameters. Paper defaults (SRL): symmetric clip 0.2, no KL (beta 0),
-    per-sequence mean aggregation."""
-
-    clip_low: float = 0.2
-    clip_high: float = 0.2  # DAPO's "clip-higher" uses e.g. 0.28
-    beta: float = 0.0  # weight of the k3 KL to the reference policy; 0 = no reference needed
-    aggregation: LossAggregation = LossAggregation.SEQ_MEAN_TOKEN_MEAN
-    max_tokens: int | None = None  # Dr. GRPO normaliser: the generation budget (max_new_tokens)
-    dual_clip: float = 0.0  # c > 1 bounds a negative advantage's token weight at c; 0 = off
-    tis_cap: float = 2.0  # truncated importance sampling cap (used when engine log-probs are given)
-    is_veto: float = 0.0  # zero tokens / sequences whose raw IS weight is above this; 0 = off
-    is_veto_level: str = "token"
-
-    def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "aggregation", LossAggregation(self.aggregation))
-        except ValueError:
-            choices = [m.value for m in LossAggregation]
-            raise ConfigError(f"loss aggregation must be one of {choices}, got {self.aggregation!r}") from None
-        if not 0 <= self.clip_low < 1:
-            raise ConfigError(f"clip_low must be in [0, 1), got {self.clip_low}")
-        if self.clip_high < 0:
-            raise ConfigError(f"clip_high must be >= 0, got {self.clip_high}")
-        if self.beta < 0:
-            raise ConfigError(f"beta (KL weight) must be >= 0, got {self.beta}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.dual_clip and self.dual_clip <= 1:
-            raise ConfigError(f"dual_clip must be > 1 (or 0 = off), got {self.dual_clip}")
-        if self.tis_cap < 1:
-            raise ConfigError(f"tis_cap must be >= 1, got {self.tis_cap}")
-        if self.is_veto and self.is_veto <= self.tis_cap:
-            raise ConfigError(f"is_veto must be above tis_cap ({self.tis_cap}) or 0 = off, got {self.is_veto}")
-        if self.is_veto_level not in ("token", "sequence"):
-            raise ConfigError(f"is_veto_level must be token or sequence, got {self.is_veto_level!r}")
-
-
 def _masked_mean(values: Tensor, mask: Tensor) -> float:
     count = int(mask.sum())
     return float(torch.where(mask, values.float(), 0.0).sum() / count) if count else 0.0
@@ -281,8 +223,9 @@ def _masked_mean(values: Tensor, mask: Tensor) -> float:
 
 def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor, mask: Tensor, *,
               ref_logprobs: Tensor | None = None, sample_mask: Tensor | None = None,
-              config: GrpoLossConfig = GrpoLossConfig(), num_sequences: float | None = None,
-              num_tokens: float | None = None, engine_logprobs: Tensor | None = None,
+              config: GrpoLossConfig = GrpoLossConfig(), max_tokens: int | None = None,
+              num_sequences: float | None = None, num_tokens: float | None = None,
+              engine_logprobs: Tensor | None = None,
               unit_weights: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """The GRPO loss of one (micro-)batch and its metrics.
 
@@ -293,13 +236,17 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor,
     another implementation that sampled the tokens (a vLLM engine): each token's loss is then
     weighted by :func:`truncated_is_weights` (``is_weight_max``, ``is_clip_fraction``,
     ``is_veto_fraction`` and ``mismatch_kl``, the k3 estimate of KL(engine || trainer), say
-    how far apart the two were). ``unit_weights``: see :func:`aggregate` (packed episodes).
+    how far apart the two were). ``max_tokens``, ``num_sequences``, ``num_tokens`` and
+    ``unit_weights``: see :func:`aggregate` (``max_tokens``: the generation budget,
+    ``generation.max_new_tokens``; ``unit_weights``: packed episodes).
     Metrics are token means over the
     masked-in tokens: ``clip_fraction`` (``clip_low_fraction`` + ``clip_high_fraction``),
     ``ratio_mean``/``ratio_min``/``ratio_max``, ``kl``, plus ``policy_loss``, ``kl_loss``,
     ``tokens``, ``sequences``."""
     if config.beta > 0 and ref_logprobs is None:
         raise ConfigError("beta > 0 needs reference logprobs (ref_logprobs)")
+    if max_tokens is not None and max_tokens < 1:
+        raise ConfigError(f"max_tokens must be >= 1, got {max_tokens}")
     if old_logprobs is None:
         old_logprobs = logprobs.detach()
     mask = mask.bool()
@@ -310,8 +257,9 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor,
     advantages = torch.nan_to_num(advantages, nan=0.0, posinf=0.0, neginf=0.0)
 
     terms = clipped_surrogate(logprobs, old_logprobs, advantages, mask,
-                              clip_low=config.clip_low, clip_high=config.clip_high, dual_clip=config.dual_clip)
-    agg = dict(mode=config.aggregation, max_tokens=config.max_tokens,
+                              clip_low=config.clip_eps_low, clip_high=config.clip_eps_high,
+                              dual_clip=config.dual_clip)
+    agg = dict(mode=config.loss_aggregation, max_tokens=max_tokens,
                num_sequences=num_sequences, num_tokens=num_tokens, unit_weights=unit_weights)
     per_token = terms.loss
     tis = None

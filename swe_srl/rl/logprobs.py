@@ -12,8 +12,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from ..config import Precision
 from ..errors import ConfigError
+from .settings import Precision
 
 
 def chunks(items: Sequence[Any], parts: int) -> Iterator[Sequence[Any]]:

@@ -39,7 +39,7 @@ from ..actions import render_xml
 from ..calibration import episode_weight, resolve_calibration, verdict_counts
 from ..config import EpisodeConfig, LossWeighting, TrainConfig
 from ..errors import ConfigError, InputError, RecordError
-from ..experts import DEFAULT_OUTPUT as DEFAULT_EXPERTS
+from ..paths import DEMO_EXPERTS as DEFAULT_EXPERTS
 from ..harness import GradedEpisode, run_graded_episode
 from ..hosts import HostPool
 from ..policy.base import Policy

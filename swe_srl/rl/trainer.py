@@ -34,7 +34,7 @@ from .records import DrawLog, Group, SampledBatch
 from .session import Session, TrainResult
 from .sft import sft_step
 from .sources import EpisodeSource, StepTargetSource
-from .update import loss_config, policy_update
+from .update import policy_update
 
 Source = StepTargetSource | EpisodeSource
 
@@ -52,7 +52,6 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
             session.sampler = session.rollout.sampler
         source = None if config.method == "sft" else make_source(session)
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
-        loss_cfg = loss_config(config, source.max_tokens) if source is not None else None
         val = session.validate_and_log() if session.step == 0 and config.run.eval_every and config.run.eval_at_start else {}
         final = session.resumed_from.path if session.resumed_from is not None else None
         prefetch: Optional[Prefetch] = None  # rollout.async_ahead: the next step's batch, being drawn
@@ -77,8 +76,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     staleness = session.rollout.check(sequences, session.step)  # sampled with these weights?
                     if not ahead:
                         session.rollout.release()  # engine asleep during the update (rollout.sleep_level)
-                    metrics = policy_update(session, sequences, per_sequence, valid, loss_cfg, ref_model,
-                                            max_chunk=source.max_chunk)      # clipped surrogate, one step
+                    metrics = policy_update(session, sequences, per_sequence, valid, ref_model,  # clipped surrogate
+                                            max_tokens=source.max_tokens, max_chunk=source.max_chunk)
                     metrics.update(batch.metrics)
                     if isinstance(source, EpisodeSource):
                         metrics.update(source.pack_metrics(session.dist))  # turns -> rows of the update

@@ -23,13 +23,6 @@ TOKEN_METRICS = ("kl", "clip_fraction", "clip_dual_fraction", "ratio_mean", "log
                  "is_veto_fraction", "mismatch_kl")
 
 
-def loss_config(config: TrainConfig, max_tokens: int) -> grpo.GrpoLossConfig:
-    g = config.grpo
-    return grpo.GrpoLossConfig(clip_low=g.clip_eps_low, clip_high=g.clip_eps_high, beta=g.beta,
-                               aggregation=g.loss_aggregation, max_tokens=max_tokens, dual_clip=g.dual_clip,
-                               tis_cap=g.tis_cap, is_veto=g.is_veto, is_veto_level=g.is_veto_level)
-
-
 def uses_tis(config: TrainConfig, bf16: bool = False) -> bool:
     """Whether the sampler's log-probs are corrected by truncated importance sampling (else,
     bypass: a vLLM engine's are the ratio's old log-probs; the trained model's own are ignored).
@@ -43,12 +36,13 @@ def uses_tis(config: TrainConfig, bf16: bool = False) -> bool:
 
 
 def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
-                  loss_cfg: grpo.GrpoLossConfig, ref_model: Optional[torch.nn.Module], *,
-                  max_chunk: int = 0) -> dict[str, float]:
+                  ref_model: Optional[torch.nn.Module], *, max_tokens: int, max_chunk: int = 0) -> dict[str, float]:
     """One optimizer step on ``samples`` (each with exact ``prompt_ids`` / ``completion_ids``),
-    one advantage per sample; ``valid`` False (a None reward) leaves a sample out of the loss
-    and its normalisers. ``max_chunk`` > 0 caps the sequences per forward/backward pass
-    (unless ``optim.max_tokens_per_microbatch`` packs them by tokens instead). Every rank
+    one advantage per sample, under the run's GRPO loss settings (``grpo``); ``valid`` False (a
+    None reward) leaves a sample out of the loss and its normalisers. ``max_tokens``: the
+    generation budget (Dr. GRPO's normaliser, ``grpo.loss_aggregation: seq-mean-token-sum-norm``).
+    ``max_chunk`` > 0 caps the sequences per forward/backward pass (unless
+    ``optim.max_tokens_per_microbatch`` packs them by tokens instead). Every rank
     calls it, even with no samples (the gradient all-reduce needs every rank)."""
     cfg, d = session.config, session.dist
     valid = valid.bool() if len(samples) else torch.zeros(0, dtype=torch.bool)
@@ -92,7 +86,8 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
                 engine = sampler_logprobs(drawn, logprobs)  # the trained model sampled (hf): its own
             old, engine = (None, engine) if tis else (engine, None)
             loss, metrics = grpo.grpo_loss(logprobs, old, part_advantages, batch.completion_mask,
-                                           ref_logprobs=ref, sample_mask=valid[part], config=loss_cfg,
+                                           ref_logprobs=ref, sample_mask=valid[part], config=cfg.grpo,
+                                           max_tokens=max_tokens,
                                            num_sequences=max(n_seq, 1.0), num_tokens=max(n_tok, 1.0),
                                            engine_logprobs=engine, unit_weights=unit_weights)
             weight_max = max(weight_max, metrics["is_weight_max"])

@@ -7,9 +7,9 @@ import math
 import pytest
 
 from swe_srl.errors import ConfigError, InputError
-from swe_srl.rewards.combine import CombinedReward, combine, reward_name
-from swe_srl.rewards.similarity import FormatReward, SimilarityReward
-from swe_srl.schemas import RewardResult
+from swe_srl.rewards.combine import combine
+from swe_srl.rewards.episode import episode_reward
+from swe_srl.rewards.similarity import SimilarityReward, parse_completion
 
 TARGET = "<function=bash>\n<parameter=command>ls</parameter>\n</function>"
 
@@ -40,27 +40,25 @@ def test_weights_must_match_components():
         combine({"sim": [1.0], "tests": [1.0, 0.0]}, {"sim": 1.0, "tests": 1.0})
 
 
-def test_combined_reward_follows_the_contract_and_reports_components():
+def test_components_in_the_reward_contract_combine_with_left_out_samples():
+    """Reward functions in TRL's contract (None = left out), weighed by ``combine``: a weighted
+    None leaves the sample out, a zero-weight component is only logged."""
     def infra_flaky(completions, samples):
         return [None if s.get("broken") else 1.0 for s in samples]
 
-    combined = CombinedReward.of((SimilarityReward(), 1.0), (FormatReward(), 0.0), (infra_flaky, 0.5))
-    assert combined.name == "similarity+format+infra_flaky"
     good = f"<think>ok</think>\n{TARGET}"
+    completions = [good, good, "garbage"]
     samples = [{"target": TARGET}, {"target": TARGET, "broken": True}, {"target": TARGET}]
-    values = combined([good, good, "garbage"], samples)
-    assert values == [1.5, None, -0.5]
-    results = combined.evaluate([good, good, "garbage"], samples)
-    assert results[1] == RewardResult(value=None, components={"similarity": 1.0, "format": 1.0, "infra_flaky": None})
-    assert results[2].components["format"] == 0.0
+    parts = {"similarity": SimilarityReward()(completions, samples),
+             "format": [1.0 if parse_completion(c) else 0.0 for c in completions],
+             "infra_flaky": infra_flaky(completions, samples)}
+    assert combine(parts, {"similarity": 1.0, "format": 0.0, "infra_flaky": 0.5}) == [1.5, None, -0.5]
+    assert parts["format"] == [1.0, 1.0, 0.0] and parts["infra_flaky"][1] is None
 
 
-def test_combined_reward_checks_its_parts():
-    with pytest.raises(ConfigError, match="distinct names"):
-        CombinedReward.of((SimilarityReward(), 1.0), (SimilarityReward(mode="lcs"), 1.0))
-    with pytest.raises(ConfigError, match="at least one"):
-        CombinedReward({}, {})
-    short = CombinedReward({"short": lambda completions, samples: [1.0]}, {"short": 1.0})
-    with pytest.raises(InputError, match="returned 1 values for 2 completions"):
-        short(["a", "b"], [{}, {}])
-    assert reward_name(lambda c, s: []) == "<lambda>"
+def test_the_episode_reward_checks_its_components():
+    with pytest.raises(ConfigError, match=r"\['similarity'\] have no weight"):
+        episode_reward({"tests": 1.0, "similarity": 0.5}, {"tests": 1.0})
+    with pytest.raises(ConfigError, match=r"\['simm'\] name no reward"):
+        episode_reward({"tests": 1.0}, {"tests": 1.0, "simm": 0.5})
+    assert episode_reward({"tests": None, "similarity": 0.5}, {"tests": 0.0, "similarity": 2.0}) == 1.0

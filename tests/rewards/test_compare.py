@@ -12,7 +12,7 @@ from swe_srl.errors import ConfigError
 from swe_srl.rewards.compare import (
     COMPARES,
     SIMILARITY_MODES,
-    ActionSimilarity,
+    RewardConfig,
     args_similarity,
     canonical_target,
     content_text,
@@ -119,22 +119,23 @@ def test_format_violation_is_minus_one_and_a_copy_is_one_in_every_mode(mode, com
     for broken in ("", render_xml(VIEW), "<think>x</think>\n" + render_xml(VIEW) * 2, answer(VIEW)[:-5]):
         assert srl_reward(broken, target, mode, compare=compare) == FORMAT_VIOLATION
     assert srl_reward(answer(VIEW), target, mode, compare=compare) == 1.0
-    scores = SimilarityReward(mode, compare)([answer(VIEW), "nothing", answer(LS)], [{"target": target}] * 3)
+    reward = SimilarityReward(RewardConfig(mode, compare))
+    scores = reward([answer(VIEW), "nothing", answer(LS)], [{"target": target}] * 3)
     assert scores[:2] == [1.0, FORMAT_VIOLATION] and 0.0 <= scores[2] < 1.0  # type: ignore[operator]
 
 
 def test_tool_mismatch_zero_applies_to_every_mode():
     cat = make_action("bash", {"command": "cat /testbed/src/a.py"})
     for mode in SIMILARITY_MODES:
-        assert ActionSimilarity(mode, tool_mismatch="zero").score(cat, render_xml(VIEW)) == 0.0
-    assert ActionSimilarity("cydifflib", "call", "zero").score(cat, render_xml(VIEW)) == 0.0
-    assert ActionSimilarity("cydifflib", "call").score(cat, render_xml(VIEW)) > 0.3
+        assert RewardConfig(mode, tool_mismatch="zero").scorer().score(cat, render_xml(VIEW)) == 0.0
+    assert RewardConfig("cydifflib", "call", "zero").scorer().score(cat, render_xml(VIEW)) == 0.0
+    assert RewardConfig("cydifflib", "call").scorer().score(cat, render_xml(VIEW)) > 0.3
 
 
 def test_bad_settings_are_config_errors():
     with pytest.raises(ConfigError, match="compare must be one of"):
-        ActionSimilarity(compare="wrapper")  # type: ignore[arg-type]
+        RewardConfig(compare="wrapper")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="similarity 'args' compares argument values itself"):
-        ActionSimilarity("args", "call")
+        RewardConfig("args", "call")
     with pytest.raises(ConfigError, match="tool_mismatch must be one of"):
-        ActionSimilarity(tool_mismatch="drop")  # type: ignore[arg-type]
+        RewardConfig(tool_mismatch="drop")  # type: ignore[arg-type]

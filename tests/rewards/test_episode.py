@@ -8,9 +8,9 @@ import pytest
 
 from swe_srl.actions import make_action, render_xml
 from swe_srl.config import RewardWeights
-from swe_srl.rewards.episode import (EpisodeScore, align_turns, episode_reward, episode_similarity, reward_from_tests,
+from swe_srl.rewards.compare import RewardConfig
+from swe_srl.rewards.episode import (SIMILARITY, EpisodeScore, align_turns, episode_reward, reward_from_tests,
                                      reward_weights, score_episode, turn_credit, turn_similarities)
-from swe_srl.rewards.compare import ActionSimilarity
 from swe_srl.rewards.text import similarity
 from swe_srl.schemas import TestReport
 
@@ -22,6 +22,12 @@ EXPERT = [render_xml(LS), render_xml(CAT), render_xml(SUBMIT)]
 
 def report(**fields) -> TestReport:
     return TestReport(instance_id="t", **fields)
+
+
+def episode_similarity(actions, expert_actions) -> float:
+    """The hybrid similarity component as training computes it (score_episode)."""
+    score = score_episode(report(resolved=True), actions, expert_actions, {SIMILARITY: 1.0, "tests": 0.0})
+    return score.components[SIMILARITY]
 
 
 # --------------------------------------------------------------------------- test reward
@@ -102,9 +108,9 @@ def test_turn_similarity_uses_the_configured_comparison():
     pwd = make_action("bash", {"command": "pwd"})
     expert = [render_xml(LS)]
     assert turn_similarities([pwd], expert) == [0.0]  # content: "pwd" vs "ls"
-    call = turn_similarities([pwd], expert, ActionSimilarity(compare="call"))
+    call = turn_similarities([pwd], expert, RewardConfig(compare="call").scorer())
     assert call == [pytest.approx(similarity(render_xml(pwd), render_xml(LS)))] and call[0] > 0.9
-    assert turn_similarities([SUBMIT], expert, ActionSimilarity("args")) == [0.0]  # another tool
+    assert turn_similarities([SUBMIT], expert, RewardConfig("args").scorer()) == [0.0]  # another tool
 
 
 def test_format_error_turns_score_minus_one_and_the_sum_is_over_max_turns_steps():

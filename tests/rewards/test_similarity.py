@@ -11,7 +11,7 @@ from swe_srl.actions import make_action, render_bash_block, render_xml
 from swe_srl.errors import ConfigError, InputError
 from swe_srl.rewards.similarity import (
     FORMAT_VIOLATION,
-    FormatReward,
+    RewardConfig,
     SimilarityReward,
     canonical_target,
     parse_completion,
@@ -150,13 +150,13 @@ def test_tool_mismatch_modes():
 
 def test_unknown_mode_is_a_config_error():
     with pytest.raises(ConfigError, match="similarity must be one of"):
-        SimilarityReward(mode="levenshtein")  # type: ignore[arg-type]
+        RewardConfig(similarity="levenshtein")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="compare must be one of"):
-        SimilarityReward(compare="xml")  # type: ignore[arg-type]
+        RewardConfig(compare="xml")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="tool_mismatch"):
-        SimilarityReward(tool_mismatch="ignore")  # type: ignore[arg-type]
+        RewardConfig(tool_mismatch="ignore")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="leave it at 'content'"):
-        SimilarityReward(mode="args", compare="call")
+        RewardConfig(similarity="args", compare="call")
 
 
 # --------------------------------------------------------------------------- reward-function contract
@@ -167,7 +167,7 @@ def test_similarity_reward_batch_matches_single_calls():
     completions = [answer(BASH_LS), answer(BASH_LS.replace("src", "lib")), "no think",
                    answer(EDIT), answer(EDIT.replace("scale=3", "scale=5")), answer(BASH_LS)]
     samples = [{"target": targets[i // 3]} for i in range(6)]
-    fn = SimilarityReward(mode="cydifflib")
+    fn = RewardConfig(similarity="cydifflib").step_reward()
     rewards = fn(completions, samples)
     assert rewards == [srl_reward(c, s["target"]) for c, s in zip(completions, samples)]
     assert rewards[0] == 1.0 and rewards[2] == FORMAT_VIOLATION and rewards[3] == 1.0
@@ -186,10 +186,10 @@ def test_reward_reads_step_target_objects_and_checks_inputs():
         SimilarityReward()([answer(BASH_LS)], [{"expert": BASH_LS}])
 
 
-def test_format_reward():
-    fn = FormatReward()
-    assert fn([answer(BASH_LS), "nothing", answer(BASH_LS * 2)], [{}] * 3) == [1.0, 0.0, 0.0]
-    assert FormatReward(valid=0.0, invalid=-1.0)(["nothing"], [{}]) == [-1.0]
+def test_format_check():
+    completions = [answer(BASH_LS), "nothing", answer(BASH_LS * 2)]
+    assert [parse_completion(c) is not None for c in completions] == [True, False, False]
+    assert SimilarityReward()(completions, [{"target": BASH_LS}] * 3) == [1.0, FORMAT_VIOLATION, FORMAT_VIOLATION]
 
 
 def test_a_call_missing_its_arguments_is_a_format_violation():

@@ -23,7 +23,7 @@ from swe_srl.rl.distributed import Dist  # noqa: E402
 from swe_srl.rl.logprobs import TokenBatch, completion_logprobs  # noqa: E402
 from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
-from swe_srl.rl.update import loss_config, policy_update  # noqa: E402
+from swe_srl.rl.update import policy_update  # noqa: E402
 from tests.rl.test_trainer import run, write_dataset  # noqa: E402
 
 GEN = GenerationConfig(max_new_tokens=8, temperature=1.0)
@@ -52,7 +52,7 @@ def test_the_batch_drawn_during_the_update_is_one_version_old_and_its_ratio_uses
     session, policy = _session(tiny_model_dir)
     sampler = session.rollout.sampler
     assert isinstance(sampler, SnapshotPolicy) and sampler.model is not policy.model
-    loss_cfg = loss_config(session.config, 8)
+    loss_cfg = session.config.grpo
     first = _draw(sampler)
     assert {s.weights_version for s in first} == {0}
     advantages = torch.tensor([1.0, -1.0, 0.5])
@@ -60,7 +60,7 @@ def test_the_batch_drawn_during_the_update_is_one_version_old_and_its_ratio_uses
     # step 0: the next batch is drawn in the background while the update of step 0 runs
     ahead = Prefetch(lambda: _draw(sampler))
     assert session.rollout.check(first, 0) == 0.0
-    policy_update(session, first, advantages, valid, loss_cfg, None)
+    policy_update(session, first, advantages, valid, None, max_tokens=8)
     ahead.wait()
     session.rollout.push(session.model, 1)
     second = ahead.result()
@@ -79,11 +79,11 @@ def test_the_batch_drawn_during_the_update_is_one_version_old_and_its_ratio_uses
     for i, s in enumerate(second):
         old[i, :len(s.logprobs)] = torch.tensor(s.logprobs)
     n_tok = float(batch.completion_mask.sum())
-    expected, parts = grpo.grpo_loss(current, old, advantages, batch.completion_mask, config=loss_cfg,
+    expected, parts = grpo.grpo_loss(current, old, advantages, batch.completion_mask, config=loss_cfg, max_tokens=8,
                                      num_sequences=3.0, num_tokens=n_tok)
-    on_policy, _ = grpo.grpo_loss(current, None, advantages, batch.completion_mask, config=loss_cfg,
+    on_policy, _ = grpo.grpo_loss(current, None, advantages, batch.completion_mask, config=loss_cfg, max_tokens=8,
                                   num_sequences=3.0, num_tokens=n_tok)
-    metrics = policy_update(session, second, advantages, valid, loss_cfg, None)
+    metrics = policy_update(session, second, advantages, valid, None, max_tokens=8)
     assert abs(parts["ratio_mean"] - 1.0) > 1e-4  # the weights moved in between
     assert metrics["train/ratio_mean"] == pytest.approx(parts["ratio_mean"], rel=1e-4)
     assert metrics["train/loss"] == pytest.approx(float(expected), rel=1e-4, abs=1e-7)

@@ -25,7 +25,7 @@ from swe_srl.rl.distributed import Dist  # noqa: E402
 from swe_srl.rl.episode_pack import pack_turns, weigh  # noqa: E402
 from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.rl.sources import EpisodeRollout, episode_rows, turn_sequences  # noqa: E402
-from swe_srl.rl.update import loss_config, policy_update  # noqa: E402
+from swe_srl.rl.update import policy_update  # noqa: E402
 from swe_srl.schemas import Task  # noqa: E402
 
 TASK = Task(instance_id="t", repo="o/r", base_commit="0" * 40, problem_statement="Fix the off-by-one in pages().")
@@ -157,7 +157,7 @@ def _update(tiny_model_dir, tokenizer, sequences, advantages, valid, overrides):
     session = SimpleNamespace(config=cfg, dist=Dist(), tokenizer=tokenizer, model=model, step=0, bf16=False,
                               optimizer=torch.optim.SGD(model.parameters(), lr=1.0), rollout=Rollout(engine, None))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    metrics = policy_update(session, sequences, advantages, valid, loss_config(cfg, 10), None)
+    metrics = policy_update(session, sequences, advantages, valid, None, max_tokens=10)
     return {n: p.detach() - before[n] for n, p in model.named_parameters()}, metrics
 
 

@@ -20,7 +20,6 @@ from swe_srl.rl.grpo import (
     grpo_loss,
     k3_kl,
     rewards_tensor,
-    score_groups,
 )
 
 EPS = 1e-4
@@ -85,11 +84,8 @@ def test_dynamic_sampling_drops_zero_std_groups():
     # group 1 all equal (float mean of 0.1s is not exactly 0.1); group 3 has one valid reward.
     assert dynamic_sampling_mask(rewards, 3).tolist() == [False, True, False, False]
     assert dynamic_sampling_mask(rewards, 3, threshold=0.2).tolist() == [False, False, False, False]
-    scores = score_groups(rewards, 3, drop_threshold=1e-6)
-    assert scores.group_mask.tolist() == [False, True, False, False]
-    assert scores.sample_mask.tolist() == [False] * 3 + [True] * 3 + [False] * 6
-    kept_all = score_groups(rewards, 3)
-    assert kept_all.sample_mask.tolist() == [True] * 6 + [False, True, False] + [True] * 3
+    assert dynamic_sampling_mask(rewards, 3, threshold=1e-6).tolist() == [False, True, False, False]
+    assert dynamic_sampling_mask(rewards, 3, threshold=-1.0).tolist() == [True] * 4  # negative: keep all
 
 
 # --------------------------------------------------------------------------- surrogate and KL
@@ -184,7 +180,7 @@ def test_grpo_loss_with_kl_and_clip_metrics():
     old = torch.zeros(2, 2)
     ref = torch.zeros(2, 2)
     mask = torch.ones(2, 2, dtype=torch.bool)
-    config = GrpoLossConfig(beta=0.5, aggregation="token-mean")
+    config = GrpoLossConfig(beta=0.5, loss_aggregation="token-mean")
     loss, m = grpo_loss(logp, old, torch.tensor([1.0, -1.0]), mask, ref_logprobs=ref, config=config)
     # surrogate per token: [-1.2, -1.0, 0.8, 1.0] -> mean -0.1
     # k3 with d = -log r: r=1.5 -> 1/1.5 + log 1.5 - 1; r=0.5 -> 2 - log 2 - 1; r=1 -> 0
@@ -199,20 +195,25 @@ def test_sample_mask_and_nan_advantages_remove_samples():
     logp = torch.zeros(3, 2)
     mask = torch.ones(3, 2, dtype=torch.bool)
     adv = torch.tensor([1.0, float("nan"), -3.0])
-    loss, m = grpo_loss(logp, None, adv, mask, config=GrpoLossConfig(aggregation="token-mean"))
+    loss, m = grpo_loss(logp, None, adv, mask, config=GrpoLossConfig(loss_aggregation="token-mean"))
     assert close(loss, (-1.0 * 2 + 3.0 * 2) / 4) and m["sequences"] == 2.0
     loss, m = grpo_loss(logp, None, adv, mask, sample_mask=torch.tensor([True, True, False]))
     assert close(loss, -1.0) and m["sequences"] == 1.0
 
 
 def test_loss_config_validation():
-    with pytest.raises(ConfigError, match="loss aggregation"):
-        GrpoLossConfig(aggregation="sum")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="clip_low"):
-        GrpoLossConfig(clip_low=1.0)
+    with pytest.raises(ConfigError, match="loss_aggregation must be one of"):
+        GrpoLossConfig(loss_aggregation="sum")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="clip_eps_low"):
+        GrpoLossConfig(clip_eps_low=1.0)
     with pytest.raises(ConfigError, match="beta"):
         GrpoLossConfig(beta=-0.1)
-    assert GrpoLossConfig(aggregation="token-mean").aggregation is LossAggregation.TOKEN_MEAN  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="is_veto_level"):
+        GrpoLossConfig(is_veto_level="batch")  # type: ignore[arg-type]
+    token_mean = GrpoLossConfig(loss_aggregation="token-mean")  # type: ignore[arg-type]
+    assert token_mean.loss_aggregation is LossAggregation.TOKEN_MEAN
+    with pytest.raises(ConfigError, match="max_tokens"):
+        grpo_loss(torch.zeros(1, 1), None, torch.ones(1), torch.ones(1, 1), max_tokens=0)
     with pytest.raises(ConfigError, match="ref_logprobs"):
         grpo_loss(torch.zeros(1, 1), None, torch.ones(1), torch.ones(1, 1), config=GrpoLossConfig(beta=0.1))
 

@@ -92,8 +92,8 @@ def test_a_missing_image_gives_a_none_reward_not_zero():
 def test_sources_score_with_the_reward_section():
     cfg = load_config(TrainConfig, None, ["reward.compare=call", "reward.similarity=lcs"])
     fn = StepTargetSource(cfg, sampler=None, targets=[]).reward_fn
-    assert (fn.mode, fn.compare) == ("lcs", "call")
-    assert StepTargetSource(load_config(TrainConfig, None), None, []).reward_fn.compare == "content"
+    assert (fn.settings.similarity, fn.settings.compare) == ("lcs", "call")
+    assert StepTargetSource(load_config(TrainConfig, None), None, []).reward_fn.settings.compare == "content"
 
 
 # --------------------------------------------------------------------------- credit assignment

@@ -23,7 +23,7 @@ from swe_srl.rl.logprobs import TokenBatch, completion_logprobs, micro_batches  
 from swe_srl.rl.prompt_budget import PromptBudget, fit_prompt, prompt_tokens  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.sft import sft_step  # noqa: E402
-from swe_srl.rl.update import loss_config, policy_update  # noqa: E402
+from swe_srl.rl.update import policy_update  # noqa: E402
 from swe_srl.schemas import ContextRound  # noqa: E402
 from tests.rl.test_trainer import _scripted, run, synthetic_targets, write_dataset  # noqa: E402
 
@@ -136,8 +136,8 @@ def test_grpo_update_with_a_tiny_token_budget_and_chunks_is_the_one_without(aggr
     def step(model, overrides):
         session = _session(model, {"grpo.loss_aggregation": aggregation, "grpo.beta": 0.1,
                                    "generation.temperature": 0.8, **overrides})
-        loss_cfg = loss_config(session.config, session.config.generation.max_new_tokens)
-        return policy_update(session, samples, advantages, valid, loss_cfg, ref_model)
+        return policy_update(session, samples, advantages, valid, ref_model,
+                             max_tokens=session.config.generation.max_new_tokens)
 
     whole, metrics = _step_delta(step, {})
     for overrides in ({"optim.max_tokens_per_microbatch": 1}, {"optim.max_tokens_per_microbatch": 40},
