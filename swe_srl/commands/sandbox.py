@@ -36,7 +36,7 @@ def doctor_command(
     if hosts:
         from ..hosts import HostsConfig, check_hosts
 
-        checks += check_hosts(HostsConfig(backend="ray", ray_address=ray_address,
+        checks += check_hosts(HostsConfig(ray_address=ray_address,
                                           hosts=tuple(h.strip() for h in hosts.split(",") if h.strip())), tasks)
     colour = {"ok": "green", "warn": "yellow", "fail": "red"}
     table = Table(title="swe-srl doctor", show_lines=False)
