@@ -389,32 +389,3 @@ class HostPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def check_hosts(config: HostsConfig, tasks_dir: Any = None) -> list:
-    """``doctor --hosts``: one line per Docker host, through its Ray actor."""
-    from .sandbox.doctor import Check
-    from .sandbox.image_usage import human_bytes
-
-    checks = []
-    try:
-        pool = HostPool(config)
-    except (ConfigError, InfrastructureError) as exc:
-        return [Check("hosts", "fail", str(exc), "start Ray on each Docker host (see README: many hosts)")]
-    with pool:
-        for host in pool.hosts:
-            try:
-                facts = host.call("ping", timeout=120)
-            except InfrastructureError as exc:
-                checks.append(Check(f"host {host.name}", "fail", str(exc), "start its engine; check its url"))
-                continue
-            free = facts["disk_free_bytes"]
-            detail = (f"engine {facts['engine']} ({facts['driver']}), {facts['images']} images, base image "
-                      f"{'present' if facts['base_image'] else 'missing (built on first use)'}, "
-                      f"{facts['containers_running']} containers running ({facts['sandboxes']} swe-srl), "
-                      f"project images {human_bytes(facts['image_bytes'])}, "
-                      f"disk free {'?' if free is None else f'{free / 2**30:.1f} GiB'}")
-            low = free is not None and free < 20 * 2**30
-            checks.append(Check(f"host {host.name}", "warn" if low else "ok", detail,
-                                "free disk on that host (task images are GBs each)" if low else ""))
-    return checks
