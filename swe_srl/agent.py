@@ -156,11 +156,14 @@ class _Run:
 
     def limit(self, config: AgentConfig) -> Optional[EpisodeEnd]:
         """The limit reached before the next turn, if any (one line each)."""
-        reached = [("format_errors", self.format_errors > config.max_format_errors),
-                   ("step_limit", len(self.turns) >= config.max_steps),
-                   ("time_limit", time.monotonic() - self.start > config.max_wall_time),
-                   ("token_limit", bool(config.max_tokens) and self.prompt_tokens + self.completion_tokens >= config.max_tokens)]
-        return next((EpisodeEnd(reason) for reason, hit in reached if hit), None)  # type: ignore[arg-type]
+        tokens = self.prompt_tokens + self.completion_tokens
+        reached: list[tuple[ExitReason, bool]] = [
+            ("format_errors", self.format_errors > config.max_format_errors),  # first: the last one ends it at once
+            ("step_limit", len(self.turns) >= config.max_steps),
+            ("time_limit", time.monotonic() - self.start > config.max_wall_time),
+            ("token_limit", config.max_tokens > 0 and tokens >= config.max_tokens),
+        ]
+        return next((EpisodeEnd(reason) for reason, hit in reached if hit), None)
 
 
 def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfig = AgentConfig(),
@@ -255,8 +258,9 @@ def _failure(exc: Exception) -> EpisodeEnd:
     """How a sandbox failure ends the episode. The model's own command (or what it left
     running) took the container down or filled its disk budget: its result (nothing to grade),
     never a masked infrastructure failure. Anything else is the infrastructure's."""
-    reason = "container_died" if isinstance(exc, SandboxDied) else "disk_limit" if isinstance(exc, DiskLimitExceeded) else "infra_error"
-    return EpisodeEnd(reason, str(exc))  # type: ignore[arg-type]
+    reason: ExitReason = ("container_died" if isinstance(exc, SandboxDied) else
+                          "disk_limit" if isinstance(exc, DiskLimitExceeded) else "infra_error")
+    return EpisodeEnd(reason, str(exc))
 
 
 def _record(task: Task, run: _Run, end: EpisodeEnd, model_name: str) -> Episode:
@@ -266,8 +270,8 @@ def _record(task: Task, run: _Run, end: EpisodeEnd, model_name: str) -> Episode:
         task_id=task.instance_id, trajectory_id=f"{task.instance_id}.{uuid.uuid4().hex[:8]}",
         problem_statement=task.problem_statement, steps=tuple(run.steps), source_format="swe-srl",
         source="agent", final_patch=run.patch or "", exit_status=end.reason, model=model_name or None,
-        metadata={"format_errors": run.format_errors, "turns": len(run.turns), **({"container_died": died} if died else {}),
-                  **({"patch_too_large": run.refused} if run.refused else {})},
+        metadata={"format_errors": run.format_errors, "turns": len(run.turns),
+                  **({"container_died": died} if died else {}), **({"patch_too_large": run.refused} if run.refused else {})},
     )
     result = EpisodeResult(
         trajectory=trajectory, patch=run.patch or "", exit_reason=end.reason, num_steps=len(run.turns),

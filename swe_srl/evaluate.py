@@ -137,7 +137,8 @@ def _finished(out_dir: Path, task: Task, retry_infra: bool) -> bool:
     return result is not None and not (retry_infra and result.infra_error)
 
 
-def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig, runner: EpisodeRunner) -> InstanceResult:
+def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig,
+                 runner: EpisodeRunner) -> InstanceResult:
     """Run and grade one task with ``runner``; writes trajectory.json, then result.json
     (atomically, last: its presence marks the instance finished)."""
     folder = instance_dir(out_dir, task.instance_id)

@@ -157,8 +157,8 @@ class RayRunner(EpisodeRunner):
     def __init__(self, harness: HarnessConfig, hosts: HostsConfig, **kwargs: Any) -> None:
         super().__init__(harness, hosts, **kwargs)
         self.workers = hosts.episodes_per_host * len(hosts.entries())
-        cap = max(1.0, hosts.episode_budget_s - hosts.call_grace_s)
-        self.harness = replace(harness, agent=replace(harness.agent, max_wall_time=min(harness.agent.max_wall_time, cap)))
+        cap = min(harness.agent.max_wall_time, max(1.0, hosts.episode_budget_s - hosts.call_grace_s))
+        self.harness = replace(harness, agent=replace(harness.agent, max_wall_time=cap))
         self.pool: Optional[HostPool] = None
         self._lock = threading.Lock()
 
@@ -179,15 +179,13 @@ class RayRunner(EpisodeRunner):
         host = pool.take()
         if host is None:
             return GradedEpisode(task, infra_error="no Docker host is up")
-        deadline = started + self.hosts.episode_budget_s
+        deadline, grading, grace = started + self.hosts.episode_budget_s, self.harness.grading, self.hosts.call_grace_s
         try:
             out = run_graded_episode(
                 policy, task, self.harness, self.generation, model_name=self.model_name,
                 images=lambda t: self._image_on(pool, host, t, deadline),
-                sandboxes=lambda t, image: RemoteSandbox(host, sandbox_config(t, image, self.harness), deadline,
-                                                         self.hosts.call_grace_s),
-                grader=lambda t, patch: host.call("grade", t, patch, self.harness.grading,
-                                                  timeout=self.harness.grading.harness_timeout + self.hosts.call_grace_s))
+                sandboxes=lambda t, image: RemoteSandbox(host, sandbox_config(t, image, self.harness), deadline, grace),
+                grader=lambda t, patch: host.call("grade", t, patch, grading, timeout=grading.harness_timeout + grace))
         finally:
             pool.give(host)
         if out.report is None:  # the host raised, nothing came back: is its engine still there?

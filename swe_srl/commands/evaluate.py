@@ -76,9 +76,11 @@ def eval_command(
     # The options a user gave win over --set (their values are mappings: a path never goes
     # through YAML).
     if hosts and sandbox not in (None, "ray"):
-        raise ConfigError(f"--hosts runs episodes in Docker on the Ray hosts; it cannot be combined with --sandbox {sandbox}")
+        raise ConfigError(f"--hosts runs episodes in Docker on the Ray hosts; it cannot be combined with "
+                          f"--sandbox {sandbox}")
     given = {"workers": workers, "harness.agent.max_steps": max_steps, "generation.max_new_tokens": max_new_tokens,
-             "generation.temperature": temperature, "harness.sandbox": "ray" if hosts else sandbox, "hosts.ray_address": ray_address,
+             "generation.temperature": temperature, "harness.sandbox": "ray" if hosts else sandbox,
+             "hosts.ray_address": ray_address,
              "harness.image_budget_gb": image_budget_gb,
              "calibration": str(calibration) if calibration else None,
              "hosts.hosts": [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None}

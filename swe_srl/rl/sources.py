@@ -6,7 +6,8 @@ rewarded, and the samples become the sequences of the update.
   completion is one sequence with its own advantage.
 * :class:`EpisodeSource` (``rlvr`` / ``hybrid``): an item is a task; a sample is one whole
   episode of the current policy in a fresh sandbox, graded in a fresh container (by the run's
-  :class:`~swe_srl.runner.EpisodeRunner`, wherever ``harness.sandbox`` says) and rewarded by :mod:`swe_srl.rewards.episode`.
+  :class:`~swe_srl.runner.EpisodeRunner`, wherever ``harness.sandbox`` says) and rewarded by
+  :mod:`swe_srl.rewards.episode`.
   Credit assignment: every turn carries the episode's advantage on its EXACT sampled ids; the
   turns are rows of the update (:mod:`.episode_pack`): one masked row per episode when each
   turn's prompt extends the last (``agent.context: conversation``), else one row per turn (its
