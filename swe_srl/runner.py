@@ -186,10 +186,10 @@ class RayRunner(EpisodeRunner):
                 images=lambda t: self._image_on(pool, host, t, deadline),
                 sandboxes=lambda t, image: RemoteSandbox(host, sandbox_config(t, image, self.harness), deadline, grace),
                 grader=lambda t, patch: host.call("grade", t, patch, grading, timeout=grading.harness_timeout + grace))
+            if out.report is None:  # the host raised, nothing came back: is its engine still there?
+                pool.check(host)
         finally:
             pool.give(host)
-        if out.report is None:  # the host raised, nothing came back: is its engine still there?
-            pool.check(host)
         out.host, out.wall_time = host.name, time.monotonic() - started
         return out
 
