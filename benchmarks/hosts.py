@@ -31,6 +31,7 @@ def main() -> None:
 
     from swe_srl.evaluate import EvalConfig, evaluate_tasks
     from swe_srl.experts import ExpertReplay, load_scripts
+    from swe_srl.harness import HarnessConfig
     from swe_srl.hosts import RESOURCE_PREFIX, HostPool, HostsConfig
     from swe_srl.sandbox.images import ensure_image
     from swe_srl.tasks import load_tasks
@@ -40,11 +41,12 @@ def main() -> None:
         ensure_image(task)  # built once, outside the timings
     ray.init(resources={RESOURCE_PREFIX + n: 1 for n in ("one", "a", "b")}, include_dashboard=False,
              log_to_driver=False)
+    ray = HarnessConfig(sandbox="ray")
     settings = {
         "local": EvalConfig(workers=args.workers),
-        "ray-1-host": EvalConfig(hosts=HostsConfig(backend="ray", hosts=("one=",), episodes_per_host=args.workers)),
-        "ray-2-hosts": EvalConfig(hosts=HostsConfig(backend="ray", hosts=("a=", "b="),
-                                                    episodes_per_host=max(1, args.workers // 2))),
+        "ray-1-host": EvalConfig(harness=ray, hosts=HostsConfig(hosts=("one=",), episodes_per_host=args.workers)),
+        "ray-2-hosts": EvalConfig(harness=ray, hosts=HostsConfig(hosts=("a=", "b="),
+                                                                 episodes_per_host=max(1, args.workers // 2))),
     }
     times: dict[str, list[float]] = {k: [] for k in settings}
     starts: list[float] = []  # HostPool with one host actor: start, ping, close (no episode)

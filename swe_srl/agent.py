@@ -4,8 +4,11 @@ Each turn the policy sees the issue plus its own last K (action, observation) ro
 step-target context of training), writes ``<think>...</think>`` and one action; the action runs
 in the sandbox and its output becomes the next observation. A completion that breaks the format
 gets a corrective observation (bounded count). The episode ends on ``submit``, on a limit
-(steps, wall time, tokens, format errors) or on an infrastructure failure, which is reported
-as such and never blamed on the model.
+(steps, wall time, tokens, format errors; :meth:`_Run.limit` lists them, one line each) or
+when the sandbox fails under it. How it ended is typed, :class:`EpisodeEnd` (reason + detail,
+on the returned :class:`Episode`): the harness reads it to decide what is graded. A container
+the model's commands killed, or a disk budget they filled, is the model's result; any other
+sandbox failure is the infrastructure's, reported as such and never blamed on the model.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
-from .actions import ActionSyntax, is_submit, render_xml
+from .actions import ActionSyntax, is_submit
 from .dataset import truncate_middle
 from .errors import ConfigError, DiskLimitExceeded, InfrastructureError, PatchTooLarge, SandboxDied
 from .policy.base import GenerationConfig, Policy, Sample
@@ -95,12 +98,28 @@ class Turn:
     observation: str
 
 
+@dataclass(frozen=True)
+class EpisodeEnd:
+    """How an episode ended: ``reason`` (the trajectory's exit status) and ``detail``, what the
+    sandbox said when it failed under the episode (``container_died``, ``disk_limit``: the
+    model's result; ``infra_error``: the infrastructure's failure). Empty for the other reasons."""
+
+    reason: ExitReason
+    detail: str = ""
+
+
+SANDBOX_FAILED: tuple[ExitReason, ...] = ("container_died", "disk_limit", "infra_error")
+
+
 @dataclass
 class Episode:
-    """The episode record (schema) plus the turns (token ids) for RL training."""
+    """The episode record (schema) plus the turns (token ids) for RL training, how it ended, and
+    why its patch was not read (``patch_refused``: over the size limit; empty otherwise)."""
 
     result: EpisodeResult
     turns: list = field(default_factory=list)
+    end: EpisodeEnd = EpisodeEnd("submitted")
+    patch_refused: str = ""
 
     @property
     def patch(self) -> str:
@@ -118,10 +137,86 @@ def _observation_text(result: ExecResult) -> str:
 GREEDY = GenerationConfig(temperature=0.0, max_new_tokens=512)
 
 
+@dataclass
+class _Run:
+    """What an episode has gathered so far."""
+
+    start: float = field(default_factory=time.monotonic)
+    rounds: list[tuple[Action | str, str]] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+    reply: str = ""  # conversation: the user turn that answers the last completion
+    format_errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_time: float = 0.0
+    sandbox_time: float = 0.0
+    patch: Optional[str] = None
+    refused: str = ""
+
+    def limit(self, config: AgentConfig) -> Optional[EpisodeEnd]:
+        """The limit reached before the next turn, if any (one line each)."""
+        tokens = self.prompt_tokens + self.completion_tokens
+        reached: list[tuple[ExitReason, bool]] = [
+            ("format_errors", self.format_errors > config.max_format_errors),  # first: the last one ends it at once
+            ("step_limit", len(self.turns) >= config.max_steps),
+            ("time_limit", time.monotonic() - self.start > config.max_wall_time),
+            ("token_limit", config.max_tokens > 0 and tokens >= config.max_tokens),
+        ]
+        return next((EpisodeEnd(reason) for reason, hit in reached if hit), None)
+
+
 def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfig = AgentConfig(),
                 generation: GenerationConfig = GREEDY, *, model_name: str = "") -> Episode:
     """Run the policy on ``task`` inside ``sandbox`` until it submits or hits a limit; each
     turn samples one completion with ``generation``."""
+    _check_start(sandbox, task, generation)
+    conversation = ConversationPrompts.of(policy, config.max_context_tokens) if config.context == "conversation" else None
+    error_text = FORMAT_ERROR_OBSERVATION if config.syntax == "xml" else BASH_FORMAT_ERROR_OBSERVATION
+    run = _Run()
+    while (end := run.limit(config)) is None:
+        t0 = time.monotonic()
+        turn = _sample(policy, conversation, task, config, generation, run)
+        if turn is None:  # the conversation no longer fits the model's context
+            end = EpisodeEnd("token_limit")
+            break
+        messages, sample = turn
+        run.model_time += time.monotonic() - t0
+        run.prompt_tokens += len(sample.prompt_ids)
+        run.completion_tokens += len(sample.completion_ids)
+        parsed = parse_completion(sample.text, syntax=config.syntax, allow_prose=config.allow_prose)
+        if parsed is None:  # a corrective observation; past max_format_errors, run.limit ends it
+            run.format_errors += 1
+            run.turns.append(Turn(messages, sample, None, error_text))
+            run.rounds.append((sample.text.strip()[-config.observation_budget:], error_text))
+            run.reply = error_text
+            continue
+        t0 = time.monotonic()
+        try:
+            observation, exit_code, timed_out = _act(sandbox, parsed.action, config.command_timeout, run)
+        except _SANDBOX_ERRORS as exc:
+            end = _failure(exc)
+            run.turns.append(Turn(messages, sample, parsed.action, getattr(exc, "output", "")))
+            break
+        finally:
+            run.sandbox_time += time.monotonic() - t0
+        run.steps.append(Step(action=parsed.action, thought=parsed.thought, observation=observation,
+                              exit_code=exit_code, timed_out=timed_out))
+        run.turns.append(Turn(messages, sample, parsed.action, observation))
+        if run.patch is not None:
+            end = EpisodeEnd("submitted")
+            break
+        run.rounds.append((parsed.action, truncate_middle(observation, config.observation_budget)))
+        run.reply = observation_message(run.rounds[-1][1])
+    if run.patch is None and end.reason not in SANDBOX_FAILED:
+        try:  # an unsubmitted episode is still graded on what it left in the repository
+            run.patch, run.refused = _diff(sandbox)
+        except _SANDBOX_ERRORS as exc:
+            end = _failure(exc)
+    return _record(task, run, end, model_name)
+
+
+def _check_start(sandbox: Sandbox, task: Task, generation: GenerationConfig) -> None:
     if generation.n != 1:
         raise ConfigError("an episode follows one sample per turn: generation.n must be 1")
     if task.base_commit and not getattr(sandbox, "base_commit", ""):
@@ -129,108 +224,62 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
         # empty and score the policy 0 for the infrastructure's failure (seen on Ray hosts).
         raise InfrastructureError(f"sandbox of {task.instance_id}: no git repository at {task.workdir} at the start "
                                   f"(the task's base commit is {task.base_commit[:12]})")
-    start = time.monotonic()
-    rounds: list[tuple[Action | str, str]] = []
-    steps: list[Step] = []
-    turns: list[Turn] = []
-    stats = {"prompt_tokens": 0, "completion_tokens": 0, "model_time": 0.0, "sandbox_time": 0.0}
-    format_errors = 0
-    exit_reason: ExitReason = "step_limit"
-    infra_error: str | None = None
-    died: str | None = None
-    too_large: str | None = None
-    patch: str | None = None
-    error_text = FORMAT_ERROR_OBSERVATION if config.syntax == "xml" else BASH_FORMAT_ERROR_OBSERVATION
-    conversation = ConversationPrompts.of(policy, config.max_context_tokens) if config.context == "conversation" else None
-    reply = ""  # conversation: the user turn that answers the last completion
 
-    for _ in range(config.max_steps):
-        if time.monotonic() - start > config.max_wall_time:
-            exit_reason = "time_limit"
-            break
-        if config.max_tokens and stats["prompt_tokens"] + stats["completion_tokens"] >= config.max_tokens:
-            exit_reason = "token_limit"
-            break
-        t0 = time.monotonic()
-        if conversation is not None and turns:
-            messages = [{"role": "user", "content": reply}]
-            prompt_ids = conversation.prompt_ids(turns[-1].sample, reply)
-            if conversation.limit and len(prompt_ids) + generation.max_new_tokens > conversation.limit:
-                exit_reason = "token_limit"  # the conversation no longer fits the model's context
-                break
-            sample = conversation.policy.generate_from_ids([prompt_ids], generation)[0][0]
-        else:
-            messages = build_messages(task.problem_statement,
-                                      rounds[-config.context_rounds:] if config.context_rounds else [],
-                                      syntax=config.syntax)
-            sample = policy.generate([messages], generation)[0][0]
-        stats["model_time"] += time.monotonic() - t0
-        stats["prompt_tokens"] += len(sample.prompt_ids)
-        stats["completion_tokens"] += len(sample.completion_ids)
-        parsed = parse_completion(sample.text, syntax=config.syntax, allow_prose=config.allow_prose)
-        if parsed is None:
-            format_errors += 1
-            turns.append(Turn(messages, sample, None, error_text))
-            rounds.append((sample.text.strip()[-config.observation_budget:], error_text))
-            reply = error_text
-            if format_errors > config.max_format_errors:
-                exit_reason = "format_errors"
-                break
-            continue
-        t0 = time.monotonic()
-        try:
-            if is_submit(parsed.action):
-                patch, too_large = _diff(sandbox)
-                observation, exit_code, timed_out = "submitted", 0, False
-            else:
-                result = run_tool(sandbox, parsed.action, timeout=config.command_timeout)
-                observation, exit_code, timed_out = _observation_text(result), result.exit_code, result.timed_out
-        except (SandboxDied, DiskLimitExceeded) as exc:
-            # The model's own command (or what it left running) took the container down or
-            # filled its disk budget: its result (nothing to grade), never a masked
-            # infrastructure failure.
-            died = str(exc)
-            exit_reason = "container_died" if isinstance(exc, SandboxDied) else "disk_limit"
-            turns.append(Turn(messages, sample, parsed.action, exc.output))
-            break
-        except InfrastructureError as exc:
-            infra_error = str(exc)
-            exit_reason = "infra_error"
-            turns.append(Turn(messages, sample, parsed.action, ""))
-            break
-        finally:
-            stats["sandbox_time"] += time.monotonic() - t0
-        steps.append(Step(action=parsed.action, thought=parsed.thought, observation=observation,
-                          exit_code=exit_code, timed_out=timed_out))
-        turns.append(Turn(messages, sample, parsed.action, observation))
-        if patch is not None:
-            exit_reason = "submitted"
-            break
-        rounds.append((parsed.action, truncate_middle(observation, config.observation_budget)))
-        reply = observation_message(rounds[-1][1])
 
-    if patch is None and infra_error is None and died is None:
-        try:  # an unsubmitted episode is still graded on what it left in the repository
-            patch, too_large = _diff(sandbox)
-        except (SandboxDied, DiskLimitExceeded) as exc:
-            died = str(exc)
-            exit_reason = "container_died" if isinstance(exc, SandboxDied) else "disk_limit"
-        except InfrastructureError as exc:
-            infra_error, exit_reason = str(exc), "infra_error"
+def _sample(policy: Policy, conversation: Optional["ConversationPrompts"], task: Task, config: AgentConfig,
+            generation: GenerationConfig, run: _Run) -> Optional[tuple[list, Sample]]:
+    """The next turn's prompt and completion; None when the conversation would pass the model's
+    context (``agent.context: conversation``, checked before sampling)."""
+    if conversation is not None and run.turns:
+        prompt_ids = conversation.prompt_ids(run.turns[-1].sample, run.reply)
+        if conversation.limit and len(prompt_ids) + generation.max_new_tokens > conversation.limit:
+            return None
+        sample = conversation.policy.generate_from_ids([prompt_ids], generation)[0][0]
+        return [{"role": "user", "content": run.reply}], sample
+    recent = run.rounds[-config.context_rounds:] if config.context_rounds else []
+    messages = build_messages(task.problem_statement, recent, syntax=config.syntax)
+    return messages, policy.generate([messages], generation)[0][0]
+
+
+def _act(sandbox: Sandbox, action: Action, timeout: float, run: _Run) -> tuple[str, int, bool]:
+    """Run ``action`` in the sandbox: (observation, exit code, timed out). ``submit`` reads the
+    episode's patch into ``run``. Raises what the sandbox raises when it fails."""
+    if is_submit(action):
+        run.patch, run.refused = _diff(sandbox)
+        return "submitted", 0, False
+    result = run_tool(sandbox, action, timeout=timeout)
+    return _observation_text(result), result.exit_code, result.timed_out
+
+
+_SANDBOX_ERRORS = (SandboxDied, DiskLimitExceeded, InfrastructureError)
+
+
+def _failure(exc: Exception) -> EpisodeEnd:
+    """How a sandbox failure ends the episode. The model's own command (or what it left
+    running) took the container down or filled its disk budget: its result (nothing to grade),
+    never a masked infrastructure failure. Anything else is the infrastructure's."""
+    reason: ExitReason = ("container_died" if isinstance(exc, SandboxDied) else
+                          "disk_limit" if isinstance(exc, DiskLimitExceeded) else "infra_error")
+    return EpisodeEnd(reason, str(exc))
+
+
+def _record(task: Task, run: _Run, end: EpisodeEnd, model_name: str) -> Episode:
+    """The episode's trajectory and result (the schema records) from what it gathered."""
+    died = end.detail if end.reason in ("container_died", "disk_limit") else ""
     trajectory = Trajectory(
         task_id=task.instance_id, trajectory_id=f"{task.instance_id}.{uuid.uuid4().hex[:8]}",
-        problem_statement=task.problem_statement, steps=tuple(steps), source_format="swe-srl",
-        source="agent", final_patch=patch or "", exit_status=exit_reason, model=model_name or None,
-        metadata={"format_errors": format_errors, "turns": len(turns), **({"container_died": died} if died else {}),
-                  **({"patch_too_large": too_large} if too_large else {})},
+        problem_statement=task.problem_statement, steps=tuple(run.steps), source_format="swe-srl",
+        source="agent", final_patch=run.patch or "", exit_status=end.reason, model=model_name or None,
+        metadata={"format_errors": run.format_errors, "turns": len(run.turns),
+                  **({"container_died": died} if died else {}), **({"patch_too_large": run.refused} if run.refused else {})},
     )
     result = EpisodeResult(
-        trajectory=trajectory, patch=patch or "", exit_reason=exit_reason, num_steps=len(turns),
-        format_errors=format_errors, prompt_tokens=stats["prompt_tokens"],
-        completion_tokens=stats["completion_tokens"], wall_time=time.monotonic() - start,
-        model_time=stats["model_time"], sandbox_time=stats["sandbox_time"], infra_error=infra_error,
+        trajectory=trajectory, patch=run.patch or "", exit_reason=end.reason, num_steps=len(run.turns),
+        format_errors=run.format_errors, prompt_tokens=run.prompt_tokens, completion_tokens=run.completion_tokens,
+        wall_time=time.monotonic() - run.start, model_time=run.model_time, sandbox_time=run.sandbox_time,
+        infra_error=end.detail if end.reason == "infra_error" else None,
     )
-    return Episode(result=result, turns=turns)
+    return Episode(result=result, turns=run.turns, end=end, patch_refused=run.refused)
 
 
 class ConversationPrompts:
@@ -272,14 +321,9 @@ class ConversationPrompts:
         return self.policy.generate_from_ids([self.prompt_ids(last, reply)], generation)[0][0]
 
 
-def _diff(sandbox: Sandbox) -> tuple[str, str | None]:
+def _diff(sandbox: Sandbox) -> tuple[str, str]:
     """The episode's patch, or ("", why) when it is over the size limit (never read whole)."""
     try:
-        return sandbox.diff(), None
+        return sandbox.diff(), ""
     except PatchTooLarge as exc:
         return "", str(exc)
-
-
-def canonical_actions(episode: Episode) -> list[str]:
-    """The canonical text of each executed action, in order (for hybrid similarity rewards)."""
-    return [render_xml(step.action) for step in episode.result.trajectory.steps]

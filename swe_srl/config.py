@@ -277,13 +277,13 @@ class EpisodeConfig:
     slice: str = ""
     """'start:stop' over the selected tasks (empty = all)."""
     harness: HarnessConfig = field(default_factory=HarnessConfig)
-    """The agent's limits, the grading limits and the sandbox of each episode."""
+    """The agent's limits, the grading limits and where each episode runs (``sandbox``)."""
     workers: int = 1
     """Episodes run in parallel threads (sandbox and grading overlap; generation is serial)."""
     hosts: HostsConfig = field(default_factory=HostsConfig)
-    """Where episodes run: the local engine, or Docker hosts behind Ray actors (``backend: ray``;
-    then each host runs ``episodes_per_host`` at a time and ``workers`` is ignored). With several
-    training processes, point ``ray_address`` at a running cluster."""
+    """The Docker hosts behind Ray actors of ``harness.sandbox: ray`` (then each host runs
+    ``episodes_per_host`` at a time and ``workers`` is ignored). With several training
+    processes, point ``ray_address`` at a running cluster."""
     update_chunk_turns: int = 8
     """At most this many sequences (a turn, or with ``pack`` the turns of an episode joined into
     one) per forward/backward pass of the update (a memory knob; ``optim.max_tokens_per_microbatch``

@@ -15,7 +15,6 @@ import os
 import statistics
 from collections import Counter, defaultdict
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import islice
 from pathlib import Path
@@ -27,14 +26,13 @@ from .calibration import Calibration, resolve_calibration, stable_summary
 from .config import RewardConfig
 from .costs import cost_summary, usage_dict
 from .errors import ConfigError
-from .harness import GradedEpisode, HarnessConfig, run_graded_episode
-from .hosts import HostPool, HostsConfig
+from .harness import GradedEpisode, HarnessConfig
+from .hosts import HostsConfig
 from .jsonio import write_json_atomic
 from .policy.base import GenerationConfig, Policy
-from .policy.batching import shared_policy
 from .prompts import messages_for_target
 from .rewards.similarity import StepScores
-from .sandbox.cache import ImageCache
+from .runner import EpisodeRunner, open_runner
 from .schemas import StepTarget, Task
 
 
@@ -47,7 +45,7 @@ class EvalConfig:
     generation: GenerationConfig = GREEDY
     """Sampling per turn; greedy by default."""
     harness: HarnessConfig = field(default_factory=HarnessConfig)
-    """The agent's limits, the grading limits and the sandbox of each instance."""
+    """The agent's limits, the grading limits and where each instance runs (``sandbox``)."""
     model_name: str = "swe-srl"
     """`model_name_or_path` written to predictions.jsonl."""
     retry_infra: bool = True
@@ -55,8 +53,8 @@ class EvalConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     """How ``--mode steps`` compares actions with the expert's (as training's ``reward``)."""
     hosts: HostsConfig = field(default_factory=HostsConfig)
-    """Where episodes run: the local engine, or Docker hosts behind Ray actors (``backend: ray``;
-    then ``workers`` is ignored: each host runs ``episodes_per_host`` at a time)."""
+    """The Docker hosts behind Ray actors of ``harness.sandbox: ray`` (then ``workers`` is
+    ignored: each host runs ``episodes_per_host`` at a time)."""
     calibration: str = ""
     """Calibration file (``swe-srl env calibrate``) for the resolve rate on stable tasks
     (summary.json ``stable``); empty: runs/calibration.json when it exists."""
@@ -140,18 +138,12 @@ def _finished(out_dir: Path, task: Task, retry_infra: bool) -> bool:
 
 
 def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig,
-                 pool: Optional[HostPool] = None, images: Optional[ImageCache] = None) -> InstanceResult:
-    """Run and grade one task (on a host of ``pool`` when given; else with its image leased
-    from ``images`` when given); writes trajectory.json, then result.json (atomically, last:
-    its presence marks the instance finished)."""
+                 runner: EpisodeRunner) -> InstanceResult:
+    """Run and grade one task with ``runner``; writes trajectory.json, then result.json
+    (atomically, last: its presence marks the instance finished)."""
     folder = instance_dir(out_dir, task.instance_id)
     folder.mkdir(parents=True, exist_ok=True)
-    if pool is not None:
-        graded = pool.run_graded_episode(policy, task, config.harness, config.generation, model_name=config.model_name)
-    else:
-        with images.lease(task) if images is not None else nullcontext(None) as image:
-            graded = run_graded_episode(policy, task, config.harness, config.generation, image=image,
-                                        model_name=config.model_name)
+    graded = runner.run(policy, task)
     if graded.result is not None:
         (folder / "trajectory.json").write_text(
             json.dumps(graded.result.trajectory.to_dict(), ensure_ascii=False) + "\n", encoding="utf-8")
@@ -174,21 +166,20 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     todo = [t for t in tasks if not _finished(out, t, config.retry_infra)]
-    hosts = HostPool(config.hosts) if todo and config.hosts.backend == "ray" else None
-    images = config.harness.image_cache() if hosts is None else None  # Ray hosts keep their own
-    if images is not None:
-        images.plan(todo)  # prefetch builds the next tasks' images; eviction keeps the soonest needed
-    workers = hosts.slots if hosts is not None else config.workers
+    runner = open_runner(config.harness, config.hosts, workers=config.workers, generation=config.generation,
+                         model_name=config.model_name)
+    workers = runner.workers
     # Threads share an in-process model through one batching queue (no global lock).
-    runner = policy if thread_safe_policy or workers == 1 else shared_policy(policy, workers)
+    shared = runner.share(policy, thread_safe=thread_safe_policy)
     try:
+        runner.plan(todo)
         if todo:
             # At most `workers` instances are in flight and the next starts only once a result
             # is handled: on Ctrl-C (or a raising on_result) the running ones finish and clean
             # up their containers, nothing new starts, and a rerun resumes from there.
             queue = iter(todo)
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                running = {pool.submit(run_instance, runner, task, out, config, hosts, images)
+                running = {pool.submit(run_instance, shared, task, out, config, runner)
                            for task in islice(queue, workers)}
                 while running:
                     done, running = wait(running, return_when=FIRST_COMPLETED)
@@ -196,19 +187,15 @@ def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.Path
                         result = future.result()  # a harness bug surfaces here, never silently lost
                         if on_result is not None:
                             on_result(result)
-                        running |= {pool.submit(run_instance, runner, task, out, config, hosts, images)
+                        running |= {pool.submit(run_instance, shared, task, out, config, runner)
                                     for task in islice(queue, 1)}
     finally:
-        if hosts is not None:
-            hosts.close()
-        if images is not None:
-            images.close()
+        runner.close()
     results = [r for r in (read_result(out, t.instance_id) for t in tasks) if r is not None]
     write_predictions(out / "predictions.jsonl", results, config.model_name)
     summary = summarize(results, total=len(tasks), skipped=len(tasks) - len(todo))
     summary["stable"] = stable_summary(results, tasks, calibration) if calibration is not None else None
-    if images is not None and images.budget is not None:
-        summary["image_cache"] = images.stats.to_dict()
+    summary |= runner.summary()  # the image cache's work under a budget (docker)
     if provenance is not None:
         summary["provenance"] = provenance
     write_json_atomic(out / "summary.json", summary)

@@ -1,8 +1,14 @@
-"""Run a task as an agent episode, then grade it: the one function eval, rlvr/hybrid training
-and ``record-experts`` share.
+"""Run a task as an agent episode, then grade it: THE run-and-grade sequence every episode
+runner shares (:mod:`swe_srl.runner` picks where it runs, for eval, rlvr/hybrid training and
+``record-experts``).
 
     task image -> fresh sandbox -> agent episode (policy <-> sandbox) -> patch
                -> fresh grading container (patch + test patch, the task's tests) -> TestReport
+
+:func:`run_graded_episode` takes what differs between backends as parameters: the image
+provider (a context manager per task: the image held for the episode and its grading), the
+sandbox opener and the grader. :func:`finish_graded_episode` decides from the episode's typed
+end (:class:`~swe_srl.agent.EpisodeEnd`) what is graded.
 
 Who is at fault: a failure before the model's code runs (image missing, engine error,
 container create/start, a grading harness that breaks) is an infrastructure failure
@@ -14,18 +20,30 @@ graded: the FAIL_TO_PASS tests fail at the base commit by construction.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Callable, ContextManager, Iterator, Literal, Optional
 
 from .agent import GREEDY, AgentConfig, Episode, run_episode
 from .errors import ConfigError, InfrastructureError
 from .policy.base import GenerationConfig, Policy
-from .sandbox import SandboxConfig, open_sandbox
-from .sandbox.cache import ImageCache
+from .sandbox import SandboxConfig
+from .sandbox.base import Sandbox
 from .sandbox.config import Backend, check_size
-from .sandbox.grading import GradingConfig, grade
+from .sandbox.grading import GradingConfig
 from .sandbox.images import ensure_image
 from .schemas import EpisodeResult, ResourceUsage, Task, TestReport
+
+EpisodeBackend = Literal["docker", "local", "ray"]
+"""Where episodes run (``harness.sandbox``): one name per :data:`swe_srl.runner.RUNNERS` entry."""
+
+ImageProvider = Callable[[Task], ContextManager["str | InfrastructureError"]]
+"""``task`` -> a context manager holding its image for the block: the tag, or the
+InfrastructureError that kept it from being made."""
+SandboxOpener = Callable[[Task, str], Sandbox]
+"""(task, image tag) -> a started sandbox (closed by the caller, with ``with``)."""
+Grader = Callable[[Task, str], TestReport]
+"""(task with its image, patch) -> the report of a fresh grading container."""
 
 EMPTY_PATCH_LOG = "empty patch: not graded"
 CONTAINER_DIED = "the agent's commands killed its container"
@@ -46,8 +64,11 @@ class HarnessConfig:
     disk_limit: Optional[str] = "4g"
     """What each agent container may write (None = unlimited); past it the episode ends as
     the model's failure."""
-    sandbox: Backend = "docker"
-    """'docker' (isolated) or 'local' (no isolation; only where docker is unavailable)."""
+    sandbox: EpisodeBackend = "docker"
+    """Where episodes run: 'docker' (this machine's engine, isolated), 'local' (a copy of the
+    task's repository, no isolation; only where docker is unavailable: grading still uses
+    Docker) or 'ray' (Docker hosts behind Ray actors, the ``hosts`` settings beside this). The
+    older ``hosts.backend: ray`` means 'ray' too. See :mod:`swe_srl.runner`."""
     image_budget_gb: Optional[float] = None
     """Disk budget of the project's images on each Docker engine, in GB (10^9 bytes; None =
     no budget): task images are evicted least recently used to stay within it (never a base
@@ -64,11 +85,6 @@ class HarnessConfig:
             raise ConfigError(f"harness.image_budget_gb must be >= 0 (or null for no budget), got {self.image_budget_gb}")
         if self.image_prefetch < 0:
             raise ConfigError(f"harness.image_prefetch must be >= 0 (0 = off), got {self.image_prefetch}")
-
-    def image_cache(self) -> Optional["ImageCache"]:
-        """The image cache episodes under this config lease their images from (one per run);
-        None for the local backend, which runs no images."""
-        return ImageCache.of(self.image_budget_gb, self.image_prefetch) if self.sandbox == "docker" else None
 
 
 @dataclass
@@ -111,29 +127,41 @@ def record_usage(out: GradedEpisode, sandbox: object) -> None:
         out.episode.result = replace(out.episode.result, usage=usage)
 
 
-def sandbox_config(task: Task, image: str, config: HarnessConfig) -> SandboxConfig:
-    """The agent sandbox of ``task`` (the local backend copies the task's repository)."""
-    source = task.metadata.get("task_dir") if config.sandbox == "local" and isinstance(task.metadata, dict) else None
+def sandbox_config(task: Task, image: str, config: HarnessConfig, backend: Backend = "docker") -> SandboxConfig:
+    """The agent sandbox of ``task`` under ``config``'s limits (the local backend copies the
+    task's repository)."""
+    source = task.metadata.get("task_dir") if backend == "local" and isinstance(task.metadata, dict) else None
     return SandboxConfig(image=image, workdir=task.workdir, mem_limit=config.mem_limit, cpus=config.cpus,
-                         backend=config.sandbox, source=source, max_patch_bytes=config.grading.max_patch_bytes,
+                         backend=backend, source=source, max_patch_bytes=config.grading.max_patch_bytes,
                          disk_limit=config.disk_limit)
 
 
+@contextmanager
+def present_image(task: Task) -> Iterator[str | InfrastructureError]:
+    """The image provider without a cache: ``task``'s image made present (built or pulled)."""
+    try:
+        image: str | InfrastructureError = ensure_image(task)
+    except InfrastructureError as exc:
+        image = exc
+    yield image
+
+
 def finish_graded_episode(out: GradedEpisode, grade_patch: Callable[[str], TestReport]) -> None:
-    """Set ``out``'s report from its finished episode: what the episode itself decided
-    (infrastructure failure, a killed container, the disk budget, an oversized or empty patch),
-    else ``grade_patch(patch)`` (a fresh grading container, here or on the episode's host)."""
-    task, result = out.task, out.episode.result
-    if result.infra_error:
-        report = TestReport(instance_id=task.instance_id, infra_error=result.infra_error, pass_to_pass=0.0)
-    elif result.exit_reason in ("container_died", "disk_limit"):
+    """Set ``out``'s report from its finished episode: what the episode itself decided (its
+    end: an infrastructure failure, a killed container, the disk budget; an oversized or empty
+    patch), else ``grade_patch(patch)`` (a fresh grading container, here or on the episode's host)."""
+    task, episode, result = out.task, out.episode, out.episode.result
+    end = episode.end
+    if end.reason == "infra_error":
+        report = TestReport(instance_id=task.instance_id, infra_error=end.detail, pass_to_pass=0.0)
+    elif end.reason in ("container_died", "disk_limit"):
         report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
-                            rejected=CONTAINER_DIED if result.exit_reason == "container_died" else DISK_LIMIT,
-                            log_tail=str(result.trajectory.metadata.get("container_died", "")))
-    elif result.trajectory.metadata.get("patch_too_large"):
-        reason = str(result.trajectory.metadata["patch_too_large"])
+                            rejected=CONTAINER_DIED if end.reason == "container_died" else DISK_LIMIT,
+                            log_tail=end.detail)
+    elif episode.patch_refused:
         report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0, patch_applied=False,
-                            rejected=reason, log_tail=f"[swe-srl] {reason}: not read, not stored")
+                            rejected=episode.patch_refused,
+                            log_tail=f"[swe-srl] {episode.patch_refused}: not read, not stored")
     elif not result.patch.strip():
         report = TestReport(instance_id=task.instance_id, resolved=False, pass_to_pass=0.0,
                             patch_applied=False, log_tail=EMPTY_PATCH_LOG)
@@ -144,22 +172,24 @@ def finish_graded_episode(out: GradedEpisode, grade_patch: Callable[[str], TestR
     out.episode.result = replace(result, report=report)
 
 
-def run_graded_episode(policy: Policy, task: Task, config: HarnessConfig = HarnessConfig(),
-                       generation: GenerationConfig = GREEDY, *, image: str | InfrastructureError | None = None,
+def run_graded_episode(policy: Policy, task: Task, config: HarnessConfig, generation: GenerationConfig = GREEDY,
+                       *, images: ImageProvider, sandboxes: SandboxOpener, grader: Grader,
                        model_name: str = "") -> GradedEpisode:
-    """Run ``policy`` on ``task`` in a fresh sandbox, then grade its patch in a fresh container."""
+    """Run ``policy`` on ``task`` in a fresh sandbox, then grade its patch in a fresh container:
+    the image from ``images`` (held until graded), the sandbox from ``sandboxes``, the report
+    from ``grader``. An InfrastructureError on the way is the episode's ``infra_error``;
+    ``report`` stays None then (nothing came back to grade)."""
     started = time.monotonic()
     out = GradedEpisode(task)
     try:
-        image = image if image is not None else ensure_image(task)
-        if isinstance(image, InfrastructureError):
-            raise image
-        with open_sandbox(sandbox_config(task, image, config)) as sandbox:
-            out.episode = run_episode(policy, sandbox, task, config.agent, generation, model_name=model_name)
-        record_usage(out, sandbox)
+        with images(task) as image:
+            if isinstance(image, InfrastructureError):
+                raise image
+            with sandboxes(task, image) as sandbox:
+                out.episode = run_episode(policy, sandbox, task, config.agent, generation, model_name=model_name)
+            record_usage(out, sandbox)
+            finish_graded_episode(out, lambda patch: grader(replace(task, image=image), patch))
     except InfrastructureError as exc:
-        out.infra_error, out.wall_time = str(exc), time.monotonic() - started
-        return out
-    finish_graded_episode(out, lambda patch: grade(replace(task, image=image), patch, config.grading))
+        out.infra_error = str(exc)
     out.wall_time = time.monotonic() - started
     return out

@@ -1,4 +1,5 @@
-"""Episodes over many Docker hosts, on Ray: one long-lived actor per Docker engine.
+"""Episodes over many Docker hosts, on Ray: one long-lived actor per Docker engine (the
+``ray`` episode runner, :class:`swe_srl.runner.RayRunner`, runs episodes through it).
 
     driver (policy, agent loops in threads) --Ray--> HostWorker actor on each Docker host
                                                        owns that engine's client, its images,
@@ -34,10 +35,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Optional
 
-from .agent import run_episode
 from .errors import ConfigError, InfrastructureError, SweSrlError
-from .harness import GradedEpisode, HarnessConfig, finish_graded_episode, record_usage, sandbox_config
-from .policy.base import GenerationConfig, Policy
 from .sandbox.config import SandboxConfig
 from .sandbox.grading import GradingConfig
 from .schemas import ExecResult, Task, TestReport
@@ -49,8 +47,9 @@ RESOURCE_PREFIX = "swe_srl_host:"
 
 @dataclass(frozen=True)
 class HostsConfig:
-    """Where episodes run. ``backend``: ``local`` (the process's own engine, today's path) or
-    ``ray``. ``hosts``: ``name=docker-url`` entries (``a=unix:///var/run/docker.sock``,
+    """The Docker hosts of ``harness.sandbox: ray``. ``backend``: the older knob, kept so
+    existing configs work: ``ray`` = ``harness.sandbox: ray``; ``local`` (default) leaves
+    ``harness.sandbox`` to say where. ``hosts``: ``name=docker-url`` entries (``a=unix:///var/run/docker.sock``,
     ``b=ssh://user@host.example``); an empty url is the environment's default engine. ``ray_address``:
     a running cluster (``auto`` or ``ray://...``), or empty to start a local one.
     ``episodes_per_host`` / ``starts_per_host``: concurrent episodes / container starts per
@@ -288,7 +287,8 @@ class RemoteSandbox:
 
 @dataclass
 class HostPool:
-    """Host actors for one run: pick a host per episode, run and grade it there."""
+    """Host actors for one run: a slot on a live host per episode (the episode itself runs
+    through :class:`swe_srl.runner.RayRunner`), hosts that stop answering leave the pool."""
 
     config: HostsConfig
     run_id: str = field(default_factory=lambda: f"ray-{uuid.uuid4().hex[:8]}")
@@ -331,7 +331,8 @@ class HostPool:
     def slots(self) -> int:
         return self.config.episodes_per_host * len(self.hosts)
 
-    def _take(self) -> Optional[HostHandle]:
+    def take(self) -> Optional[HostHandle]:
+        """A slot on the least loaded live host (waits for one); None when no host is up."""
         while True:
             with self._lock:
                 live = [h for h in self.hosts if h.up]
@@ -343,54 +344,21 @@ class HostPool:
                     return host
             time.sleep(0.05)
 
-    def _give(self, host: HostHandle) -> None:
+    def give(self, host: HostHandle) -> None:
+        """The episode that held a slot on ``host`` is over."""
         with self._lock:
             host.running -= 1
+            host.episodes += 1
         host.slots.release()
 
-    def run_graded_episode(self, policy: Policy, task: Task, harness: HarnessConfig,
-                           generation: GenerationConfig, *, model_name: str = "") -> GradedEpisode:
-        """One task on the least loaded live host: agent episode there, graded there."""
-        started = time.monotonic()
-        out = GradedEpisode(task)
-        host = self._take()
-        if host is None:
-            out.infra_error = "no Docker host is up"
-            return out
-        out.host = host.name
-        deadline = started + self.config.episode_budget_s
-        image = None
-        try:
-            image = host.call("ensure_image", task, harness.image_budget_gb, timeout=max(1.0, deadline - time.monotonic()))
-            agent = replace(harness.agent, max_wall_time=min(harness.agent.max_wall_time,
-                                                             max(1.0, self.config.episode_budget_s - self.config.call_grace_s)))
-            with RemoteSandbox(host, sandbox_config(task, image, harness), deadline, self.config.call_grace_s) as box:
-                out.episode = run_episode(policy, box, task, agent, generation, model_name=model_name)
-            record_usage(out, box)
-            grading = harness.grading
-            finish_graded_episode(out, lambda patch: host.call(
-                "grade", replace(task, image=image), patch, grading,
-                timeout=grading.harness_timeout + self.config.call_grace_s))
-        except InfrastructureError as exc:
-            out.infra_error = str(exc)
-            self._check(host)
-        finally:
-            if image is not None:
-                self._release_image(host, image)
-            host.episodes += 1
-            self._give(host)
-        if out.infra_error is None and out.episode is not None and out.episode.result.infra_error:
-            self._check(host)
-        out.wall_time = time.monotonic() - started
-        return out
-
-    def _release_image(self, host: HostHandle, image: str) -> None:
+    def release_image(self, host: HostHandle, image: str) -> None:
+        """The episode that held ``image`` on ``host`` is graded: it may be evicted again."""
         try:
             host.call("release_image", image, timeout=self.config.call_grace_s)
         except InfrastructureError as exc:  # the host is gone, and its holds with its process
             log.warning("releasing %s on host %s: %s", image, host.name, exc)
 
-    def _check(self, host: HostHandle) -> None:
+    def check(self, host: HostHandle) -> None:
         """After an infrastructure failure: is the host's engine still there? If not, it
         leaves the pool (its running episodes fail on their own)."""
         try:
@@ -421,32 +389,3 @@ class HostPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def check_hosts(config: HostsConfig, tasks_dir: Any = None) -> list:
-    """``doctor --hosts``: one line per Docker host, through its Ray actor."""
-    from .sandbox.doctor import Check
-    from .sandbox.image_usage import human_bytes
-
-    checks = []
-    try:
-        pool = HostPool(config)
-    except (ConfigError, InfrastructureError) as exc:
-        return [Check("hosts", "fail", str(exc), "start Ray on each Docker host (see README: many hosts)")]
-    with pool:
-        for host in pool.hosts:
-            try:
-                facts = host.call("ping", timeout=120)
-            except InfrastructureError as exc:
-                checks.append(Check(f"host {host.name}", "fail", str(exc), "start its engine; check its url"))
-                continue
-            free = facts["disk_free_bytes"]
-            detail = (f"engine {facts['engine']} ({facts['driver']}), {facts['images']} images, base image "
-                      f"{'present' if facts['base_image'] else 'missing (built on first use)'}, "
-                      f"{facts['containers_running']} containers running ({facts['sandboxes']} swe-srl), "
-                      f"project images {human_bytes(facts['image_bytes'])}, "
-                      f"disk free {'?' if free is None else f'{free / 2**30:.1f} GiB'}")
-            low = free is not None and free < 20 * 2**30
-            checks.append(Check(f"host {host.name}", "warn" if low else "ok", detail,
-                                "free disk on that host (task images are GBs each)" if low else ""))
-    return checks

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from swe_srl.actions import make_action, render_xml
-from swe_srl.agent import FORMAT_ERROR_OBSERVATION, AgentConfig, canonical_actions, run_episode
+from swe_srl.agent import FORMAT_ERROR_OBSERVATION, AgentConfig, run_episode
 from swe_srl.experts import load_script, script_path
 from swe_srl.policy.scripted import ScriptedPolicy
 from swe_srl.prompts import format_completion
@@ -45,7 +45,7 @@ def test_expert_replay_submits_the_fix_with_real_observations(sandbox):
     result = episode.result
     assert result.exit_reason == "submitted" and result.infra_error is None
     assert result.num_steps == len(steps) == len(episode.turns) and policy.remaining == 0
-    assert canonical_actions(episode) == [render_xml(s.action) for s in steps]
+    assert [render_xml(t.action) for t in result.trajectory.steps] == [render_xml(s.action) for s in steps]
     assert "-(-total // per_page)" in result.patch and "tests/" not in result.patch
     observations = [s.observation for s in result.trajectory.steps]
     assert "IndexError: page 3 out of range 1..2" in observations[2]  # the reproduction, before the edit

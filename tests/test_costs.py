@@ -13,9 +13,10 @@ import pytest
 from swe_srl.costs import cost_summary, cost_totals, describe_cost, per_unit, usage_dict
 from swe_srl.evaluate import EvalConfig, InstanceResult, evaluate_tasks, instance_dir
 from swe_srl.experts import ExpertReplay, load_scripts
-from swe_srl.harness import GradedEpisode, HarnessConfig, run_graded_episode
+from swe_srl.harness import GradedEpisode, HarnessConfig
 from swe_srl.rl.distributed import Dist
 from swe_srl.rl.sources import EpisodeRollout, episode_totals
+from swe_srl.runner import open_runner
 from swe_srl.sandbox.grading import GradingConfig
 from swe_srl.schemas import EpisodeResult, ResourceUsage, TestReport, Trajectory
 from swe_srl.tasks import load_tasks
@@ -158,7 +159,8 @@ def test_grading_infra_failure_keeps_what_its_containers_used(docker_client, bas
     slow = dataclasses.replace(task, test_cmd="sleep 30; " + task.test_cmd)
     replay = ExpertReplay.from_scripts(load_scripts([task]), [slow])
     config = HarnessConfig(grading=GradingConfig(test_timeout=1.0, on_test_timeout="infra"))
-    graded = run_graded_episode(replay.policy(), slow, config)
+    with open_runner(config) as runner:
+        graded = runner.run(replay.policy(), slow)
     assert graded.infra_error and "timed out" in graded.infra_error
     assert graded.usage.containers == 2 and graded.usage.unmeasured == 0
     assert graded.report.usage.container_seconds >= 1.0  # the grading container ran its 1 s of tests

@@ -16,7 +16,7 @@ from ..calibration import resolve_calibration
 from ..config_loader import load_config
 from ..costs import describe_cost
 from ..dataset import load_step_targets
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..jsonio import write_json_atomic, write_jsonl_atomic
 from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
 from ..decontam import task_keys
@@ -55,12 +55,12 @@ def eval_command(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A preset name or YAML file; its `eval:` section is read."),
     overrides: List[str] = typer.Option([], "--set", "-s", help="Dotted override of the eval config, repeatable: --set harness.agent.max_steps=10"),
     workers: Optional[int] = typer.Option(None, "-j", "--workers", help="Instances in parallel [default: 1]."),
-    hosts: Optional[str] = typer.Option(None, "--hosts", help="Docker hosts behind Ray actors, comma-separated name=docker-url (a=unix:///var/run/docker.sock,b=ssh://me@box1.example); sets hosts.backend=ray."),
+    hosts: Optional[str] = typer.Option(None, "--hosts", help="Docker hosts behind Ray actors, comma-separated name=docker-url (a=unix:///var/run/docker.sock,b=ssh://me@box1.example); sets harness.sandbox=ray."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster (auto, ray://...) [default: start a local one]."),
     max_steps: Optional[int] = typer.Option(None, help="Policy turns per episode [default: 30]."),
     max_new_tokens: Optional[int] = typer.Option(None, help="Tokens per policy turn [default: 512]."),
     temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0]."),
-    sandbox: Optional[str] = typer.Option(None, help="docker (isolated) or local (no isolation) [default: docker]."),
+    sandbox: Optional[str] = typer.Option(None, help="Where episodes run: docker (isolated), local (no isolation) or ray (see --hosts) [default: docker]."),
     image_budget_gb: Optional[float] = typer.Option(None, "--image-budget-gb", help="Disk budget of the project's images (GB): least recently used task images are evicted to stay within it [default: none]."),
     data: Optional[Path] = typer.Option(None, help="--mode steps: step targets [default: runs/dataset/val.jsonl]."),
     limit: int = typer.Option(0, help="--mode steps: score at most this many step targets (0 = all)."),
@@ -75,10 +75,14 @@ def eval_command(
     console = Console()
     # The options a user gave win over --set (their values are mappings: a path never goes
     # through YAML).
+    if hosts and sandbox not in (None, "ray"):
+        raise ConfigError(f"--hosts runs episodes in Docker on the Ray hosts; it cannot be combined with "
+                          f"--sandbox {sandbox}")
     given = {"workers": workers, "harness.agent.max_steps": max_steps, "generation.max_new_tokens": max_new_tokens,
-             "generation.temperature": temperature, "harness.sandbox": sandbox, "hosts.ray_address": ray_address,
+             "generation.temperature": temperature, "harness.sandbox": "ray" if hosts else sandbox,
+             "hosts.ray_address": ray_address,
              "harness.image_budget_gb": image_budget_gb,
-             "hosts.backend": "ray" if hosts else None, "calibration": str(calibration) if calibration else None,
+             "calibration": str(calibration) if calibration else None,
              "hosts.hosts": [h.strip() for h in hosts.split(",") if h.strip()] if hosts else None}
     cfg = load_config(EvalConfig, config, overrides, section="eval",
                       flags={k: v for k, v in given.items() if v is not None})

@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InfrastructureError
 from ..paths import TASKS_DIR
 from ..sandbox.cache import ImageCache, budget_bytes
 from ..sandbox.doctor import run_checks
 from ..sandbox.images import MIRROR_ENV, build_all
 from ..sandbox.image_usage import human_bytes
+
+if TYPE_CHECKING:
+    from ..hosts import HostsConfig
 
 env_app = typer.Typer(help="Sandbox environments: build the base image and the task images; calibrate tasks.",
                       no_args_is_help=True)
@@ -34,9 +37,9 @@ def doctor_command(
     budget_bytes(budget)  # a bad budget is one line, before any check runs
     checks = run_checks(tasks, budget)
     if hosts:
-        from ..hosts import HostsConfig, check_hosts
+        from ..hosts import HostsConfig
 
-        checks += check_hosts(HostsConfig(backend="ray", ray_address=ray_address,
+        checks += check_hosts(HostsConfig(ray_address=ray_address,
                                           hosts=tuple(h.strip() for h in hosts.split(",") if h.strip())), tasks)
     colour = {"ok": "green", "warn": "yellow", "fail": "red"}
     table = Table(title="swe-srl doctor", show_lines=False)
@@ -106,3 +109,32 @@ def register(app: typer.Typer) -> None:
     env_app.command("calibrate")(calibrate_command)
     app.command("doctor")(doctor_command)
     app.add_typer(env_app, name="env")
+
+
+def check_hosts(config: "HostsConfig", tasks_dir: Any = None) -> list:
+    """``doctor --hosts``: one line per Docker host, through its Ray actor."""
+    from ..hosts import HostPool
+    from ..sandbox.doctor import Check
+
+    checks = []
+    try:
+        pool = HostPool(config)
+    except (ConfigError, InfrastructureError) as exc:
+        return [Check("hosts", "fail", str(exc), "start Ray on each Docker host (see README: many hosts)")]
+    with pool:
+        for host in pool.hosts:
+            try:
+                facts = host.call("ping", timeout=120)
+            except InfrastructureError as exc:
+                checks.append(Check(f"host {host.name}", "fail", str(exc), "start its engine; check its url"))
+                continue
+            free = facts["disk_free_bytes"]
+            detail = (f"engine {facts['engine']} ({facts['driver']}), {facts['images']} images, base image "
+                      f"{'present' if facts['base_image'] else 'missing (built on first use)'}, "
+                      f"{facts['containers_running']} containers running ({facts['sandboxes']} swe-srl), "
+                      f"project images {human_bytes(facts['image_bytes'])}, "
+                      f"disk free {'?' if free is None else f'{free / 2**30:.1f} GiB'}")
+            low = free is not None and free < 20 * 2**30
+            checks.append(Check(f"host {host.name}", "warn" if low else "ok", detail,
+                                "free disk on that host (task images are GBs each)" if low else ""))
+    return checks

@@ -5,8 +5,9 @@ rewarded, and the samples become the sequences of the update.
   (``<think>`` + one action) rewarded by the similarity of its action to the expert's; each
   completion is one sequence with its own advantage.
 * :class:`EpisodeSource` (``rlvr`` / ``hybrid``): an item is a task; a sample is one whole
-  episode of the current policy in a fresh sandbox, graded in a fresh container
-  (:func:`swe_srl.harness.run_graded_episode`) and rewarded by :mod:`swe_srl.rewards.episode`.
+  episode of the current policy in a fresh sandbox, graded in a fresh container (by the run's
+  :class:`~swe_srl.runner.EpisodeRunner`, wherever ``harness.sandbox`` says) and rewarded by
+  :mod:`swe_srl.rewards.episode`.
   Credit assignment: every turn carries the episode's advantage on its EXACT sampled ids; the
   turns are rows of the update (:mod:`.episode_pack`): one masked row per episode when each
   turn's prompt extends the last (``agent.context: conversation``), else one row per turn (its
@@ -28,7 +29,6 @@ import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -39,14 +39,13 @@ from ..actions import render_xml
 from ..calibration import episode_weight, resolve_calibration, verdict_counts
 from ..config import EpisodeConfig, LossWeighting, TrainConfig
 from ..errors import ConfigError, InputError, RecordError
+from ..harness import GradedEpisode
 from ..paths import DEMO_EXPERTS as DEFAULT_EXPERTS
-from ..harness import GradedEpisode, run_graded_episode
-from ..hosts import HostPool
 from ..policy.base import Policy
-from ..policy.batching import shared_policy
 from ..prompts import messages_for_target
 from ..rewards.episode import SIMILARITY, TESTS, reward_weights, score_episode, turn_credit
 from ..rewards.scanner import TAMPERING
+from ..runner import open_runner
 from ..schemas import ResourceUsage, StepTarget, Task, Trajectory
 from .distributed import Dist
 from .episode_pack import PackedSequence, PackStats, pack_turns, weigh
@@ -119,17 +118,16 @@ class EpisodeRollout:
 
 
 class EpisodeSource:
-    """``rlvr`` / ``hybrid``: G rewarded episodes per task, ``episodes.workers`` at a time."""
+    """``rlvr`` / ``hybrid``: G rewarded episodes per task, ``episodes.workers`` at a time (on Ray
+    hosts: their slots)."""
 
     def __init__(self, config: TrainConfig, sampler: Policy, tasks: Sequence[Task]) -> None:
         e = config.episodes
         self.config, self.tasks = config, tasks
-        self.pool: Optional[HostPool] = None  # Ray host actors, started at the first draw
-        # Local engine: each episode leases its task's image (built once, evicted under a budget).
-        self.images = e.harness.image_cache() if e.hosts.backend != "ray" else None
-        threads = e.hosts.episodes_per_host * len(e.hosts.entries()) if e.hosts.backend == "ray" else e.workers
+        # Where episodes run (this machine's Docker, Ray hosts, ...): built once, started at the first draw.
+        self.runner = open_runner(e.harness, e.hosts, workers=e.workers, generation=config.generation)
         # Concurrent episodes share an in-process model through one batching queue.
-        self.sampler = shared_policy(sampler, threads) if threads > 1 else sampler
+        self.sampler = self.runner.share(sampler)
         self.weights = reward_weights(config.method, e.weights.similarity, e.weights.tests)
         self.experts = load_expert_actions(e.experts or DEFAULT_EXPERTS, tasks) if SIMILARITY in self.weights else {}
         self.max_tokens, self.max_chunk = config.generation.max_new_tokens, e.update_chunk_turns
@@ -145,42 +143,26 @@ class EpisodeSource:
         tasks = [self.tasks[i] for i, w in zip(indices, weights) if w > 0]
         if not tasks:
             return []
-        hosts = self.config.episodes.hosts
-        if hosts.backend == "ray":  # each host actor builds its own engine's images
-            self.pool = self.pool or HostPool(hosts)
-            workers = self.pool.slots
-        else:
-            if self.images is not None:
-                self.images.plan(tasks)  # the step's other tasks' images are made while the first run
-            workers = self.config.episodes.workers
-        with ThreadPoolExecutor(workers, thread_name_prefix="episode") as pool:
+        self.runner.plan(tasks)  # the step's other tasks' images are made while the first run
+        with ThreadPoolExecutor(self.runner.workers, thread_name_prefix="episode") as pool:
             done = list(pool.map(self.rollout, [t for t in tasks for _ in range(G)]))
         return [Group(serial, task.instance_id, done[i * G:(i + 1) * G], [r.reward for r in done[i * G:(i + 1) * G]],
                       [r.num_tokens for r in done[i * G:(i + 1) * G]])
                 for i, (serial, task) in enumerate(zip(serials, tasks))]
 
-    def rollout(self, task: Task, image: Any = None) -> EpisodeRollout:
-        """One episode in a fresh sandbox, graded in a fresh container, rewarded. ``image``: a
-        tag (or the InfrastructureError that stands for it) to use instead of leasing one."""
+    def rollout(self, task: Task) -> EpisodeRollout:
+        """One episode in a fresh sandbox, graded in a fresh container, rewarded."""
         e = self.config.episodes
-        if self.pool is not None:
-            graded = self.pool.run_graded_episode(self.sampler, task, e.harness, self.config.generation)
-        else:
-            leasing = self.images is not None and image is None  # else: the image (or error) given
-            with self.images.lease(task) if leasing else nullcontext(image) as leased:
-                graded = run_graded_episode(self.sampler, task, e.harness, self.config.generation, image=leased)
+        graded = self.runner.run(self.sampler, task)
         score = score_episode(
             graded.report, [turn.action for turn in graded.turns], self.experts.get(task.instance_id, ()),
             self.weights, shape=e.test_reward, scorer=self.config.reward.scorer(), infra_error=graded.infra_error)
         return EpisodeRollout(graded, score.components, score.reward, score.turn_scores)
 
     def close(self) -> None:
-        """Stop the host actors (and the local Ray this run started, if any) and prefetching."""
-        if self.images is not None:
-            self.images.close()
-        if self.pool is not None:
-            self.pool.close()
-            self.pool = None
+        """Stop what the runner holds: prefetching, the host actors (and the local Ray this run
+        started, if any)."""
+        self.runner.close()
 
     def sequences(self, groups: Sequence[Group], advantages: torch.Tensor,
                   divisors: torch.Tensor) -> tuple[list[Any], torch.Tensor, torch.Tensor]:

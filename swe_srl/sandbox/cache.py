@@ -5,7 +5,7 @@ pass the budget, and builds (or pulls) the images of the next tasks in the backg
     cache = ImageCache.of(budget_gb=20, prefetch=2)
     cache.plan(tasks)                      # the order tasks will run in (eviction looks ahead)
     with cache.lease(task) as image:       # present (evicting, building) and held until the end
-        run_graded_episode(..., image=image)
+        ...                                # the episode and its grading (swe_srl.runner.DockerRunner)
 
 Never evicted: base images (every task image is built on one), an image a container was
 created from, an image another present image was built on, an image a live process holds (an

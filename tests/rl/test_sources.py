@@ -4,6 +4,8 @@ only the policy's own tokens carry loss)."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -80,7 +82,9 @@ def test_a_missing_image_gives_a_none_reward_not_zero():
     task = load_tasks("demo")[0]
     cfg = load_config(TrainConfig, None, ["method=hybrid"])
     source = EpisodeSource(cfg, sampler=None, tasks=[task])  # never asked: no sandbox opens
-    out = source.rollout(task, InfrastructureError("image swe-srl/does-not-exist:0 is not present"))
+    missing = InfrastructureError("image swe-srl/does-not-exist:0 is not present")
+    source.runner.image = lambda task: nullcontext(missing)  # the runner's image provider
+    out = source.rollout(task)
     assert out.reward is None and out.components == {"tests": None, "similarity": None}
     assert "does-not-exist" in out.graded.infra_error and out.turns == [] and out.num_tokens == 0
     fine = EpisodeRollout(GradedEpisode(task), reward=1.0, components={"tests": 1.0})
