@@ -207,12 +207,22 @@ def markdown(results: list[dict]) -> str:
 
 def _in_subprocess(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """``run_shape`` in a child process (spawned: vLLM and CUDA do not survive a fork), so that
-    one variant's engine, GPU memory and peak RSS are not the next one's."""
+    one variant's engine, GPU memory and peak RSS are not the next one's. Not a Pool worker:
+    those are daemonic, and a daemonic process may not start the engine's own processes."""
     import multiprocessing
 
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(run_shape, (args, work))
+    out = work / f"variant-{args.shape}-{args.variant}.json"
+    out.unlink(missing_ok=True)
+    child = multiprocessing.get_context("spawn").Process(target=_run_to_file, args=(args, work, out), daemon=False)
+    child.start()
+    child.join()
+    if child.exitcode != 0 or not out.is_file():
+        raise RuntimeError(f"the {args.shape}/{args.variant} run failed in its process (exit code {child.exitcode})")
+    return json.loads(out.read_text())
+
+
+def _run_to_file(args: argparse.Namespace, work: Path, out: Path) -> None:
+    out.write_text(json.dumps(run_shape(args, work)))
 
 
 def main(argv: list[str] | None = None) -> int:
