@@ -27,7 +27,7 @@ from swe_srl.sandbox.reaper import LABEL_RUN
 # Where the project writes code, docs and tests (the tokenizer corpus is frozen data: left out).
 SCANNED = ("swe_srl", "environments", "tests", "benchmarks", ".ci", "README.md", "pyproject.toml",
            "docker-compose.yml")
-FROZEN = {REPO_ROOT / "swe_srl" / "data" / "tiny_corpus.txt"}
+FROZEN = {REPO_ROOT / "swe_srl" / "data" / "tiny_corpus.txt.gz"}
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^/@\s]*@)?([a-z0-9{$\[][^/:\s'\"`)>\],;]*)", re.IGNORECASE)
 _DOMAIN = re.compile(r"\b(?:[a-z0-9-]+\.)+(?:org|com|net|io|dev|edu|gov)\b", re.IGNORECASE)
 # Hosts a URL may name: this machine, the compose services, reserved example names.
