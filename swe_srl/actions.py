@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import Any, Iterable, Literal, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 from .errors import ActionParseError
 from .schemas import Action

@@ -21,8 +21,8 @@ from .errors import ConfigError
 from .harness import HarnessConfig
 from .hosts import HostsConfig
 from .policy.base import GenerationConfig, LoraOptions
-from .rewards.episode import TestRewardShape
 from .rewards.compare import RewardConfig
+from .rewards.episode import TestRewardShape
 from .rl.settings import AdvantageScale, GrpoLossConfig, LossWeighting, Precision
 
 Method = Literal["sft", "srl", "rlvr", "hybrid"]

@@ -18,8 +18,9 @@ import math
 import os
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 

@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from .errors import ConfigError, InfrastructureError, SweSrlError
 from .sandbox.config import SandboxConfig
@@ -133,7 +133,7 @@ class HostWorker:
                 "sandboxes": len(list_sandboxes(client=client)), "episodes_served": self.episodes_served,
                 "image_bytes": (self.images or ImageCache()).usage().total_bytes}
 
-    def ensure_image(self, task: Task, budget_gb: Optional[float] = None) -> str:
+    def ensure_image(self, task: Task, budget_gb: float | None = None) -> str:
         """Make ``task``'s image present on this engine (one build per image, whatever the
         concurrency; evicting under ``budget_gb``) and hold it until :meth:`release_image`."""
         from .sandbox.cache import ImageCache, budget_bytes
@@ -211,7 +211,7 @@ class HostHandle:
         self.up = True
         self.episodes = 0
 
-    def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         import ray
 
         ref = getattr(self.actor, method).remote(*args, **kwargs)
@@ -278,7 +278,7 @@ class RemoteSandbox:
         except InfrastructureError as exc:  # its host's reaper removes it later
             log.warning("closing sandbox on host %s: %s", self.host.name, exc)
 
-    def __enter__(self) -> "RemoteSandbox":
+    def __enter__(self) -> RemoteSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -331,7 +331,7 @@ class HostPool:
     def slots(self) -> int:
         return self.config.episodes_per_host * len(self.hosts)
 
-    def take(self) -> Optional[HostHandle]:
+    def take(self) -> HostHandle | None:
         """A slot on the least loaded live host (waits for one); None when no host is up."""
         while True:
             with self._lock:
@@ -384,7 +384,7 @@ class HostPool:
         if self._started_ray:
             ray.shutdown()
 
-    def __enter__(self) -> "HostPool":
+    def __enter__(self) -> HostPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

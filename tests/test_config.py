@@ -9,8 +9,8 @@ import pytest
 
 from swe_srl.config import GRPOConfig, RewardConfig, TrainConfig
 from swe_srl.config_loader import apply_overrides, load_config, parse_override, presets, save_config
-from swe_srl.evaluate import EvalConfig
 from swe_srl.errors import ConfigError
+from swe_srl.evaluate import EvalConfig
 
 
 def test_process_group_timeout_is_long_for_episode_methods_unless_set():

@@ -16,7 +16,6 @@ from swe_srl.decontam import VERIFIED_FILE, Decontaminator, load_eval_set, parse
 from swe_srl.errors import ConfigError, InputError
 from swe_srl.formats import read_trajectories
 from swe_srl.paths import SAMPLES_DIR, default_trajectory_inputs
-
 from tests.test_dataset import make_traj, write_trajs
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-samples"

@@ -13,8 +13,7 @@ from swe_srl.actions import render_xml
 from swe_srl.cli import main
 from swe_srl.dataset import DatasetConfig, build_dataset, load_step_targets
 from swe_srl.errors import ConfigError, InputError
-from swe_srl.experts import (DEFAULT_OUTPUT, SCRIPTS_DIR, ExpertReplay, load_script, load_scripts,
-                             script_path)
+from swe_srl.experts import DEFAULT_OUTPUT, SCRIPTS_DIR, ExpertReplay, load_script, load_scripts, script_path
 from swe_srl.policy.base import GenerationConfig
 from swe_srl.prompts import build_messages
 from swe_srl.rewards.similarity import parse_completion

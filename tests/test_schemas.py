@@ -8,8 +8,17 @@ import pytest
 
 from swe_srl.errors import RecordError
 from swe_srl.schemas import (
-    SCHEMA_VERSION, Action, ContextRound, EpisodeResult, ExecResult, RewardResult, Step, StepTarget,
-    Task, TestReport, Trajectory,
+    SCHEMA_VERSION,
+    Action,
+    ContextRound,
+    EpisodeResult,
+    ExecResult,
+    RewardResult,
+    Step,
+    StepTarget,
+    Task,
+    TestReport,
+    Trajectory,
 )
 
 ACTION = Action(tool="str_replace_editor", arguments={"command": "view", "path": "/a.py", "view_range": [1, 9]}, raw="x")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -23,7 +22,7 @@ class _PlanSection:
     plan: PlanConfig = field(default_factory=PlanConfig)
 
 
-def _model_shape(model_config: Optional[str], cfg: TrainConfig, plan_cfg: PlanConfig) -> ModelShape:
+def _model_shape(model_config: str | None, cfg: TrainConfig, plan_cfg: PlanConfig) -> ModelShape:
     """--model-config, else model.path (what train loads), else plan.model, else the tiny model."""
     ref = model_config or cfg.model.path or plan_cfg.model
     if ref and Path(ref).is_dir() and not (Path(ref) / "config.json").is_file():
@@ -135,16 +134,16 @@ def format_plan(plan: Plan) -> str:
 
 def plan_command(
     config: str = typer.Option("tiny-cpu", "--config", "-c", help="A preset name (tiny-cpu, paper) or a YAML file."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs the run is spread over. Default: the config's "
+    gpus: int | None = typer.Option(None, "--gpus", help="GPUs the run is spread over. Default: the config's "
                                        "plan.gpus (1 without it)."),
-    gpu_memory_gb: Optional[float] = typer.Option(
+    gpu_memory_gb: float | None = typer.Option(
         None, "--gpu-memory-gb", help="Memory of one GPU in GiB (default: plan.gpu_memory_gb, 80)."),
-    model_config: Optional[str] = typer.Option(
+    model_config: str | None = typer.Option(
         None, "--model-config", help="config.json (or its folder) of the model to plan for, instead of "
         "model.path / plan.model."),
-    prompt_tokens: Optional[int] = typer.Option(
+    prompt_tokens: int | None = typer.Option(
         None, "--prompt-tokens", help="Longest prompt in tokens (default: plan.prompt_tokens, 4096)."),
-    overrides: List[str] = typer.Option(
+    overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Dotted override of the train config (optim.grad_accumulation=128) or of "
         "the plan section (plan.headroom=0.15), repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),

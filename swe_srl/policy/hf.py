@@ -8,10 +8,11 @@ from before top-p truncation, which is also what the trainer recomputes for its 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from transformers import GenerationConfig as HFGenerationConfig
@@ -140,7 +141,7 @@ class HFPolicy:
         self.eos_ids = frozenset(int(i) for i in eos_ids)
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> "HFPolicy":
+    def from_config(cls, config: PolicyConfig) -> HFPolicy:
         """Load model and tokenizer from ``config.model`` (and LoRA when configured)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

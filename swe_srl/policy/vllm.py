@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InfrastructureError, InputError
 from ..versions import require
@@ -77,7 +78,7 @@ class VLLMPolicy:
         self._asleep: set[str] = set()  # vLLM's memory tags not woken yet: weights, kv_cache
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> "VLLMPolicy":
+    def from_config(cls, config: PolicyConfig) -> VLLMPolicy:
         """Start an engine for ``config.model`` (takes seconds to minutes)."""
         vllm = _import_vllm()
         require("vllm")
@@ -255,7 +256,7 @@ class VLLMPolicy:
         if core is not None:
             core.shutdown()
 
-    def __enter__(self) -> "VLLMPolicy":
+    def __enter__(self) -> VLLMPolicy:
         return self
 
     def __exit__(self, *exc: object) -> None:

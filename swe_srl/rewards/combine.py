@@ -18,7 +18,8 @@ a container died). It must never turn into a score, so the rules are:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InputError
 

@@ -12,8 +12,8 @@ from non-constant parts are not resolved; on the modules that matter that is its
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 from .scan_names import CODE_SUFFIXES, Names, const_str, own_module
 
@@ -113,7 +113,7 @@ class Hit:
     in_function: bool
 
 
-def _rule_of(qual: Optional[str]) -> Optional[str]:
+def _rule_of(qual: str | None) -> str | None:
     while qual:
         if qual in _QUAL_RULES:
             return _QUAL_RULES[qual]
@@ -121,7 +121,7 @@ def _rule_of(qual: Optional[str]) -> Optional[str]:
     return None
 
 
-def _arg(call: ast.Call, index: int, name: str) -> Optional[ast.AST]:
+def _arg(call: ast.Call, index: int, name: str) -> ast.AST | None:
     if len(call.args) > index:
         return call.args[index]
     return next((k.value for k in call.keywords if k.arg == name), None)
@@ -133,7 +133,7 @@ def find_hits(tree: ast.AST) -> list[Hit]:
     hits: list[Hit] = []
 
     # An explicit stack: a long if/elif chain nests as deep as it is long.
-    stack: list[tuple[ast.AST, bool, Optional[ast.AST]]] = [(tree, False, None)]
+    stack: list[tuple[ast.AST, bool, ast.AST | None]] = [(tree, False, None)]
     while stack:
         node, in_function, parent = stack.pop()
         for rule, key in _matches(node, parent, names):
@@ -144,7 +144,7 @@ def find_hits(tree: ast.AST) -> list[Hit]:
     return hits
 
 
-def _matches(node: ast.AST, parent: Optional[ast.AST], names: Names) -> Iterator[tuple[str, str]]:
+def _matches(node: ast.AST, parent: ast.AST | None, names: Names) -> Iterator[tuple[str, str]]:
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         module = node.module if isinstance(node, ast.ImportFrom) else None
         if isinstance(node, ast.ImportFrom) and (node.level or not module):
@@ -336,7 +336,7 @@ def _code_string(source: ast.AST, names: Names) -> Iterator[tuple[str, str]]:
                 pending.append(names.values[sub.id])
 
 
-def _written_path(node: ast.Call, func: Optional[str], terminal: str, names: Names) -> Optional[str]:
+def _written_path(node: ast.Call, func: str | None, terminal: str, names: Names) -> str | None:
     """The code-like path a call writes to, if it writes one."""
     if func in _OPENERS:
         mode = const_str(_arg(node, 1, "mode" if func != "os.open" else "flags"), names.strings)

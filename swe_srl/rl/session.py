@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -26,8 +27,8 @@ from ..config import TrainConfig
 from ..config_loader import save_config, to_mapping
 from ..dataset import load_step_targets
 from ..errors import ConfigError, InputError, SweSrlError
-from ..policy import PolicyConfig, load_policy
 from ..jsonio import write_json_atomic
+from ..policy import PolicyConfig, load_policy
 from ..prompts import messages_for_target
 from ..provenance import PROVENANCE_FILE, run_provenance, task_entries
 from ..rewards.similarity import StepScores
@@ -458,7 +459,7 @@ class Session:
 
     # ------------------------------------------------------------------ lifetime
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -54,7 +54,7 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
         val = session.validate_and_log() if session.step == 0 and config.run.eval_every and config.run.eval_at_start else {}
         final = session.resumed_from.path if session.resumed_from is not None else None
-        prefetch: Optional[Prefetch] = None  # rollout.async_ahead: the next step's batch, being drawn
+        prefetch: Prefetch | None = None  # rollout.async_ahead: the next step's batch, being drawn
         try:
             while session.step < config.run.max_steps:
                 started = time.perf_counter()
@@ -180,7 +180,7 @@ def group_advantages(session: Session, rewards: torch.Tensor) -> tuple[torch.Ten
     """(advantages ``[B]``, each group's divisor ``[B / G]``); with ``batch`` scaling the std is
     over every rank's batch."""
     g = session.config.grpo
-    batch_std: Optional[float] = None
+    batch_std: float | None = None
     if g.advantage_scale == "batch":
         finite = rewards[torch.isfinite(rewards)].double()
         batch_std = grpo.std_from_moments(*session.dist.all_sum(

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -36,7 +37,7 @@ def uses_tis(config: TrainConfig, bf16: bool = False) -> bool:
 
 
 def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
-                  ref_model: Optional[torch.nn.Module], *, max_tokens: int, max_chunk: int = 0) -> dict[str, float]:
+                  ref_model: torch.nn.Module | None, *, max_tokens: int, max_chunk: int = 0) -> dict[str, float]:
     """One optimizer step on ``samples`` (each with exact ``prompt_ids`` / ``completion_ids``),
     one advantage per sample, under the run's GRPO loss settings (``grpo``); ``valid`` False (a
     None reward) leaves a sample out of the loss and its normalisers. ``max_tokens``: the

@@ -32,9 +32,20 @@ from typing import Any
 
 from ..errors import DiskLimitExceeded, InfrastructureError, SandboxDied
 from ..schemas import ExecResult, ResourceUsage
-from .base import (KILL_GRACE, check_patch_size, RESCUE_COMMAND, STATE_DIR, OutputCapture, SandboxFileNotFound,
-                   SandboxFileTooLarge, diff_script,
-                   exec_argv, hygiene_script, is_timeout, kill_group_command)
+from .base import (
+    KILL_GRACE,
+    RESCUE_COMMAND,
+    STATE_DIR,
+    OutputCapture,
+    SandboxFileNotFound,
+    SandboxFileTooLarge,
+    check_patch_size,
+    diff_script,
+    exec_argv,
+    hygiene_script,
+    is_timeout,
+    kill_group_command,
+)
 from .client import docker_client, infra_error
 from .config import SandboxConfig
 from .reaper import owner_labels, reap
@@ -138,7 +149,7 @@ class DockerSandbox:
                 log.warning("removing sandbox %s failed: %s", self._container.name, exc)
         self.usage = replace(usage, container_seconds=round(time.monotonic() - self._born, 3))
 
-    def __enter__(self) -> "DockerSandbox":
+    def __enter__(self) -> DockerSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

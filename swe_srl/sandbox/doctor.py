@@ -10,17 +10,18 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 from ..errors import InfrastructureError
 from ..paths import TASKS_DIR
 from .cache import ImageCache
 from .client import docker_client
+from .image_usage import human_bytes
 from .images import base_image_tag, image_exists, task_dirs, task_image_tag
 from .reaper import LABEL_PID, owner_alive
-from .image_usage import human_bytes
 
 Status = Literal["ok", "warn", "fail"]
 PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "swebench", "docker")
@@ -75,7 +76,7 @@ def _leftovers() -> list[Check]:
     return [Check("sandbox containers", "ok", f"{len(summaries)} running")]
 
 
-def _image_cache(budget_gb: Optional[float]) -> list[Check]:
+def _image_cache(budget_gb: float | None) -> list[Check]:
     usage = ImageCache.of(budget_gb).usage()
     pinned = sum(1 for i in usage.images if i.pinned)
     detail = (f"{human_bytes(usage.total_bytes)} in {len(usage.images)} project images "
@@ -134,7 +135,7 @@ def _packages() -> list[Check]:
     return [Check("packages", "ok", ", ".join(found))]
 
 
-def run_checks(tasks_dir: Path | str = TASKS_DIR, budget_gb: Optional[float] = None) -> list[Check]:
+def run_checks(tasks_dir: Path | str = TASKS_DIR, budget_gb: float | None = None) -> list[Check]:
     """All checks, in display order; ``budget_gb``: the image budget to report usage against.
     Checks that need the engine are skipped without one."""
     checks = _engine()

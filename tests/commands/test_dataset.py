@@ -13,7 +13,6 @@ import pytest
 
 from swe_srl.cli import main
 from swe_srl.paths import SAMPLES_DIR
-
 from tests.test_dataset import make_traj, write_trajs
 
 

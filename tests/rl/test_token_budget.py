@@ -14,13 +14,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from swe_srl.config import TrainConfig
-from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.errors import ConfigError  # noqa: E402
 from swe_srl.policy.base import Sample  # noqa: E402
 from swe_srl.rl.distributed import Dist  # noqa: E402
 from swe_srl.rl.logprobs import TokenBatch, completion_logprobs, micro_batches  # noqa: E402
 from swe_srl.rl.prompt_budget import PromptBudget, fit_prompt, prompt_tokens  # noqa: E402
+from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.sft import sft_step  # noqa: E402
 from swe_srl.rl.update import policy_update  # noqa: E402

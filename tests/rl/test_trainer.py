@@ -179,9 +179,9 @@ def test_sft_cuts_old_rounds_never_the_system_prompt_the_issue_or_the_label(tiny
 
 
 def test_trainer_logprobs_are_the_samplers_on_the_exact_token_ids(tiny_model, dataset):
+    from swe_srl.dataset import load_step_targets
     from swe_srl.policy import GenerationConfig, PolicyConfig, load_policy
     from swe_srl.prompts import messages_for_target
-    from swe_srl.dataset import load_step_targets
     from swe_srl.rl.logprobs import TokenBatch, completion_logprobs
 
     policy = load_policy(PolicyConfig(backend="hf", model=str(tiny_model), dtype="float32", device="cpu"))

@@ -15,11 +15,11 @@ from dataclasses import replace
 import pytest
 
 from swe_srl.errors import InfrastructureError
+from swe_srl.leaks.fetch import CODE_HOSTS
 from swe_srl.paths import REPO_ROOT
 from swe_srl.sandbox import SandboxConfig, open_sandbox
-from swe_srl.sandbox.builder import BUILD_PREFIX, LABEL_KIND, host_id, build_container_name, is_leftover
+from swe_srl.sandbox.builder import BUILD_PREFIX, LABEL_KIND, build_container_name, host_id, is_leftover
 from swe_srl.sandbox.images import MIRROR_ENV, BaseSpec, build_all, build_task_image, debootstrap_argv, resolve_mirror
-from swe_srl.leaks.fetch import CODE_HOSTS
 from swe_srl.sandbox.reaper import LABEL_RUN
 
 # ------------------------------------------------------------------ no host names, no mirror
