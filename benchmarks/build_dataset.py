@@ -154,7 +154,7 @@ def main() -> None:
         rss = statistics.median(r["peak_rss_mb"] for r in runs)
         summary[which] = (secs, rss)
         print(f"{which:6s} step_targets={runs[0]['step_targets']:>7d}  median {secs:6.2f} s  "
-              f"peak RSS {rss:7.0f} MB  runs: {', '.join('%.2f' % r['seconds'] for r in runs)}")
+              f"peak RSS {rss:7.0f} MB  runs: {', '.join(format(r['seconds'], '.2f') for r in runs)}")
     print(f"ratio ours/naive: time {summary['ours'][0] / summary['naive'][0]:.2f}x, "
           f"peak RSS {summary['ours'][1] / summary['naive'][1]:.2f}x")
     if args.keep is None:

@@ -163,7 +163,7 @@ def main() -> None:
         found = runs[0]["by_reason"]
         scan = statistics.median(r["scan_cpu"] for r in runs)
         share = statistics.median(r["scan_cpu"] / r["cpu"] for r in runs)
-        walls = ", ".join("%.2f" % r["seconds"] for r in runs)
+        walls = ", ".join(f"{r['seconds']:.2f}" for r in runs)
         print(f"| {mode} | {found['instance_id']} / {found['repo_commit']} / {found['issue_text']} | {wall:.2f} | "
               f"{walls} | {cpu:.2f} | {scan:.2f} ({share:.1%}) | {cpu / base_cpu:.2f}x | "
               f"{statistics.median(r['hash_cpu'] for r in runs):.2f} |")

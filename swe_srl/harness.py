@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import ContextManager, Literal
+from typing import Literal
 
 from .agent import GREEDY, AgentConfig, Episode, run_episode
 from .errors import ConfigError, InfrastructureError
@@ -38,7 +38,7 @@ from .schemas import EpisodeResult, ResourceUsage, Task, TestReport
 EpisodeBackend = Literal["docker", "local", "ray"]
 """Where episodes run (``harness.sandbox``): one name per :data:`swe_srl.runner.RUNNERS` entry."""
 
-ImageProvider = Callable[[Task], ContextManager["str | InfrastructureError"]]
+ImageProvider = Callable[[Task], AbstractContextManager["str | InfrastructureError"]]
 """``task`` -> a context manager holding its image for the block: the tag, or the
 InfrastructureError that kept it from being made."""
 SandboxOpener = Callable[[Task, str], Sandbox]

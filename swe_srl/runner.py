@@ -38,9 +38,9 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from typing import Any, ClassVar, ContextManager
+from typing import Any, ClassVar
 
 from .agent import GREEDY
 from .errors import ConfigError, InfrastructureError
@@ -79,7 +79,7 @@ class EpisodeRunner:
         return run_graded_episode(policy, task, self.harness, self.generation, images=self.image,
                                   sandboxes=self.open, grader=self.grade, model_name=self.model_name)
 
-    def image(self, task: Task) -> ContextManager[str | InfrastructureError]:
+    def image(self, task: Task) -> AbstractContextManager[str | InfrastructureError]:
         """``task``'s image, held for the block (its episode and grading)."""
         return present_image(task)
 
@@ -119,7 +119,7 @@ class DockerRunner(EpisodeRunner):
         super().__init__(harness, hosts, **kwargs)
         self.images = ImageCache.of(harness.image_budget_gb, harness.image_prefetch)
 
-    def image(self, task: Task) -> ContextManager[str | InfrastructureError]:
+    def image(self, task: Task) -> AbstractContextManager[str | InfrastructureError]:
         return self.images.lease(task)
 
     def open(self, task: Task, image: str) -> Sandbox:

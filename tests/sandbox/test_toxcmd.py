@@ -61,7 +61,7 @@ def test_expanded_command_is_shell_that_sets_tox_env_and_passes_the_test_files(t
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho \"WARN=$PYTHONWARNINGS\"\necho \"ADDOPTS=$PYTEST_ADDOPTS\"\necho \"ARGS=$*\"\n")
     fake.chmod(0o755)
-    expanded = expand_tox("PATH=%s:$PATH " % tmp_path + SPHINX_COMMAND, SPHINX_LIKE)
+    expanded = expand_tox(f"PATH={tmp_path}:$PATH " + SPHINX_COMMAND, SPHINX_LIKE)
     out = subprocess.run(["bash", "-c", expanded], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTEST_ADDOPTS": "-p no:x"}).stdout
     assert "WARN=all,ignore::ImportWarning:importlib._bootstrap_external,ignore::DeprecationWarning:site" in out

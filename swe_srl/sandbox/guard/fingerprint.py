@@ -53,7 +53,7 @@ def _codes(code):
                 yield inner
 
 
-class _PassHookConfig:
+class _PassHookConfig(object):
     def getini(self, name):
         return name == "enable_assertion_pass_hook"
 
@@ -128,7 +128,7 @@ def main(argv):
                     entries[fingerprint(inner)] = inner.co_name
             result["files"][rel] = entries
             result["marked"][rel] = _marked(ast.parse(source, filename=path))
-        except (OSError, SyntaxError, ValueError) as exc:  # the file's tests fail to collect
+        except (IOError, OSError, SyntaxError, ValueError) as exc:  # the file's tests fail to collect
             result["errors"][rel] = "%s: %s" % (type(exc).__name__, exc)
     with open(out, "w") as fh:
         json.dump(result, fh)

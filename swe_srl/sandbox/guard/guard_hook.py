@@ -77,7 +77,7 @@ def install(key, fd, cfg, reference, module_code, main_code, guard_cls):
                 parts = meta.split()
                 if _len(parts) == 3:
                     base[root_slash + path] = parts[2]
-    except (OSError, KeyError):
+    except (IOError, OSError, KeyError):
         pass
     std_dir = os.path.dirname(os.__file__) + "/"
     libs = []

@@ -47,7 +47,7 @@ def _main():
     try:
         with open(cfg["reference"]) as fh:
             reference = json.load(fh)
-    except (OSError, ValueError):
+    except (IOError, OSError, ValueError):
         reference = {}
     module_code = sys._getframe(1).f_code
     hook_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard_hook.py")
@@ -106,7 +106,7 @@ def _drop_privileges(cfg):
     return name
 
 
-class _Guard:
+class _Guard(object):
     """pytest plugin: hands what pytest does to the audit hook; holds nothing worth taking."""
 
     def pytest_load_initial_conftests(self, early_config):

@@ -55,11 +55,12 @@ def maybe_truncate(text):
 
 def numbered(text, first_line=1):
     lines = text.split("\n")
-    return "\n".join(f"{i + first_line:6}\t{line}" for i, line in enumerate(lines))
+    return "\n".join("{:6}\t{}".format(i + first_line, line) for i, line in enumerate(lines))
 
 
 def cat_n(text, label, first_line=1):
-    return f"Here's the result of running `cat -n` on {label}:\n{maybe_truncate(numbered(text, first_line))}\n"
+    return "Here's the result of running `cat -n` on {}:\n{}\n".format(
+        label, maybe_truncate(numbered(text, first_line)))
 
 
 def read_text(path):
@@ -83,7 +84,7 @@ def push_history(path, text):
     folder = history_dir(path)
     os.makedirs(folder, exist_ok=True)
     count = len([n for n in os.listdir(folder) if n.endswith(".bak")])
-    write_text(os.path.join(folder, f"{count:06d}.bak"), text)
+    write_text(os.path.join(folder, "{:06d}.bak".format(count)), text)
 
 
 def pop_history(path):
@@ -103,20 +104,20 @@ def pop_history(path):
 def validate_path(command, path):
     if not os.path.isabs(path):
         suggestion = os.path.join(os.getcwd(), path)
-        raise ToolError(f"The path {path} is not an absolute path, it should start with `/`. "
-                        f"Maybe you meant {suggestion}?")
+        raise ToolError("The path {} is not an absolute path, it should start with `/`. "
+                        "Maybe you meant {}?".format(path, suggestion))
     exists = os.path.exists(path)
     if not exists and command != "create":
-        raise ToolError(f"The path {path} does not exist. Please provide a valid path.")
+        raise ToolError("The path {} does not exist. Please provide a valid path.".format(path))
     if exists and command == "create":
-        raise ToolError(f"File already exists at: {path}. Cannot overwrite files using command `create`.")
+        raise ToolError("File already exists at: {}. Cannot overwrite files using command `create`.".format(path))
     if os.path.isdir(path) and command != "view":
-        raise ToolError(f"The path {path} is a directory and only the `view` command can be used on directories")
+        raise ToolError("The path {} is a directory and only the `view` command can be used on directories".format(path))
 
 
 def require(args, name, command):
     if args.get(name) is None:
-        raise ToolError(f"Parameter `{name}` is required for command: {command}")
+        raise ToolError("Parameter `{}` is required for command: {}".format(name, command))
     return args[name]
 
 
@@ -124,7 +125,7 @@ def as_int(value, name):
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ToolError(f"Invalid `{name}` parameter: {value!r}. It should be an integer.")
+        raise ToolError("Invalid `{}` parameter: {!r}. It should be an integer.".format(name, value))
 
 
 # ----------------------------------------------------------------------------- commands
@@ -139,8 +140,8 @@ def view(path, view_range):
         listing = found.stdout.decode("utf-8", "replace").strip("\n")
         if found.returncode != 0:
             raise ToolError(found.stderr.decode("utf-8", "replace").strip())
-        return (f"Here's the files and directories up to 2 levels deep in {path}, excluding hidden items:\n"
-                f"{listing}\n")
+        return ("Here's the files and directories up to 2 levels deep in {}, excluding hidden items:\n"
+                "{}\n".format(path, listing))
     text = read_text(path)
     if not view_range:
         return cat_n(text, path)
@@ -153,14 +154,14 @@ def view(path, view_range):
     lines = text.split("\n")
     n_lines = len(lines)
     if first < 1 or first > n_lines:
-        raise ToolError(f"Invalid `view_range`: {[first, last]}. Its first element `{first}` should be within the range of "
-                        f"lines of the file: {[1, n_lines]}")
+        raise ToolError("Invalid `view_range`: {}. Its first element `{}` should be within the range of "
+                        "lines of the file: {}".format([first, last], first, [1, n_lines]))
     if last != -1 and last > n_lines:
-        raise ToolError(f"Invalid `view_range`: {[first, last]}. Its second element `{last}` should be smaller than the number "
-                        f"of lines in the file: `{n_lines}`")
+        raise ToolError("Invalid `view_range`: {}. Its second element `{}` should be smaller than the number "
+                        "of lines in the file: `{}`".format([first, last], last, n_lines))
     if last != -1 and last < first:
-        raise ToolError(f"Invalid `view_range`: {[first, last]}. Its second element `{last}` should be larger or equal than its "
-                        f"first `{first}`")
+        raise ToolError("Invalid `view_range`: {}. Its second element `{}` should be larger or equal than its "
+                        "first `{}`".format([first, last], last, first))
     chosen = lines[first - 1:] if last == -1 else lines[first - 1:last]
     return cat_n("\n".join(chosen), path, first)
 
@@ -171,7 +172,7 @@ def create(path, file_text):
         os.makedirs(parent, exist_ok=True)
     write_text(path, file_text)
     push_history(path, "")  # no earlier content: undoing a create leaves the file empty
-    return f"File created successfully at: {path}"
+    return "File created successfully at: {}".format(path)
 
 
 def str_replace(path, old_str, new_str):
@@ -180,15 +181,15 @@ def str_replace(path, old_str, new_str):
         raise ToolError("No replacement was performed, `new_str` and `old_str` must be different.")
     count = text.count(old_str) if old_str else 0
     if count == 0:
-        raise ToolError(f"No replacement was performed, old_str `{old_str}` did not appear verbatim in {path}.")
+        raise ToolError("No replacement was performed, old_str `{}` did not appear verbatim in {}.".format(old_str, path))
     if count > 1:
         lines = []
         start = text.find(old_str)
         while start != -1:
             lines.append(text.count("\n", 0, start) + 1)
             start = text.find(old_str, start + 1)
-        raise ToolError(f"No replacement was performed. Multiple occurrences of old_str `{old_str}` in lines {lines}. "
-                        "Please ensure it is unique")
+        raise ToolError("No replacement was performed. Multiple occurrences of old_str `{}` in lines {}. "
+                        "Please ensure it is unique".format(old_str, lines))
     new_text = text.replace(old_str, new_str)
     write_text(path, new_text)
     push_history(path, text)
@@ -196,8 +197,8 @@ def str_replace(path, old_str, new_str):
     first = max(0, changed_line - SNIPPET_LINES)
     last = changed_line + SNIPPET_LINES + new_str.count("\n")
     snippet = "\n".join(new_text.split("\n")[first:last + 1])
-    return (f"The file {path} has been edited. "
-            + cat_n(snippet, f"a snippet of {path}", first + 1)
+    return ("The file {} has been edited. ".format(path)
+            + cat_n(snippet, "a snippet of {}".format(path), first + 1)
             + "Review the changes and make sure they are as expected. Edit the file again if necessary.")
 
 
@@ -206,8 +207,8 @@ def insert(path, insert_line, new_str):
     lines = text.split("\n")
     n_lines = len(lines)
     if insert_line < 0 or insert_line > n_lines:
-        raise ToolError(f"Invalid `insert_line` parameter: {insert_line}. It should be within the range of lines of the "
-                        f"file: {[0, n_lines]}")
+        raise ToolError("Invalid `insert_line` parameter: {}. It should be within the range of lines of the "
+                        "file: {}".format(insert_line, [0, n_lines]))
     new_lines = new_str.split("\n")
     if text.endswith("\n") and insert_line == n_lines:
         # Past the last line of a file ending in a newline: keep that final newline last.
@@ -219,7 +220,7 @@ def insert(path, insert_line, new_str):
     push_history(path, text)
     first = max(0, insert_line - SNIPPET_LINES)
     snippet = "\n".join(result[first:insert_line + len(new_lines) + SNIPPET_LINES])
-    return (f"The file {path} has been edited. "
+    return ("The file {} has been edited. ".format(path)
             + cat_n(snippet, "a snippet of the edited file", first + 1)
             + "Review the changes and make sure they are as expected (correct indentation, no duplicate "
               "lines, etc). Edit the file again if necessary.")
@@ -228,9 +229,9 @@ def insert(path, insert_line, new_str):
 def undo_edit(path):
     previous = pop_history(path)
     if previous is None:
-        raise ToolError(f"No edit history found for {path}.")
+        raise ToolError("No edit history found for {}.".format(path))
     write_text(path, previous)
-    return f"Last edit to {path} undone successfully. {cat_n(previous, path)}"
+    return "Last edit to {} undone successfully. {}".format(path, cat_n(previous, path))
 
 
 def run(args):
@@ -282,7 +283,7 @@ def main(argv):
         emit(str(exc))
         return 1
     except (OSError, ValueError) as exc:
-        emit(f"str_replace_editor: {exc}")
+        emit("str_replace_editor: {}".format(exc))
         return 1
     emit(out)
     return 0
