@@ -290,7 +290,9 @@ def evaluate_steps(policy: Policy, targets: Sequence[StepTarget], *, generation:
         "exact_match_rate": round(metrics.get("exact_match", 0.0), 4),
         "distinct_answers": distinct,
         "distinct_answer_rate": round(distinct / max(len(answers), 1), 4),
-        "per_tool": {tool: {"n": len(v), "mean_reward": round(statistics.mean(v), 4)} for tool, v in sorted(per_tool.items())},
+        "per_tool": {
+            tool: {"n": len(v), "mean_reward": round(statistics.mean(v), 4)} for tool, v in sorted(per_tool.items())
+        },
         "answers": answers,
     }
 
