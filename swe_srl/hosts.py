@@ -38,7 +38,7 @@ from typing import Any, Literal
 from .errors import ConfigError, InfrastructureError, SweSrlError
 from .sandbox.config import SandboxConfig
 from .sandbox.grading import GradingConfig
-from .schemas import ExecResult, Task, TestReport
+from .schemas import ExecResult, ResourceUsage, Task, TestReport
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,7 @@ class RemoteSandbox:
 
     def __init__(self, host: HostHandle, config: SandboxConfig, deadline: float, grace: float) -> None:
         self.host, self.config, self.deadline, self.grace = host, config, deadline, grace
-        self.usage = None  # what the container used, as its host read it at removal
+        self.usage: ResourceUsage | None = None  # what the container used, as its host read it at removal
         # A start waits for a free container-start slot on the host: bounded by the budget only.
         self.sid, self.base_commit = host.call("open", config, timeout=self._left("opening a sandbox", None,
                                                                                  whole=True))

@@ -60,5 +60,5 @@ def combine(named_rewards: Mapping[str, Sequence[RewardValue]],
         if any(_is_missing(v) for _, v in values):
             combined.append(None)
         else:
-            combined.append(sum(w * float(v) for w, v in values))  # type: ignore[arg-type]
+            combined.append(sum(w * float(v) for w, v in values if v is not None))  # none is: checked above
     return combined

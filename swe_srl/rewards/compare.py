@@ -171,7 +171,7 @@ class ActionSimilarity:
             return [0.0 if expert is None else args_similarity(a, expert) for a in actions]
         reference = target.strip() if expert is None else compared_text(expert, compare)
         values = similarities([compared_text(a, compare) for a in actions], reference,
-                              mode)  # type: ignore[arg-type]  # a text mode here
+                              mode)
         if self.settings.tool_mismatch == "zero" and expert is not None:
             values = [0.0 if a.tool != expert.tool else v for a, v in zip(actions, values)]
         return values

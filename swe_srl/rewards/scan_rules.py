@@ -137,7 +137,7 @@ def find_hits(tree: ast.AST) -> list[Hit]:
     while stack:
         node, in_function, parent = stack.pop()
         for rule, key in _matches(node, parent, names):
-            hits.append(Hit(rule, getattr(node, "lineno", 0), getattr(node, "end_lineno", None)
+            hits.append(Hit(rule, getattr(node, "lineno", 0), getattr(node, "end_lineno", 0)
                             or getattr(node, "lineno", 0), key, in_function))
         inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         stack.extend((child, inner, node) for child in ast.iter_child_nodes(node))
@@ -150,8 +150,8 @@ def _matches(node: ast.AST, parent: ast.AST | None, names: Names) -> Iterator[tu
         if isinstance(node, ast.ImportFrom) and (node.level or not module):
             return
         for a in node.names:
-            qual = f"{module}.{a.name}" if module else a.name
-            for q in ([module, qual] if module else [qual]):
+            full = f"{module}.{a.name}" if module else a.name
+            for q in ([module, full] if module else [full]):
                 if q.split(".")[0] in RUNNER_ROOTS:
                     yield "pytest-use", q
                 rule = _rule_of(q)

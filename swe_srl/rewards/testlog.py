@@ -169,6 +169,6 @@ def build_report(task: Task, statuses: Mapping[str, str], log: str, *, exit_code
         notes.append(f"[swe-srl] {contradiction}: statuses not trusted")
         statuses = {}
     resolved, f2p, p2p = score(statuses, task.fail_to_pass, task.pass_to_pass)
-    return TestReport(instance_id=task.instance_id, statuses=statuses, resolved=resolved,
+    return TestReport(instance_id=task.instance_id, statuses=dict(statuses), resolved=resolved,
                       fail_to_pass=f2p, pass_to_pass=p2p, patch_applied=True,
                       log_tail="\n".join([log[-tail_chars:], *notes]))
