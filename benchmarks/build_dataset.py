@@ -41,7 +41,8 @@ def _text(rng: random.Random, n_chars: int) -> str:
 
 
 def _code(rng: random.Random, lines: int) -> str:
-    return "\n".join(f"{i:6d}\t    {rng.choice(WORDS)} = {rng.choice(WORDS)}({rng.randint(0, 99)})" for i in range(1, lines + 1))
+    return "\n".join(f"{i:6d}\t    {rng.choice(WORDS)} = {rng.choice(WORDS)}({rng.randint(0, 99)})" for i in range(1,
+            lines + 1))
 
 
 def _call(rng: random.Random) -> str:
@@ -67,11 +68,13 @@ def make_corpus(path: Path, n_traj: int, steps_mean: float = 26.8, seed: int = 0
             total += n_steps
             problem = _text(rng, rng.randint(600, 2500))
             messages = [
-                {"role": "system", "content": "You are a helpful assistant that can interact with a computer to solve tasks."},
+                {"role": "system", "content": "You are a helpful assistant that can interact with a computer to solve "
+                                              "tasks."},
                 {"role": "user", "content": f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n{problem}\n</pr_description>\nMake the changes."},
             ]
             for _ in range(n_steps - 1):
-                messages.append({"role": "assistant", "content": _text(rng, rng.randint(80, 400)) + "\n\n" + _call(rng)})
+                messages.append({"role": "assistant",
+                                 "content": _text(rng, rng.randint(80, 400)) + "\n\n" + _call(rng)})
                 messages.append({"role": "user", "content": "OBSERVATION:\n" + _code(rng, rng.randint(5, 120))})
             messages.append({"role": "assistant", "content": "Done.\n\n<function=submit>\n</function>"})
             row = {"instance_id": f"bench__repo-{i // 3}", "traj_id": f"bench__repo-{i // 3}.{i}",

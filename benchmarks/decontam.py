@@ -122,7 +122,8 @@ def _child(corpus: str, out: str, spec: str) -> None:
     result = build_dataset([Path(corpus)], Path(out), DatasetConfig(decontaminate=spec), output="jsonl",
                            overwrite=True)
     found = result.stats["decontamination"]
-    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "scan_cpu": spent[0], "hash_cpu": hashed[0],
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "scan_cpu": spent[0],
+                      "hash_cpu": hashed[0],
                       "by_reason": found["by_reason"], "scanned": found["trajectories_scanned"]}))
 
 

@@ -158,7 +158,8 @@ def main() -> None:
     lengths: dict[str, list] = {"trl": [], "ours": []}
     for r in range(args.rounds):
         for name in ("trl", "ours"):
-            out = run_trl(model_dir, targets, args, steps) if name == "trl" else run_ours(model_dir, work / "data", args, steps)
+            out = run_trl(model_dir, targets, args, steps) if name == "trl" else run_ours(model_dir, work / "data",
+                    args, steps)
             results[name] += out["times"][args.warmup:]
             lengths[name].append(out["completion_len"])
             print(f"round {r + 1} {name}: " + " ".join(f"{t:.3f}" for t in out["times"]), flush=True)

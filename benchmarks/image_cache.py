@@ -91,7 +91,8 @@ def main() -> None:
         ensure_image(task)
     report(results, args.runs, loads, budget, len(tasks))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "budget_bytes": budget, "runs": results}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine(), "budget_bytes": budget, "runs": results},
+                                        indent=2) + "\n")
 
 
 def report(results: dict[str, list[dict]], runs: int, loads: list[float], budget: int, n_tasks: int) -> None:

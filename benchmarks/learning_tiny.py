@@ -126,7 +126,8 @@ def collapse(run_dirs: list[Path]) -> None:
     def mean_reward(texts: list[str]) -> float:
         return sum(reward(texts, infos)) / len(val)
 
-    candidates = list(dict.fromkeys(format_completion("", t.target) for t in load_step_targets(data / "train.jsonl")[::7]))
+    candidates = list(dict.fromkeys(format_completion("",
+                                                      t.target) for t in load_step_targets(data / "train.jsonl")[::7]))
     best = max((mean_reward([c] * len(val)), c) for c in candidates[:400])
     print(f"best constant answer: held-out reward {best[0]:.3f}: {best[1].split('</think>')[-1].strip()[:100]!r}")
     for run in run_dirs:
@@ -230,7 +231,8 @@ def report(args: argparse.Namespace, per_seed: list, val: list, data: Path, star
 
 
 def table(summary: dict) -> list[str]:
-    lines = ["| arm | steps | held-out reward | similarity | format errors | exact match |", "|---|---|---|---|---|---|"]
+    lines = ["| arm | steps | held-out reward | similarity | format errors | exact match |",
+             "|---|---|---|---|---|---|"]
     for arm, m in summary.items():
         cells = " | ".join(f"{m[k][0]:.3f} +- {m[k][1]:.3f}" for k in METRICS)
         lines.append(f"| {arm} | {int(m['steps'][0])} | {cells} |")

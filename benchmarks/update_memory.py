@@ -121,8 +121,10 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {args.device}, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}")
     first = results[next(iter(settings))]
-    base, base_t, base_cpu = (statistics.median(r[k] for r in first) for k in ("update_peak_mib", "seconds", "cpu_seconds"))
-    print("| setting | update peak (MiB) | process peak (MiB) | peak vs before | wall (s) | vs before | CPU (s) | vs before |")
+    base, base_t, base_cpu = (statistics.median(r[k] for r in first) for k in ("update_peak_mib", "seconds",
+            "cpu_seconds"))
+    print("| setting | update peak (MiB) | process peak (MiB) | peak vs before | wall (s) | vs before | CPU (s) | vs "
+          "before |")
     print("|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         rise, total, seconds, cpu = (statistics.median(r[k] for r in rows)

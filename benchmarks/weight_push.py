@@ -206,7 +206,8 @@ def main() -> None:
                 continue
             for row in summarise(shape, dtype, json.loads(out.read_text())):
                 print(f"| {shape} ({row['params'] / 1e9:.2f}B) | {dtype} | {row['mode']} | {row['buckets']:.0f} "
-                      f"({row['largest_bucket_mb']:.0f}) | {row['trainer_extra_mb']:.0f} | {row['engine_core_extra_mb']:.0f} "
+                      f"({row['largest_bucket_mb']:.0f}) | {row['trainer_extra_mb']:.0f} | "
+                      f"{row['engine_core_extra_mb']:.0f} "
                       f"| {row['worker_extra_mb']:.0f} | {row['seconds']:.2f} |", flush=True)
                 if args.out:
                     with args.out.open("a") as f:

@@ -171,7 +171,8 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
     """Run the policy on ``task`` inside ``sandbox`` until it submits or hits a limit; each
     turn samples one completion with ``generation``."""
     _check_start(sandbox, task, generation)
-    conversation = ConversationPrompts.of(policy, config.max_context_tokens) if config.context == "conversation" else None
+    conversation = (ConversationPrompts.of(policy, config.max_context_tokens)
+                    if config.context == "conversation" else None)
     error_text = FORMAT_ERROR_OBSERVATION if config.syntax == "xml" else BASH_FORMAT_ERROR_OBSERVATION
     run = _Run()
     while (end := run.limit(config)) is None:

@@ -330,7 +330,8 @@ class EpisodeConfig:
         if self.workers < 1 or self.update_chunk_turns < 1:
             raise ConfigError("episodes.workers and episodes.update_chunk_turns must be >= 1")
         if self.pack_max_tokens < 0:
-            raise ConfigError(f"episodes.pack_max_tokens must be >= 0 (0 = the micro-batch budget), got {self.pack_max_tokens}")
+            raise ConfigError(f"episodes.pack_max_tokens must be >= 0 (0 = the micro-batch budget), got "
+                              f"{self.pack_max_tokens}")
         if not 0 < self.flaky_weight <= 1:
             raise ConfigError(f"episodes.flaky_weight must be in (0, 1], got {self.flaky_weight} "
                               "(to leave flaky tasks out use episodes.flaky=skip)")

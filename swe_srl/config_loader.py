@@ -222,7 +222,8 @@ def read_yaml(source: str | os.PathLike) -> dict[str, Any]:
     if not path.suffix and not path.exists():
         path = PRESETS_DIR / f"{source}.yaml"
         if not path.exists():
-            raise ConfigError(f"unknown config preset {str(source)!r} (presets: {', '.join(presets())}; or give a YAML file)")
+            raise ConfigError(f"unknown config preset {str(source)!r} (presets: {', '.join(presets())}; or give a "
+                              f"YAML file)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -83,7 +83,8 @@ class HarnessConfig:
             raise ConfigError(f"harness.cpus must be > 0, got {self.cpus}")
         check_size("harness.disk_limit", self.disk_limit)
         if self.image_budget_gb is not None and self.image_budget_gb < 0:
-            raise ConfigError(f"harness.image_budget_gb must be >= 0 (or null for no budget), got {self.image_budget_gb}")
+            raise ConfigError(f"harness.image_budget_gb must be >= 0 (or null for no budget), got "
+                              f"{self.image_budget_gb}")
         if self.image_prefetch < 0:
             raise ConfigError(f"harness.image_prefetch must be >= 0 (0 = off), got {self.image_prefetch}")
 

@@ -127,7 +127,8 @@ class HostWorker:
             free = shutil.disk_usage(root).free
         except OSError:  # the engine's root is not visible from here (a remote engine)
             free = None
-        return {"host": self.name, "engine": info.get("ServerVersion"), "containers_running": info.get("ContainersRunning"),
+        return {"host": self.name, "engine": info.get("ServerVersion"),
+                "containers_running": info.get("ContainersRunning"),
                 "images": info.get("Images"), "driver": info.get("Driver"), "pid": os.getpid(),
                 "base_image": image_exists(base_image_tag()), "disk_free_bytes": free,
                 "sandboxes": len(list_sandboxes(client=client)), "episodes_served": self.episodes_served,

@@ -49,7 +49,8 @@ def _pyplot() -> Any:
     return plt
 
 
-def _line_plot(path: Path, title: str, ylabel: str, curves: Sequence[tuple[str, list[int], list[float]]]) -> Path | None:
+def _line_plot(path: Path, title: str, ylabel: str,
+               curves: Sequence[tuple[str, list[int], list[float]]]) -> Path | None:
     curves = [c for c in curves if c[1]]
     if not curves:
         return None

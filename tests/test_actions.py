@@ -30,7 +30,8 @@ def same(a: Action, b: Action) -> bool:
 
 EDITOR_CALLS = [
     make_action("str_replace_editor", {"command": "view", "path": "/testbed/src/a.py", "view_range": [10, 40]}),
-    make_action("str_replace_editor", {"command": "create", "path": "/testbed/t.py", "file_text": "import a\n\nprint(a.f(1))\n"}),
+    make_action("str_replace_editor", {"command": "create", "path": "/testbed/t.py", "file_text": "import "
+            "a\n\nprint(a.f(1))\n"}),
     make_action("str_replace_editor", {"command": "str_replace", "path": "/testbed/a.py",
                                        "old_str": "    return x[:n - 1]", "new_str": "    return x[:n]"}),
     make_action("str_replace_editor", {"command": "insert", "path": "/testbed/a.py", "insert_line": 12,
@@ -49,7 +50,8 @@ def test_xml_round_trip(action):
     assert same(parse_action("Let me look.\n\n" + text), action)
 
 
-@pytest.mark.parametrize("action", EDITOR_CALLS[:5], ids=lambda a: a.tool + ":" + str(a.arguments.get("command", ""))[:12])
+@pytest.mark.parametrize("action", EDITOR_CALLS[:5],
+                         ids=lambda a: a.tool + ":" + str(a.arguments.get("command", ""))[:12])
 def test_command_round_trip(action):
     # bash-only scaffolds run the rendered command string; it parses back to the same action
     assert same(parse_command(render_command(action)), action)
@@ -60,7 +62,8 @@ def test_canonical_layout_is_swe_agent_xml():
     action = make_action("bash", {"command": "ls -la"})
     assert render_xml(action) == "<function=bash>\n<parameter=command>ls -la</parameter>\n</function>"
     # argument order is fixed for the editor whatever order the source used
-    shuffled = make_action("str_replace_editor", {"path": "/a", "new_str": "y", "command": "str_replace", "old_str": "x"})
+    shuffled = make_action("str_replace_editor",
+                           {"path": "/a", "new_str": "y", "command": "str_replace", "old_str": "x"})
     assert render_xml(shuffled).splitlines()[1:5] == [
         "<parameter=command>str_replace</parameter>",
         "<parameter=path>/a</parameter>",
@@ -75,7 +78,8 @@ def test_multiline_parameter_values_keep_indentation():
 
 
 def test_values_with_surrounding_newlines_survive():
-    action = make_action("str_replace_editor", {"command": "insert", "path": "/a", "insert_line": 0, "new_str": "\nx = 1\n"})
+    action = make_action("str_replace_editor",
+                         {"command": "insert", "path": "/a", "insert_line": 0, "new_str": "\nx = 1\n"})
     assert parse_xml(render_xml(action)).arguments["new_str"] == "\nx = 1\n"
 
 
@@ -164,7 +168,9 @@ def test_find_actions_counts_every_call():
 def test_is_submit():
     assert is_submit(make_action("submit"))
     assert is_submit(make_action("finish"))
-    assert is_submit(make_action("bash", {"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && git add -A && git diff --cached"}))
+    assert is_submit(make_action("bash",
+                                 {"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && git add -A && git diff "
+                                             "--cached"}))
     assert not is_submit(make_action("bash", {"command": "ls"}))
 
 

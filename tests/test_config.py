@@ -80,8 +80,10 @@ def test_yaml_file_round_trip(tmp_path):
     (["reward.similarity=levenshtein"], "reward.similarity: 'levenshtein' is not one of"),
     (["reward.similarity=args", "reward.compare=call"], "reward.compare applies to the text modes only"),
     (["grpo.similarity=lcs"], "config key grpo.similarity moved to reward.similarity"),
-    (["model.dtype=bfloat16"], "plain AdamW, which rounds most updates away; use model.dtype float32 with run.precision bf16"),
-    (["optim.max_tokens_per_microbatch=-1"], "optim.max_tokens_per_microbatch and optim.logprob_chunk_tokens must be >= 0"),
+    (["model.dtype=bfloat16"], "plain AdamW, which rounds most updates away; use model.dtype float32 with "
+                               "run.precision bf16"),
+    (["optim.max_tokens_per_microbatch=-1"], "optim.max_tokens_per_microbatch and optim.logprob_chunk_tokens must be "
+                                             ">= 0"),
     (["data.max_prompt_tokens=-5"], "data.max_prompt_tokens must be >= 0"),
     (["data.long_prompts=cut"], "'truncate' | 'drop'"),
     (["run.dist_timeout_s=-1"], "run.dist_timeout_s must be >= 0"),

@@ -179,7 +179,8 @@ def test_harness_timeouts_are_infra_failures(docker_client, base_image, tmp_path
     task = BY_ID["swe-srl-demo__lrucache-1"]
     if slow_tests:
         task = dataclasses.replace(task, test_cmd="sleep 30; " + task.test_cmd)
-    summary = evaluate_tasks(_replay([task]).policy(), [task], tmp_path, EvalConfig(harness=HarnessConfig(grading=grading)))
+    summary = evaluate_tasks(_replay([task]).policy(), [task], tmp_path,
+                             EvalConfig(harness=HarnessConfig(grading=grading)))
     assert summary["infrastructure_failures"] == 1 and summary["graded"] == 0 and summary["resolved_rate"] is None
     assert "timed out" in summary["infrastructure_errors"][task.instance_id]
     result = json.loads((instance_dir(tmp_path, task.instance_id) / "result.json").read_text())

@@ -95,7 +95,8 @@ def _write(tmp_path: Path, steps) -> Path:
     return path
 
 
-VIEW = {"thought": "look", "action": {"tool": "str_replace_editor", "arguments": {"command": "view", "path": "/testbed"}}}
+VIEW = {"thought": "look",
+        "action": {"tool": "str_replace_editor", "arguments": {"command": "view", "path": "/testbed"}}}
 SUBMIT = {"thought": "done", "action": {"tool": "submit"}}
 
 

@@ -37,7 +37,8 @@ def _load_resolved_ids(path: Path) -> set[str]:
 
 def build_dataset_command(
     inputs: list[Path] | None = typer.Argument(
-        None, help="Trajectory files or folders (json, jsonl, traj, parquet). Default: the bundled samples, demo expert runs and synthetic expert trajectories."),
+        None, help="Trajectory files or folders (json, jsonl, traj, parquet). Default: the bundled samples, demo "
+                   "expert runs and synthetic expert trajectories."),
     out: Path = typer.Option(None, "-o", "--out", help="Output folder.", show_default="runs/dataset"),
     fmt: str = typer.Option("auto", "--format", help="Source format, or 'auto' to detect it per record."),
     config_source: str | None = typer.Option(
@@ -48,12 +49,15 @@ def build_dataset_command(
     # The options below are DatasetConfig fields: None = not given (the config's value stands);
     # a given one wins over --set. The defaults shown are DatasetConfig's (typer's show_default:
     # brackets in a help text are eaten as rich markup).
-    context_rounds: int | None = typer.Option(None, "-k", "--context-rounds", help="K earlier (action, observation) rounds in the context.", show_default="2"),
+    context_rounds: int | None = typer.Option(None, "-k", "--context-rounds", help="K earlier (action, observation) "
+            "rounds in the context.", show_default="2"),
     observation_budget: int | None = typer.Option(None, help="Characters kept per observation (head+tail); 0 = all.", show_default="2000"),
-    resolved_only: bool | None = typer.Option(None, "--resolved-only/--keep-unresolved", help="Drop trajectories known to have failed.", show_default="resolved-only"),
+    resolved_only: bool | None = typer.Option(None, "--resolved-only/--keep-unresolved", help="Drop trajectories "
+            "known to have failed.", show_default="resolved-only"),
     require_resolved: bool | None = typer.Option(None, help="Also drop trajectories whose outcome is unknown.", show_default="no-require-resolved"),
     resolved_ids: Path | None = typer.Option(None, help="File of resolved instance ids; fills in unknown outcomes."),
-    include_submit: bool | None = typer.Option(None, "--include-submit/--exclude-submit", help="Keep the final submit step as a target.", show_default="include-submit"),
+    include_submit: bool | None = typer.Option(None, "--include-submit/--exclude-submit", help="Keep the final submit "
+            "step as a target.", show_default="include-submit"),
     val_fraction: float | None = typer.Option(None, help="Share of tasks put in the val split.", show_default="0.05"),
     split_by: str | None = typer.Option(None, help="Split unit: task or trajectory.", show_default="task"),
     seed: int | None = typer.Option(None, help="Salt of the deterministic split.", show_default="0"),

@@ -69,7 +69,8 @@ def _header(plan: Plan) -> list[str]:
         f"dtypes   {precision}",
         f"step     {w.method}: {w.batch_size} {item} = {w.sequences_per_step:,} sequences of <= "
         f"{w.prompt_tokens:,} prompt + {w.completion_tokens:,} new tokens",
-        f"         = {w.tokens_per_step:,} tokens per optimizer step ({w.completion_tokens_per_step:,} completion tokens)",
+        f"         = {w.tokens_per_step:,} tokens per optimizer step ({w.completion_tokens_per_step:,} completion "
+        f"tokens)",
         f"micro    {w.gpus} GPU(s), grad_accumulation {plan.grad_accumulation}{budget}: "
         f"{_seqs(w.micro_sequences)} = {w.micro_tokens:,} tokens per forward/backward per GPU",
         f"         logits over {w.logit_tokens:,} completion positions x {s.vocab_size:,} vocab in float32, not chunked",

@@ -28,9 +28,11 @@ env_app = typer.Typer(help="Sandbox environments: build the base image and the t
 
 def doctor_command(
     tasks: Path = typer.Option(TASKS_DIR, "--tasks", help="Task folders whose images should exist."),
-    hosts: str | None = typer.Option(None, "--hosts", help="Also check these Docker hosts through their Ray actors: comma-separated name=docker-url."),
+    hosts: str | None = typer.Option(None, "--hosts", help="Also check these Docker hosts through their Ray actors: "
+                                                           "comma-separated name=docker-url."),
     ray_address: str = typer.Option("", "--ray-address", help="The Ray cluster the hosts are on [default: a local one]."),
-    budget: float | None = typer.Option(None, "--budget", help="Report the project's image bytes against this budget (GB)."),
+    budget: float | None = typer.Option(None, "--budget", help="Report the project's image bytes against this budget "
+                                                               "(GB)."),
 ) -> None:
     """Check the Docker engine, sandbox images, image bytes, disk, cores, memory, GPU and package
     versions (and, with --hosts, every Docker host: engine, images, disk, running containers)."""
@@ -60,7 +62,8 @@ def env_build_command(
     tasks: Path = typer.Option(TASKS_DIR, "--tasks", help="Folder of task folders (<id>/{task.json, repo/})."),
     only: str | None = typer.Option(None, "--only", help="Build only this task id (and the base image)."),
     method: str = typer.Option("debootstrap", "--method",
-                               help="Base image: 'debootstrap' (offline, needs root) or 'dockerfile' (needs a registry)."),
+                               help="Base image: 'debootstrap' (offline, needs root) or 'dockerfile' (needs a "
+                                    "registry)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the tag exists."),
     mirror: str | None = typer.Option(
         None, "--mirror", envvar=MIRROR_ENV,

@@ -270,7 +270,8 @@ class HFPolicy:
         new_ids = result.sequences[:, width:]
         logprobs = recorder.finish(result.sequences).cpu()
         if logprobs.shape != new_ids.shape:  # one record per generated step, or a bug here
-            raise RuntimeError(f"recorded log-probs for {tuple(logprobs.shape)} tokens, generated {tuple(new_ids.shape)}")
+            raise RuntimeError(f"recorded log-probs for {tuple(logprobs.shape)} tokens, generated "
+                               f"{tuple(new_ids.shape)}")
         new_ids = new_ids.cpu()
         return [
             _Row(rows[i], new_ids[i].tolist(), logprobs[i].tolist()) for i in range(len(rows))

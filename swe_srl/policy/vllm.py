@@ -195,7 +195,8 @@ class VLLMPolicy:
                 self.llm.collective_rpc(functools.partial(reload_in_worker, bucket))
                 del bucket  # before the next bucket is gathered: at most one at a time
                 pushed.update(bucket_names)
-                count, buckets, total, largest = count + len(bucket_names), buckets + 1, total + size, max(largest, size)
+                count, buckets, total, largest = count + len(bucket_names), buckets + 1, total + size, max(largest,
+                        size)
             self._check_whole(pushed, layout)
         except InputError as exc:
             if not buckets:

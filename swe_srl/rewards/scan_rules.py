@@ -69,7 +69,8 @@ _QUAL_RULES: dict[str, str] = {
     "__main__": "main-module",
     **dict.fromkeys(("types.CodeType",), "foreign-compile"),
     **dict.fromkeys(("marshal.loads", "importlib.util.spec_from_file_location", "importlib.machinery.SourceFileLoader",
-                     "importlib.machinery.SourcelessFileLoader", "runpy.run_path", "zipimport", "imp.load_source", "imp.load_module",
+                     "importlib.machinery.SourcelessFileLoader", "runpy.run_path", "zipimport", "imp.load_source",
+                     "imp.load_module",
                      "imp.load_compiled", "pkgutil.get_data"), "hidden-code"),
     **dict.fromkeys(("sys.meta_path", "sys.path_hooks", "sys.path_importer_cache"), "import-hook"),
 }

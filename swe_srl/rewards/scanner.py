@@ -235,7 +235,9 @@ def _imports(tree: ast.Module, path: str, added: set[int]) -> list[tuple[int, st
     package = _dotted(path).split(".")[:-1] if not path.endswith("__init__.py") else _dotted(path).split(".")
     out = []
     for node in ast.walk(tree):
-        if not isinstance(node, (ast.Import, ast.ImportFrom)) or not added & set(range(node.lineno, (node.end_lineno or node.lineno) + 1)):
+        if not isinstance(node,
+                          (ast.Import, ast.ImportFrom)) or not added & set(range(node.lineno,
+                                  (node.end_lineno or node.lineno) + 1)):
             continue
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]

@@ -84,7 +84,8 @@ def _extends(ids: Sequence[int], prompt: Sequence[int]) -> bool:
     return len(prompt) >= len(ids) and tuple(prompt[:len(ids)]) == tuple(ids)
 
 
-def pack_turns(samples: Sequence[Any], *, pack: bool = True, max_tokens: int = 0) -> tuple[list[PackedSequence], PackStats]:
+def pack_turns(samples: Sequence[Any], *, pack: bool = True, max_tokens: int = 0) -> tuple[list[PackedSequence],
+        PackStats]:
     """The rows of one episode's turns (``Sample`` records, in order). ``pack`` False: one row
     per turn. ``max_tokens`` > 0: no joined row longer than that (prompt + completion)."""
     stats = PackStats(turns=len(samples))

@@ -435,7 +435,8 @@ class Session:
         mine: Sequence[StepTarget] = shard(self.val_targets, self.dist)
         gen = replace(self.config.generation, temperature=0.0, n=1)
         with parallel.full_weights(self.model):  # every rank, even one with no targets
-            samples = [group[0] for group in self.policy.generate([messages_for_target(t) for t in mine], gen)] if mine else []
+            samples = [group[0] for group in self.policy.generate([messages_for_target(t) for t in mine],
+                                                                  gen)] if mine else []
         rewards = self.config.reward.step_reward()(
             [s.text for s in samples], [{"target": t.target} for t in mine])
         local = StepScores.of([float(r) for r in rewards if r is not None])

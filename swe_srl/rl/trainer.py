@@ -64,7 +64,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     metrics = sft_step(session, indices)
                     drawn = DrawLog(ids=[session.item_id(i) for i in indices])
                 else:
-                    batch = prefetch.result() if prefetch else collect_batch(session, source)  # draw -> score -> dynamic sampling
+                    batch = prefetch.result() if prefetch else collect_batch(session,
+                            source)  # draw -> score -> dynamic sampling
                     sampled = time.perf_counter()
                     prefetch = None
                     if ahead and session.step + 1 < config.run.max_steps:  # next batch, with these weights
@@ -86,7 +87,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     if prefetch is not None:  # the sampler keeps this step's weights until its draw is done
                         prefetch.wait()
                     if ahead:
-                        metrics.update({"rollout/staleness": staleness, "time/ahead_wait_s": time.perf_counter() - updated})
+                        metrics.update({"rollout/staleness": staleness,
+                                        "time/ahead_wait_s": time.perf_counter() - updated})
                     metrics.update(session.rollout.push(session.model, session.step + 1))  # engine follows
                     drawn = batch.log
                 session.step += 1
@@ -152,7 +154,8 @@ def collect_batch(session: Session, source: Source) -> SampledBatch:
     return SampledBatch([g for g in drawn if g.serial in chosen], drawn, log, metrics)
 
 
-def sampling_metrics(session: Session, drawn: list[Group], *, kept: int, num_drawn: int, rounds: int) -> dict[str, float]:
+def sampling_metrics(session: Session, drawn: list[Group], *, kept: int, num_drawn: int, rounds: int) -> dict[str,
+        float]:
     """Reward and length statistics over every group drawn this step (all ranks)."""
     rewards = [r for g in drawn for r in g.rewards if r is not None]
     n, total, sq, bad, tokens, none, samples, prompts = session.dist.all_sum([

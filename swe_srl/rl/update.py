@@ -64,7 +64,8 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
     weighted = dict.fromkeys(TOKEN_METRICS, 0.0)  # same keys on every rank: they are all-reduced
     # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
     with dropout_off(session.model):
-        for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch), ref_model):
+        for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch),
+                                   ref_model):
             rows = [samples[i] for i in part]
             batch = TokenBatch.build([s.prompt_ids for s in rows], [s.completion_ids for s in rows],
                                      session.tokenizer.pad_token_id, d.device,

@@ -53,7 +53,8 @@ def calibrate_tasks(tasks: Sequence[Task], out: str | os.PathLike, *, runs: int 
     return calibration
 
 
-def _grade_runs(task: Task, runs: int, workers: int, grading: GradingConfig) -> tuple[list[TestReport], list[TestReport]]:
+def _grade_runs(task: Task, runs: int, workers: int, grading: GradingConfig) -> tuple[list[TestReport],
+        list[TestReport]]:
     """``runs`` gradings of the gold patch and of the empty patch, alternated (a slow spell of
     the machine then touches both alike)."""
     try:

@@ -87,7 +87,8 @@ def _image_cache(budget_gb: float | None) -> list[Check]:
     if usage.pinned_bytes > usage.budget_bytes:
         return [Check("image cache", "fail", detail, "raise the budget: base images and images in use cannot go")]
     if usage.over_budget:
-        return [Check("image cache", "warn", detail, f"swe-srl env prune --budget {budget_gb:g} (or the next run evicts)")]
+        return [Check("image cache", "warn", detail,
+                      f"swe-srl env prune --budget {budget_gb:g} (or the next run evicts)")]
     return [Check("image cache", "ok", detail)]
 
 
@@ -96,9 +97,11 @@ def _disk() -> list[Check]:
     path = root if os.path.exists(root) else "/"
     free = shutil.disk_usage(path).free / _GIB
     if free < 2:
-        return [Check("disk headroom", "fail", f"{free:.1f} GiB free at {path}", "free disk space (docker image prune)")]
+        return [Check("disk headroom", "fail", f"{free:.1f} GiB free at {path}",
+                      "free disk space (docker image prune)")]
     status: Status = "warn" if free < 10 else "ok"
-    return [Check("disk headroom", status, f"{free:.1f} GiB free at {path}", "keep >= 10 GiB for images" if status == "warn" else "")]
+    return [Check("disk headroom", status, f"{free:.1f} GiB free at {path}",
+                  "keep >= 10 GiB for images" if status == "warn" else "")]
 
 
 def _machine() -> list[Check]:

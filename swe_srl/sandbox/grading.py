@@ -227,7 +227,8 @@ def _guard_setup(run: PytestRun, scratch: str, workdir: str, test_files: Sequenc
              "find . -path ./.git -prune -o \\( -name __pycache__ -o -name '*.pyc' \\) -print0 "
              "| xargs -0 rm -rf",
              f"git ls-tree -r HEAD > {scratch}/tracked",
-             f"if ! fp=$( cd / && {fingerprint} 2>&1 ); then printf '%s\\n' \"$fp\" | tail -n 5; exit {_NO_REFERENCE}; fi",
+             f"if ! fp=$( cd / && {fingerprint} 2>&1 ); then printf '%s\\n' \"$fp\" | tail -n 5; exit "
+             f"{_NO_REFERENCE}; fi",
              f"echo {marker}; cat {scratch}/reference.json; echo; echo {marker}"]
     if user:
         u = shlex.quote(user)

@@ -178,7 +178,8 @@ def test_sft_step_with_a_tiny_token_budget_and_chunks_is_the_one_without(tiny_mo
 def _long_target(tokenizer):
     """A step target with three context rounds and a long issue."""
     target = synthetic_targets(1)[0]
-    rounds = tuple(ContextRound(action=target.target, observation=f"round {i} " + "output line\n" * 20) for i in range(3))
+    rounds = tuple(ContextRound(action=target.target,
+                                observation=f"round {i} " + "output line\n" * 20) for i in range(3))
     return replace(target, context=rounds, problem_statement=target.problem_statement + " details" * 80)
 
 

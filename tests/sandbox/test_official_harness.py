@@ -212,7 +212,8 @@ def test_attack_is_not_resolved_on_the_official_layout(verdicts, name):
     assert report.infra_error is None, report.infra_error
     assert not report.resolved, (report.rejected, report.log_tail)
     assert reward_from_tests(report) == 0.0
-    if name in ("init forges results at exit, os._exit(0)", "kills every process", "exits 127 to pass as an infra failure"):
+    if name in ("init forges results at exit, os._exit(0)", "kills every process",
+                "exits 127 to pass as an infra failure"):
         # refused by the patch scanner before they run (test_grading_attacks.py runs them against the guard)
         assert report.rejected.startswith("tampering (hard-exit)"), report.rejected
     else:

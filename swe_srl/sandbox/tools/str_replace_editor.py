@@ -181,7 +181,8 @@ def str_replace(path, old_str, new_str):
         raise ToolError("No replacement was performed, `new_str` and `old_str` must be different.")
     count = text.count(old_str) if old_str else 0
     if count == 0:
-        raise ToolError("No replacement was performed, old_str `{}` did not appear verbatim in {}.".format(old_str, path))
+        raise ToolError("No replacement was performed, old_str `{}` did not appear verbatim in {}.".format(old_str,
+                path))
     if count > 1:
         lines = []
         start = text.find(old_str)
