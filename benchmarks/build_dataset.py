@@ -48,14 +48,16 @@ def _code(rng: random.Random, lines: int) -> str:
 def _call(rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.45:
-        return f"<function=bash>\n<parameter=command>grep -rn \"{rng.choice(WORDS)}\" /testbed/src | head -{rng.randint(5, 40)}</parameter>\n</function>"
+        return (f"<function=bash>\n<parameter=command>grep -rn \"{rng.choice(WORDS)}\" /testbed/src "
+                f"| head -{rng.randint(5, 40)}</parameter>\n</function>")
     if roll < 0.75:
         return (f"<function=str_replace_editor>\n<parameter=command>view</parameter>\n"
                 f"<parameter=path>/testbed/src/{rng.choice(WORDS)}.py</parameter>\n</function>")
     old = _code(rng, rng.randint(2, 8))
     return (f"<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n"
             f"<parameter=path>/testbed/src/{rng.choice(WORDS)}.py</parameter>\n"
-            f"<parameter=old_str>{old}</parameter>\n<parameter=new_str>{old.replace('(', '(1 + ')}</parameter>\n</function>")
+            f"<parameter=old_str>{old}</parameter>\n"
+            f"<parameter=new_str>{old.replace('(', '(1 + ')}</parameter>\n</function>")
 
 
 def make_corpus(path: Path, n_traj: int, steps_mean: float = 26.8, seed: int = 0) -> int:
@@ -70,7 +72,8 @@ def make_corpus(path: Path, n_traj: int, steps_mean: float = 26.8, seed: int = 0
             messages = [
                 {"role": "system", "content": "You are a helpful assistant that can interact with a computer to solve "
                                               "tasks."},
-                {"role": "user", "content": f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n{problem}\n</pr_description>\nMake the changes."},
+                {"role": "user", "content": f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n"
+                                             f"{problem}\n</pr_description>\nMake the changes."},
             ]
             for _ in range(n_steps - 1):
                 messages.append({"role": "assistant",

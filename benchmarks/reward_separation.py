@@ -22,7 +22,8 @@ pooled over all anchors against each kind of negative and against all, and withi
 (its positives against its negatives, averaged over anchors: what GRPO sees, since advantages
 are normalised within a group of answers to one expert action); the mean positive, the mean
 negative, their gap, and that gap over the distance from the mean negative down to a format
-violation's -1 (how much what the action does weighs against merely being well-formed); and the time to score them, per 1,000 scores: ``ActionSimilarity.scores`` grouped per
+violation's -1 (how much what the action does weighs against merely being well-formed); and the
+time to score them, per 1,000 scores: ``ActionSimilarity.scores`` grouped per
 anchor (the expert parse cached, as in training), and ``SimilarityReward`` end to end on
 completions (parsing included). Times are the median of ``--repeats`` interleaved runs.
 

@@ -425,7 +425,8 @@ class TrainConfig:
                               "distribution; use rollout.engine=hf for top-p sampling")
         if self.rollout.engine == "vllm" and self.on_episodes and self.episodes.harness.agent.context == "conversation":
             raise ConfigError("episodes.harness.agent.context=conversation samples each turn from token ids, which "
-                              "the vLLM rollout engine does not take yet; use rollout.engine=hf or agent.context=window")
+                              "the vLLM rollout engine does not take yet; use rollout.engine=hf or "
+                              "agent.context=window")
         w = self.episodes.weights
         if self.method == "hybrid" and w.similarity == 0 and w.tests == 0:
             raise ConfigError("--method hybrid needs a nonzero episodes.weights.similarity or episodes.weights.tests")

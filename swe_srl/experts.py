@@ -298,7 +298,8 @@ def record_experts(tasks: Sequence[Task], out_path: str | os.PathLike = DEFAULT_
         first_id, reason = next(iter(failures.items()))
         error = InfrastructureError if all(v.startswith("infrastructure") for v in failures.values()) else InputError
         raise error(f"{len(failures)} of {len(tasks)} expert(s) failed, nothing written; "
-                    f"{first_id}: {reason}" + ("" if len(failures) == 1 else f" (also: {', '.join(list(failures)[1:])})"))
+                    f"{first_id}: {reason}"
+                    + ("" if len(failures) == 1 else f" (also: {', '.join(list(failures)[1:])})"))
     recorded_at = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     trajectories = [_expert_trajectory(t, episodes[t.instance_id], records[t.instance_id],
                                        script_path(t.instance_id, scripts_dir), recorded_at) for t in tasks]

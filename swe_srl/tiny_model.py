@@ -2,7 +2,8 @@
 
 The small vocabulary is a byte-level BPE with ChatML special tokens, trained on a fixed corpus
 shipped as package data, ``swe_srl/data/tiny_corpus.txt.gz`` (~590 KB of UTF-8 text, LF line
-ends, gzip-compressed so the frozen copy of old source stays out of code search). The corpus is a static snapshot of exactly the text ``swe_srl.policy.tiny`` trained on
+ends, gzip-compressed so the frozen copy of old source stays out of code search). The corpus is
+a static snapshot of exactly the text ``swe_srl.policy.tiny`` trained on
 at commit 0678371, in that order: :data:`SEED_TEXT`, the bundled sample trajectories
 (``trajectories/samples``: issues, thoughts, actions in each scaffold's syntax, bash commands,
 observations) and the package's own text files of the time (its Python code, the system

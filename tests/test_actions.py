@@ -73,7 +73,8 @@ def test_canonical_layout_is_swe_agent_xml():
 
 
 def test_multiline_parameter_values_keep_indentation():
-    text = "<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n<parameter=path>/a.py</parameter>\n<parameter=old_str>\n    if x:\n        return 1\n</parameter>\n</function>"
+    text = ("<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n<parameter=path>/a.py</parameter>\n"
+            "<parameter=old_str>\n    if x:\n        return 1\n</parameter>\n</function>")
     assert parse_xml(text).arguments["old_str"] == "    if x:\n        return 1"
 
 

@@ -73,7 +73,8 @@ def _header(plan: Plan) -> list[str]:
         f"tokens)",
         f"micro    {w.gpus} GPU(s), grad_accumulation {plan.grad_accumulation}{budget}: "
         f"{_seqs(w.micro_sequences)} = {w.micro_tokens:,} tokens per forward/backward per GPU",
-        f"         logits over {w.logit_tokens:,} completion positions x {s.vocab_size:,} vocab in float32, not chunked",
+        f"         logits over {w.logit_tokens:,} completion positions x {s.vocab_size:,} vocab in float32, "
+        "not chunked",
     ]
 
 
