@@ -78,7 +78,8 @@ def run_train(preset: str, out: Path, model: Path, data: Path, steps: int, seed:
     return {"steps": len(rows), "update_tokens": update, "sampled_tokens": sampled,
             "compute_token_forwards": 3 * update + sampled, "cpu_s": cpu, "wall_s": wall,
             "train_reward_last": rows[-1].get("reward/mean") if rows else None,
-            "groups_kept_mean": statistics.mean(r["groups/kept"] for r in rows) if rows and "groups/kept" in rows[0] else None}
+            "groups_kept_mean": (statistics.mean(r["groups/kept"] for r in rows)
+                                 if rows and "groups/kept" in rows[0] else None)}
 
 
 def score(model: Path, val: list, novel: set[str], max_new_tokens: int) -> dict:

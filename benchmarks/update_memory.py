@@ -112,7 +112,8 @@ def main() -> None:
     results: dict[str, list[dict]] = {name: [] for name in settings}
     for run in range(args.runs):
         for name, (budget, chunk) in settings.items():
-            out = subprocess.run([sys.executable, __file__, "--device", args.device, "--child", str(budget), str(chunk)],
+            out = subprocess.run([sys.executable, __file__, "--device", args.device, "--child", str(budget),
+                                  str(chunk)],
                                  capture_output=True, text=True, check=True, cwd=REPO)
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr)

@@ -272,7 +272,8 @@ def _record(task: Task, run: _Run, end: EpisodeEnd, model_name: str) -> Episode:
         problem_statement=task.problem_statement, steps=tuple(run.steps), source_format="swe-srl",
         source="agent", final_patch=run.patch or "", exit_status=end.reason, model=model_name or None,
         metadata={"format_errors": run.format_errors, "turns": len(run.turns),
-                  **({"container_died": died} if died else {}), **({"patch_too_large": run.refused} if run.refused else {})},
+                  **({"container_died": died} if died else {}),
+                  **({"patch_too_large": run.refused} if run.refused else {})},
     )
     result = EpisodeResult(
         trajectory=trajectory, patch=run.patch or "", exit_reason=end.reason, num_steps=len(run.turns),

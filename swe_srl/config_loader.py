@@ -37,7 +37,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
+def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - one branch per supported type (Literal, Union, containers, dataclasses)
     """Check ``value`` (parsed YAML) against annotation ``tp``; return it in that type."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:

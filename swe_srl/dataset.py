@@ -348,7 +348,8 @@ def _with_known_outcome(traj: Trajectory, resolved_ids: set[str]) -> Trajectory:
 def _empty_reason(stats, inputs) -> str:
     if stats.skipped_count and not stats.by_format:
         top = stats.skipped_by_reason.most_common(1)[0][0]
-        return f"no trajectory could be read from {', '.join(map(str, inputs))} ({stats.skipped_count} records skipped, mostly: {top})"
+        return (f"no trajectory could be read from {', '.join(map(str, inputs))} "
+                f"({stats.skipped_count} records skipped, mostly: {top})")
     if not stats.by_format:
         return f"no trajectories found in {', '.join(map(str, inputs))}"
     dropped = ", ".join(f"{n} {r}" for r, n in stats.dropped.items())

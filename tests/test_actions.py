@@ -73,7 +73,8 @@ def test_canonical_layout_is_swe_agent_xml():
 
 
 def test_multiline_parameter_values_keep_indentation():
-    text = ("<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n<parameter=path>/a.py</parameter>\n"
+    text = ("<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n"
+            "<parameter=path>/a.py</parameter>\n"
             "<parameter=old_str>\n    if x:\n        return 1\n</parameter>\n</function>")
     assert parse_xml(text).arguments["old_str"] == "    if x:\n        return 1"
 
@@ -87,7 +88,8 @@ def test_values_with_surrounding_newlines_survive():
 @pytest.mark.parametrize("text,error", [
     ("no call at all", "no <function"),
     ("<function=bash>\n<parameter=command>ls</parameter>\n", "unterminated"),
-    ("<function=bash><parameter=command>ls</parameter></function>\n<function=bash><parameter=command>pwd</parameter></function>", "2 function calls"),
+    ("<function=bash><parameter=command>ls</parameter></function>\n"
+     "<function=bash><parameter=command>pwd</parameter></function>", "2 function calls"),
 ])
 def test_xml_errors(text, error):
     with pytest.raises(ActionParseError, match=error):

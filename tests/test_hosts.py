@@ -84,7 +84,8 @@ def _ray_run_containers(url: str = "unix:///var/run/docker.sock") -> list[str]:
     out = subprocess.run(["docker", "-H", url, "ps", "-a", "--filter", "label=swe-srl.run-id",
                           "--format", '{{.ID}} {{.Label "swe-srl.run-id"}}'], capture_output=True, text=True,
                           check=True)
-    return [line.split()[0] for line in out.stdout.splitlines() if line.split()[1:2] and line.split()[1].startswith("ray-")]
+    return [line.split()[0] for line in out.stdout.splitlines()
+            if line.split()[1:2] and line.split()[1].startswith("ray-")]
 
 
 @pytest.fixture(scope="module")

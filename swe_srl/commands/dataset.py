@@ -51,10 +51,12 @@ def build_dataset_command(
     # brackets in a help text are eaten as rich markup).
     context_rounds: int | None = typer.Option(None, "-k", "--context-rounds", help="K earlier (action, observation) "
             "rounds in the context.", show_default="2"),
-    observation_budget: int | None = typer.Option(None, help="Characters kept per observation (head+tail); 0 = all.", show_default="2000"),
+    observation_budget: int | None = typer.Option(None, help="Characters kept per observation (head+tail); 0 = all.",
+                                                  show_default="2000"),
     resolved_only: bool | None = typer.Option(None, "--resolved-only/--keep-unresolved", help="Drop trajectories "
             "known to have failed.", show_default="resolved-only"),
-    require_resolved: bool | None = typer.Option(None, help="Also drop trajectories whose outcome is unknown.", show_default="no-require-resolved"),
+    require_resolved: bool | None = typer.Option(None, help="Also drop trajectories whose outcome is unknown.",
+                                                 show_default="no-require-resolved"),
     resolved_ids: Path | None = typer.Option(None, help="File of resolved instance ids; fills in unknown outcomes."),
     include_submit: bool | None = typer.Option(None, "--include-submit/--exclude-submit", help="Keep the final submit "
             "step as a target.", show_default="include-submit"),
@@ -146,7 +148,8 @@ def print_summary(result) -> None:
     console.print(f"train {splits.get('train', 0)} / val {splits.get('val', 0)} step targets; "
                   f"target chars p50 {stats['target_chars']['p50']}, context chars p50 {stats['context_chars']['p50']}")
     if stats["dropped_trajectories"]:
-        console.print("dropped trajectories: " + ", ".join(f"{r} {n}" for r, n in stats["dropped_trajectories"].items()))
+        dropped = stats["dropped_trajectories"].items()
+        console.print("dropped trajectories: " + ", ".join(f"{r} {n}" for r, n in dropped))
     skipped = stats["skipped_records"]
     if skipped["count"]:
         console.print(f"[yellow]skipped {skipped['count']} unreadable records[/] (listed in stats.json): "

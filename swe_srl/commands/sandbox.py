@@ -30,7 +30,8 @@ def doctor_command(
     tasks: Path = typer.Option(TASKS_DIR, "--tasks", help="Task folders whose images should exist."),
     hosts: str | None = typer.Option(None, "--hosts", help="Also check these Docker hosts through their Ray actors: "
                                                            "comma-separated name=docker-url."),
-    ray_address: str = typer.Option("", "--ray-address", help="The Ray cluster the hosts are on [default: a local one]."),
+    ray_address: str = typer.Option("", "--ray-address",
+                                    help="The Ray cluster the hosts are on [default: a local one]."),
     budget: float | None = typer.Option(None, "--budget", help="Report the project's image bytes against this budget "
                                                                "(GB)."),
 ) -> None:

@@ -88,7 +88,7 @@ class FileDiff:
         return out
 
 
-def parse_diff(patch: str) -> list[FileDiff]:
+def parse_diff(patch: str) -> list[FileDiff]:  # noqa: C901 - one line-driven state machine over the unified-diff grammar
     """The files of a unified diff (git or plain), in order; one entry per path."""
     files: list[FileDiff] = []
     current: FileDiff | None = None

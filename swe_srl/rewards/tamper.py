@@ -110,7 +110,7 @@ def _git_header(rest: str) -> tuple[str | None, str | None]:
     return a or None, b or None
 
 
-def patch_paths(patch: str) -> list[PatchPath]:
+def patch_paths(patch: str) -> list[PatchPath]:  # noqa: C901 - one state machine over diff headers (git, ---/+++, rename, copy)
     """Every path ``patch`` creates, changes, renames or copies to or from, or deletes, read as
     git apply and patch read them: git and plain unified diffs, context diffs, C-quoted names,
     names with spaces, rename / copy headers, binary patches and ``Index:`` lines. Screening

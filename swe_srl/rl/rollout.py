@@ -64,7 +64,8 @@ class Rollout:
         if config.rollout.engine == "hf" or config.method == "sft":
             return cls("hf", sampler if sampler is not None else policy)
         if sampler is not None:
-            raise ConfigError("rollout.engine=vllm samples with its own engine; a given sampler needs rollout.engine=hf")
+            raise ConfigError("rollout.engine=vllm samples with its own engine; "
+                              "a given sampler needs rollout.engine=hf")
         if model_dir is None:
             raise ConfigError("rollout.engine=vllm needs the run's model directory to start the engine from")
         if config.model.lora is not None and engine_dtype(config.rollout, device) != "float32":

@@ -52,7 +52,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
             session.sampler = session.rollout.sampler
         source = None if config.method == "sft" else make_source(session)
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
-        val = session.validate_and_log() if session.step == 0 and config.run.eval_every and config.run.eval_at_start else {}
+        at_start = session.step == 0 and config.run.eval_every and config.run.eval_at_start
+        val = session.validate_and_log() if at_start else {}
         final = session.resumed_from.path if session.resumed_from is not None else None
         prefetch: Prefetch | None = None  # rollout.async_ahead: the next step's batch, being drawn
         try:

@@ -104,7 +104,8 @@ class DockerSandbox:
                 log.info("storage quota refused by the engine (%s): checking the disk budget instead", exc)
                 self._container = self._client.containers.create(cfg.image, **options)
         except docker.errors.ImageNotFound as exc:
-            raise InfrastructureError(f"sandbox image {cfg.image} not found: build it with `swe-srl env build`") from exc
+            raise InfrastructureError(f"sandbox image {cfg.image} not found: "
+                                      "build it with `swe-srl env build`") from exc
         except Exception as exc:
             raise infra_error(f"creating a container of {cfg.image}", exc) from exc
         try:

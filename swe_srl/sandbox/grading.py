@@ -268,7 +268,7 @@ def _pytest_run(task: Task, command: str, config: GradingConfig) -> PytestRun | 
     return run
 
 
-def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: _Deadline) -> TestReport:
+def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: _Deadline) -> TestReport:  # noqa: C901 - the grading sequence, each step's failure returns its report
     tampering = scan_in_container(sandbox, task, patch, deadline.left("scanning the patch")) if config.scan else None
     if tampering:  # runner tampering in the patch's code: refused before any of it runs
         return TestReport(instance_id=task.instance_id, patch_applied=False, pass_to_pass=0.0, rejected=tampering,

@@ -73,7 +73,8 @@ def cgroup_usage(pid: int, container_id: str, root: Path = Path("/")) -> Resourc
     mount = root / "sys" / "fs" / "cgroup"
     try:
         if "memory" in paths and "cpuacct" in paths:  # cgroup v1
-            cpu_dir = next(mount / d / paths["cpuacct"] for d in _V1_CPU_DIRS if (mount / d / paths["cpuacct"]).is_dir())
+            cpu_dir = next(mount / d / paths["cpuacct"] for d in _V1_CPU_DIRS
+                           if (mount / d / paths["cpuacct"]).is_dir())
             cpu = int((cpu_dir / "cpuacct.usage").read_text()) / 1e9
             peak = int((mount / "memory" / paths["memory"] / "memory.max_usage_in_bytes").read_text())
             return _usage(cpu, peak, "max_usage")

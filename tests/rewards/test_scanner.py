@@ -185,7 +185,8 @@ def test_long_honest_code_is_walked_and_code_too_deep_to_walk_is_a_finding():
 
 
 def test_only_what_the_patch_adds_counts():
-    base = "import sys\n\n\ndef caller():\n    return sys._getframe(1).f_code.co_name\n\n\ndef add(a, b):\n    return a - b\n"
+    base = ("import sys\n\n\ndef caller():\n    return sys._getframe(1).f_code.co_name\n\n\n"
+            "def add(a, b):\n    return a - b\n")
     after = base.replace("return a - b", "return a + b")
     patch = change("pkg/core.py", base, after)
     assert scan_patch(patch, {"pkg/core.py": base}) == []

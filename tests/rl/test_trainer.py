@@ -217,7 +217,8 @@ def _scripted(tokenizer):
         issue = conversation[-1]["content"]
         name = next(f for f in FILES if f"src/{f}" in issue)
         if index == 0:
-            return f"<think>\nread it\n</think>\n<function=bash>\n<parameter=command>cat src/{name}</parameter>\n</function>"
+            return (f"<think>\nread it\n</think>\n<function=bash>\n"
+                    f"<parameter=command>cat src/{name}</parameter>\n</function>")
         if index == 1 and "parse" not in name:  # groups of parse.py targets have no signal
             return "no think block, no action"
         return f"<think>\nguess\n</think>\n<function=bash>\n<parameter=command>cat src/{name}</parameter>\n</function>"
@@ -235,7 +236,8 @@ def _signal_then_none(tokenizer):
         name = next(f for f in FILES if f"src/{f}" in conversation[-1]["content"])
         if index == 1 and name in ("parse.py", "cli.py"):
             return "no think block, no action"
-        return f"<think>\nread it\n</think>\n<function=bash>\n<parameter=command>cat src/{name}</parameter>\n</function>"
+        return (f"<think>\nread it\n</think>\n<function=bash>\n"
+                f"<parameter=command>cat src/{name}</parameter>\n</function>")
 
     return ScriptedPolicy(complete, tokenizer=tokenizer)
 

@@ -49,7 +49,8 @@ def test_sphinx_command_becomes_the_guarded_pytest_run_tox_stands_for():
     assert needs_tox_ini(SPHINX_COMMAND)
     expanded = expand_tox(SPHINX_COMMAND, SPHINX_LIKE)
     assert "tox" not in expanded.split()[0:3]
-    assert expanded.endswith("python -X dev -m pytest --durations 25 tests/test_build_html.py tests/test_ext_autodoc.py")
+    assert expanded.endswith("python -X dev -m pytest --durations 25 "
+                             "tests/test_build_html.py tests/test_ext_autodoc.py")
     run = find_pytest_run(expanded)
     assert run is not None and run.mode == "module"
     assert run.after.startswith(" --durations 25 tests/test_build_html.py")

@@ -112,7 +112,8 @@ def validate_path(command, path):
     if exists and command == "create":
         raise ToolError("File already exists at: {}. Cannot overwrite files using command `create`.".format(path))
     if os.path.isdir(path) and command != "view":
-        raise ToolError("The path {} is a directory and only the `view` command can be used on directories".format(path))
+        raise ToolError("The path {} is a directory and only the `view` command can be used on "
+                        "directories".format(path))
 
 
 def require(args, name, command):
