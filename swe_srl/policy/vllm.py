@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import ConfigError, InfrastructureError, InputError
 from ..versions import require
 from .base import Conversation, GenerationConfig, PolicyConfig, Sample, render_conversation
+from .shared_push import reload_shared_in_worker, remove_files, remove_folder, shared_folder, to_shared
 from .weight_push import (
     EngineLayout,
     check_push,
@@ -50,6 +51,8 @@ class PushStats:
     bytes: int
     largest_bucket: int
     """Bytes of the largest bucket: about the extra host memory the push needed."""
+    shared_memory: bool = False
+    """Whether the buckets went through shared-memory files (else pickled through the RPC)."""
 
 
 def _import_vllm() -> Any:
@@ -145,7 +148,8 @@ class VLLMPolicy:
         return [[_to_sample(o, c, self.weights_version) for c in o.outputs] for o in outputs]
 
     def update_weights(self, named_tensors: Iterable[tuple[str, Any]], *, version: int | None = None,
-                       names: Sequence[str] | None = None, bucket_mb: float = DEFAULT_BUCKET_MB) -> PushStats:
+                       names: Sequence[str] | None = None, bucket_mb: float = DEFAULT_BUCKET_MB,
+                       shared_memory: bool | None = None) -> PushStats:
         """Load new weights into the engine, exactly, then drop its prefix cache.
 
         ``named_tensors`` use checkpoint names, e.g. ``model.named_parameters()`` of the
@@ -167,8 +171,13 @@ class VLLMPolicy:
         after the last bucket. Asleep (:meth:`sleep`), the engine's weights are woken first and
         its KV cache after the push; after a level-2 sleep the push must cover the whole model.
 
-        The tensors travel by pickling through vLLM's RPC, each worker receiving each bucket:
-        fine for one GPU and a few; many GPUs want vLLM's NCCL weight-transfer engine instead."""
+        ``shared_memory`` (None: when ``/dev/shm`` has room for two buckets; False: never): each
+        tensor is written to a file in shared memory as it comes and the workers map it, so a
+        bucket exists once on the host instead of being pickled through vLLM's RPC (~2x in this
+        process, ~4x in each engine process; :mod:`swe_srl.policy.shared_push`). The engine must
+        run on this host (it always does: each trainer rank starts its own). Pickled or shared,
+        each worker receives each bucket: fine for one GPU and a few; many GPUs want vLLM's NCCL
+        weight-transfer engine instead."""
         import torch
 
         layout = self.layout()
@@ -184,15 +193,23 @@ class VLLMPolicy:
         count = buckets = total = largest = 0
         pushed: set[str] = set()
         cast = ((name, _for_engine(t, dtypes.get(name))) for name, t in named_tensors)
+        bucket_bytes = max(1, int(bucket_mb * 2**20))
+        # Colocated engine: each tensor goes to a file in shared memory as it comes, and the RPC
+        # carries only its name (shared_push.py); without room there, the bucket is pickled.
+        folder = shared_folder(bucket_bytes) if shared_memory is not False else None
+        stream, load = (to_shared(cast, folder), reload_shared_in_worker) if folder else (cast, reload_in_worker)
         try:
-            for bucket in push_buckets(cast, max(1, int(bucket_mb * 2**20)), layout.packed, layout.modules):
+            for bucket in push_buckets(stream, bucket_bytes, layout.packed, layout.modules):
                 bucket_names = [name for name, _ in bucket]
-                check_push(bucket_names, layout)
-                size = sum(t.numel() * t.element_size() for _, t in bucket)
-                # Sent as a partial of a module-level function: pickled whole (tensors intact) and
-                # unpickled by reference in the worker; plain RPC arguments would be msgspec-encoded,
-                # which turns tensors into nested lists.
-                self.llm.collective_rpc(functools.partial(reload_in_worker, bucket))
+                try:
+                    check_push(bucket_names, layout)
+                    size = sum(t.numel() * t.element_size() for _, t in bucket)
+                    # Sent as a partial of a module-level function: pickled whole (tensors intact) and
+                    # unpickled by reference in the worker; plain RPC arguments would be msgspec-encoded,
+                    # which turns tensors into nested lists.
+                    self.llm.collective_rpc(functools.partial(load, bucket))
+                finally:
+                    remove_files(bucket)  # loaded (or refused): its files go before the next bucket
                 del bucket  # before the next bucket is gathered: at most one at a time
                 pushed.update(bucket_names)
                 count, buckets, total, largest = count + len(bucket_names), buckets + 1, total + size, max(largest,
@@ -208,6 +225,8 @@ class VLLMPolicy:
             if buckets:
                 self.weights_version = MIXED_WEIGHTS
             raise
+        finally:
+            remove_folder(folder)
         if buckets:
             self.llm.collective_rpc(finish_push_in_worker)
         self._wake("kv_cache")
@@ -215,7 +234,7 @@ class VLLMPolicy:
         self.llm.reset_prefix_cache()
         if buckets:
             self.weights_version = self.weights_version + 1 if version is None else version
-        return PushStats(count, buckets, total, largest)
+        return PushStats(count, buckets, total, largest, folder is not None)
 
     def layout(self) -> EngineLayout:
         """What a push may name and the engine's dtype, read from the engine once."""

@@ -38,6 +38,16 @@ def test_many_small_bf16_buckets_load_what_one_fp32_push_loads(pushed):
 
 
 @needs_vllm
+def test_shared_memory_buckets_load_what_pickled_buckets_load_and_leave_no_files(pushed):
+    """By default the buckets go to the engine as files in /dev/shm (the RPC carries names);
+    pickled through the RPC instead, the same weights give the same samples, bit for bit."""
+    assert pushed["bucketed"]["stats"]["shared_memory"] is True
+    assert pushed["pickled"]["stats"]["shared_memory"] is False
+    assert pushed["pickled"]["sampled"] == pushed["bucketed"]["sampled"] == pushed["old_push_sampled"]
+    assert pushed["shm_leftovers"] == []
+
+
+@needs_vllm
 def test_the_bf16_engine_follows_the_bf16_trainer(pushed):
     assert pushed["hf_bf16_gap"] < 0.01  # mean per token; the model's log-probs are ~-7.5
 
@@ -46,6 +56,6 @@ def test_the_bf16_engine_follows_the_bf16_trainer(pushed):
 def test_bad_names_are_refused_before_loading_or_leave_the_engine_marked_mixed(pushed):
     assert "model.no_such.weight" in pushed["refused_up_front"]
     assert pushed["after_refused_sampled"] == pushed["old_push_sampled"]  # the zeros never arrived
-    assert pushed["after_refused_version"] == 2
+    assert pushed["after_refused_version"] == 4  # the last whole push (the pickled one)
     assert "bucket(s) were loaded before: the engine holds a mixed set" in pushed["refused_mid_way"]
     assert pushed["mixed_version"] == -1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from pathlib import Path
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Fix the failing test in src/pkg/parse.py"}],
@@ -87,6 +88,15 @@ def main(model_dir: str, out_path: str) -> None:
             p.copy_(trained[n])
     old_push(policy, hf.named_parameters())
     result["old_push_sampled"] = _dump(policy.generate(CONVERSATIONS, sampled))
+    # The same bucketed push pickled through the RPC (no shared memory) loads the same.
+    perturb(2)
+    policy.update_weights(hf.named_parameters(), version=3)
+    with torch.no_grad():
+        for n, p in hf.named_parameters():
+            p.copy_(trained[n])
+    pickled = policy.update_weights(hf.named_parameters(), version=4, bucket_mb=16 / 1024, shared_memory=False)
+    result["pickled"] = {"stats": pickled.__dict__, "sampled": _dump(policy.generate(CONVERSATIONS, sampled))}
+    result["shm_leftovers"] = sorted(p.name for p in Path("/dev/shm").glob("swe-srl-push-*"))
 
     # The trainer in bf16 computes about what the engine does.
     result["hf_bf16_gap"] = _hf_gap(hf.to(torch.bfloat16), policy.generate(CONVERSATIONS, sampled), 0.8)
