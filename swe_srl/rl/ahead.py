@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,9 @@ from ..errors import ConfigError, StaleWeights
 from ..policy.hf import HFPolicy
 from .data_order import DataOrder
 from .rollout import Rollout, sampler_logprobs, unwrap
+
+if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
+    from .session import Session
 
 
 class SnapshotPolicy(HFPolicy):
@@ -151,7 +154,7 @@ class Prefetch:
 
 
 @contextmanager
-def data_position(session: Any, state: dict | None) -> Iterator[None]:
+def data_position(session: Session, state: dict | None) -> Iterator[None]:
     """While logging and saving a step, the data order stands where it stood before the batch
     drawn ahead (``state``; None: where it is): a resumed run draws that batch again."""
     if state is None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -32,6 +32,9 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from .distributed import Dist
 from .logprobs import TokenBatch, autocast, completion_logprobs
+
+if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
+    from .session import Session
 
 T = TypeVar("T")
 
@@ -194,7 +197,7 @@ def max_over_ranks(d: Dist, value: int) -> int:
     return int(t.item())
 
 
-def aligned_passes(session: Any, parts: Iterable[T], ref_model: torch.nn.Module | None = None) -> Iterator[T]:
+def aligned_passes(session: Session, parts: Iterable[T], ref_model: torch.nn.Module | None = None) -> Iterator[T]:
     """This rank's micro-batches; with a sharded model, then as many zero-weight passes as it
     takes to reach the most micro-batches of any rank (see the module docstring). Each pass of
     the caller must be one forward of ``session.model`` (and of ``ref_model``, when given),
@@ -212,7 +215,7 @@ def aligned_passes(session: Any, parts: Iterable[T], ref_model: torch.nn.Module 
         padding_pass(session, ref_model)
 
 
-def padding_pass(session: Any, ref_model: torch.nn.Module | None = None) -> None:
+def padding_pass(session: Session, ref_model: torch.nn.Module | None = None) -> None:
     """One forward + backward through every unit on a one-token prompt and completion, with
     loss 0 * log-probs: the collectives of a real pass, a zero gradient."""
     pad = session.tokenizer.pad_token_id

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +18,9 @@ from .logprobs import TokenBatch, autocast, completion_logprobs, micro_batches
 from .optim import lr_at, optimizer_step
 from .parallel import aligned_passes
 from .rollout import sampler_logprobs
+
+if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
+    from .session import Session
 
 # grpo_loss metrics averaged over tokens for the log.
 TOKEN_METRICS = ("kl", "clip_fraction", "clip_dual_fraction", "ratio_mean", "logprob_gap", "is_clip_fraction",
@@ -36,7 +39,7 @@ def uses_tis(config: TrainConfig, bf16: bool = False) -> bool:
     return mode == "tis" or (mode == "auto" and (config.rollout.engine == "vllm" or bf16))
 
 
-def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
+def policy_update(session: Session, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
                   ref_model: torch.nn.Module | None, *, max_tokens: int, max_chunk: int = 0) -> dict[str, float]:
     """One optimizer step on ``samples`` (each with exact ``prompt_ids`` / ``completion_ids``),
     one advantage per sample, under the run's GRPO loss settings (``grpo``); ``valid`` False (a
