@@ -10,7 +10,8 @@ Two parts, each at 1, 2 and 4 threads/workers:
 - ``eval``: `evaluate_tasks` on the 8 demo tasks in Docker with the tiny model as the policy
   (greedy, ``--steps`` turns of ``--tokens`` tokens), so an episode is container start,
   its model turns, the diff and removal (the untrained model's turns are format errors, let
-  run to max_steps: no tool runs, nothing to grade). Batched = the raw HFPolicy handed to `evaluate_tasks`, which wraps it (the hook);
+  run to max_steps: no tool runs, nothing to grade). Batched = the raw HFPolicy handed to
+  `evaluate_tasks`, which wraps it (the hook);
   serial = `SerialPolicy` around it. Reported: episodes per minute.
 
 Settings alternate run by run so they see the same machine load; one untimed warm-up each.

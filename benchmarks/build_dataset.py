@@ -41,20 +41,23 @@ def _text(rng: random.Random, n_chars: int) -> str:
 
 
 def _code(rng: random.Random, lines: int) -> str:
-    return "\n".join(f"{i:6d}\t    {rng.choice(WORDS)} = {rng.choice(WORDS)}({rng.randint(0, 99)})" for i in range(1, lines + 1))
+    return "\n".join(f"{i:6d}\t    {rng.choice(WORDS)} = {rng.choice(WORDS)}({rng.randint(0, 99)})" for i in range(1,
+            lines + 1))
 
 
 def _call(rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.45:
-        return f"<function=bash>\n<parameter=command>grep -rn \"{rng.choice(WORDS)}\" /testbed/src | head -{rng.randint(5, 40)}</parameter>\n</function>"
+        return (f"<function=bash>\n<parameter=command>grep -rn \"{rng.choice(WORDS)}\" /testbed/src "
+                f"| head -{rng.randint(5, 40)}</parameter>\n</function>")
     if roll < 0.75:
         return (f"<function=str_replace_editor>\n<parameter=command>view</parameter>\n"
                 f"<parameter=path>/testbed/src/{rng.choice(WORDS)}.py</parameter>\n</function>")
     old = _code(rng, rng.randint(2, 8))
     return (f"<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n"
             f"<parameter=path>/testbed/src/{rng.choice(WORDS)}.py</parameter>\n"
-            f"<parameter=old_str>{old}</parameter>\n<parameter=new_str>{old.replace('(', '(1 + ')}</parameter>\n</function>")
+            f"<parameter=old_str>{old}</parameter>\n"
+            f"<parameter=new_str>{old.replace('(', '(1 + ')}</parameter>\n</function>")
 
 
 def make_corpus(path: Path, n_traj: int, steps_mean: float = 26.8, seed: int = 0) -> int:
@@ -67,11 +70,14 @@ def make_corpus(path: Path, n_traj: int, steps_mean: float = 26.8, seed: int = 0
             total += n_steps
             problem = _text(rng, rng.randint(600, 2500))
             messages = [
-                {"role": "system", "content": "You are a helpful assistant that can interact with a computer to solve tasks."},
-                {"role": "user", "content": f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n{problem}\n</pr_description>\nMake the changes."},
+                {"role": "system", "content": "You are a helpful assistant that can interact with a computer to solve "
+                                              "tasks."},
+                {"role": "user", "content": f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n"
+                                             f"{problem}\n</pr_description>\nMake the changes."},
             ]
             for _ in range(n_steps - 1):
-                messages.append({"role": "assistant", "content": _text(rng, rng.randint(80, 400)) + "\n\n" + _call(rng)})
+                messages.append({"role": "assistant",
+                                 "content": _text(rng, rng.randint(80, 400)) + "\n\n" + _call(rng)})
                 messages.append({"role": "user", "content": "OBSERVATION:\n" + _code(rng, rng.randint(5, 120))})
             messages.append({"role": "assistant", "content": "Done.\n\n<function=submit>\n</function>"})
             row = {"instance_id": f"bench__repo-{i // 3}", "traj_id": f"bench__repo-{i // 3}.{i}",
@@ -154,7 +160,7 @@ def main() -> None:
         rss = statistics.median(r["peak_rss_mb"] for r in runs)
         summary[which] = (secs, rss)
         print(f"{which:6s} step_targets={runs[0]['step_targets']:>7d}  median {secs:6.2f} s  "
-              f"peak RSS {rss:7.0f} MB  runs: {', '.join('%.2f' % r['seconds'] for r in runs)}")
+              f"peak RSS {rss:7.0f} MB  runs: {', '.join(format(r['seconds'], '.2f') for r in runs)}")
     print(f"ratio ours/naive: time {summary['ours'][0] / summary['naive'][0]:.2f}x, "
           f"peak RSS {summary['ours'][1] / summary['naive'][1]:.2f}x")
     if args.keep is None:

@@ -35,7 +35,8 @@ def main() -> None:
     print("| task | verdict | gold resolved | empty resolved | s per run (gold / empty) |")
     print("|---|---|---|---|---|")
     for e in entries:
-        print(f"| {e.instance_id} | {e.verdict} | {e.gold.resolved}/{e.gold.graded} | {e.empty.resolved}/{e.empty.graded} "
+        print(f"| {e.instance_id} | {e.verdict} | {e.gold.resolved}/{e.gold.graded} | "
+              f"{e.empty.resolved}/{e.empty.graded} "
               f"| {e.gold.seconds / e.gold.runs:.2f} / {e.empty.seconds / e.empty.runs:.2f} |")
     per_task = [(e.gold.seconds + e.empty.seconds) / (e.gold.runs + e.empty.runs) for e in entries]
     graded_seconds = sum(e.gold.seconds + e.empty.seconds for e in entries)

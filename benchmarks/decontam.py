@@ -122,7 +122,8 @@ def _child(corpus: str, out: str, spec: str) -> None:
     result = build_dataset([Path(corpus)], Path(out), DatasetConfig(decontaminate=spec), output="jsonl",
                            overwrite=True)
     found = result.stats["decontamination"]
-    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "scan_cpu": spent[0], "hash_cpu": hashed[0],
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": time.process_time() - cpu, "scan_cpu": spent[0],
+                      "hash_cpu": hashed[0],
                       "by_reason": found["by_reason"], "scanned": found["trajectories_scanned"]}))
 
 
@@ -163,7 +164,7 @@ def main() -> None:
         found = runs[0]["by_reason"]
         scan = statistics.median(r["scan_cpu"] for r in runs)
         share = statistics.median(r["scan_cpu"] / r["cpu"] for r in runs)
-        walls = ", ".join("%.2f" % r["seconds"] for r in runs)
+        walls = ", ".join(f"{r['seconds']:.2f}" for r in runs)
         print(f"| {mode} | {found['instance_id']} / {found['repo_commit']} / {found['issue_text']} | {wall:.2f} | "
               f"{walls} | {cpu:.2f} | {scan:.2f} ({share:.1%}) | {cpu / base_cpu:.2f}x | "
               f"{statistics.median(r['hash_cpu'] for r in runs):.2f} |")

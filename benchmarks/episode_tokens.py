@@ -93,7 +93,8 @@ def demo(tokenizer_dir: Path) -> dict:
             with open_sandbox(SandboxConfig(image=image, workdir=task.workdir)) as box:
                 episode = run_episode(policy, box, task, AgentConfig(max_steps=40, context=context))
             if episode.result.exit_reason != "submitted":
-                raise SystemExit(f"{task.instance_id} ({context}): the expert replay ended {episode.result.exit_reason}")
+                raise SystemExit(f"{task.instance_id} ({context}): the expert replay ended "
+                                 f"{episode.result.exit_reason}")
             runs[context].append(_rollout(task, episode.turns))
     window, window_rows, _ = forwarded(runs["window"], pack=False)
     per_turn, turn_rows, _ = forwarded(runs["conversation"], pack=False)

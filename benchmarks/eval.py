@@ -100,7 +100,8 @@ def main() -> None:
     base = statistics.median(r["episodes_per_min"] for r in results[counts[0]])
     print(f"\n{len(tasks)} demo tasks, scripted expert replay, median of {args.runs} runs; "
           f"load average {min(loads):.1f}-{max(loads):.1f}\n")
-    print("| workers | episodes/min (median, min-max) | vs 1 worker | wall s | per-instance s: model / sandbox / grading / wall |")
+    print("| workers | episodes/min (median, min-max) | vs 1 worker | wall s | per-instance s: model / sandbox / "
+          "grading / wall |")
     print("|---|---|---|---|---|")
     for workers in counts:
         rows = results[workers]

@@ -158,7 +158,8 @@ def main() -> None:
     lengths: dict[str, list] = {"trl": [], "ours": []}
     for r in range(args.rounds):
         for name in ("trl", "ours"):
-            out = run_trl(model_dir, targets, args, steps) if name == "trl" else run_ours(model_dir, work / "data", args, steps)
+            out = run_trl(model_dir, targets, args, steps) if name == "trl" else run_ours(model_dir, work / "data",
+                    args, steps)
             results[name] += out["times"][args.warmup:]
             lengths[name].append(out["completion_len"])
             print(f"round {r + 1} {name}: " + " ".join(f"{t:.3f}" for t in out["times"]), flush=True)
@@ -166,13 +167,15 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     summary = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-                   f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, trl {trl.__version__}",
+        f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, trl {trl.__version__}",
         "shape": f"{args.prompts} prompts x G={args.generations}, {args.max_new_tokens} new tokens, "
-                 f"{args.steps} steps x {args.rounds} rounds (+{args.warmup} warm-up each)",
+        f"{args.steps} steps x {args.rounds} rounds (+{args.warmup} warm-up each)",
         "median_step_s": med,
         "ratio_ours_over_trl": med["ours"] / med["trl"],
-        "mean_completion_len": {k: statistics.mean(x for x in v if x is not None) if any(x is not None for x in v) else None
-                                for k, v in lengths.items()},
+        "mean_completion_len": {
+            k: statistics.mean(x for x in v if x is not None) if any(x is not None for x in v) else None
+            for k, v in lengths.items()
+        },
         "step_times": results,
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "step_times"}, indent=2))

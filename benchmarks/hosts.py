@@ -67,18 +67,27 @@ def main() -> None:
             per_host[name] = summary["per_host"]
     medians = {k: statistics.median(v) for k, v in times.items()}
     per_episode = medians["ray-1-host"] / len(tasks) * args.workers  # seconds one slot holds an episode
-    print(json.dumps({
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "load_avg_1m_at_end": round(os.getloadavg()[0], 2), "tasks": len(tasks), "workers": args.workers,
-        "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
-        "episodes_per_min": {k: round(len(tasks) / m * 60, 1) for k, m in medians.items()},
-        "ray_over_local": round(medians["ray-1-host"] / medians["local"], 3),
-        "actor_start_seconds": [round(t, 2) for t in starts],
-        # What a long-lived actor pays per run once its start is paid (a real run starts it once)
-        "ray_over_local_without_start": round((medians["ray-1-host"] - statistics.median(starts)) / medians["local"], 3),
-        "per_host": per_host,
-        "seconds_per_episode_slot": round(per_episode, 2),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+                "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+                "tasks": len(tasks),
+                "workers": args.workers,
+                "seconds": {k: [round(t, 2) for t in v] for k, v in times.items()},
+                "episodes_per_min": {k: round(len(tasks) / m * 60, 1) for k, m in medians.items()},
+                "ray_over_local": round(medians["ray-1-host"] / medians["local"], 3),
+                "actor_start_seconds": [round(t, 2) for t in starts],
+                # What a long-lived actor pays per run once its start is paid (a real run starts it once)
+                "ray_over_local_without_start": round(
+                    (medians["ray-1-host"] - statistics.median(starts)) / medians["local"], 3
+                ),
+                "per_host": per_host,
+                "seconds_per_episode_slot": round(per_episode, 2),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

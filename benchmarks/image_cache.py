@@ -40,8 +40,8 @@ from swe_srl.experts import load_scripts  # noqa: E402
 from swe_srl.harness import HarnessConfig  # noqa: E402
 from swe_srl.sandbox.cache import ImageCache  # noqa: E402
 from swe_srl.sandbox.client import docker_client  # noqa: E402
-from swe_srl.sandbox.images import ensure_image  # noqa: E402
 from swe_srl.sandbox.image_usage import GB, human_bytes, take_snapshot  # noqa: E402
+from swe_srl.sandbox.images import ensure_image  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 
 WORKERS = 2
@@ -91,7 +91,8 @@ def main() -> None:
         ensure_image(task)
     report(results, args.runs, loads, budget, len(tasks))
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "budget_bytes": budget, "runs": results}, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine(), "budget_bytes": budget, "runs": results},
+                                        indent=2) + "\n")
 
 
 def report(results: dict[str, list[dict]], runs: int, loads: list[float], budget: int, n_tasks: int) -> None:

@@ -43,6 +43,8 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from learning_tiny import parse_variant  # noqa: E402  (benchmarks/ is this script's folder)
+
 from swe_srl.config import RewardConfig, TrainConfig  # noqa: E402
 from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.dataset import DatasetConfig, build_dataset, load_step_targets  # noqa: E402
@@ -54,8 +56,6 @@ from swe_srl.prompts import format_completion  # noqa: E402
 from swe_srl.rl.checkpoint import resolve_model_dir  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.trainer import train  # noqa: E402
-
-from learning_tiny import parse_variant  # noqa: E402  (benchmarks/ is this script's folder)
 
 METRICS = ("mean_reward", "mean_similarity", "format_error_rate", "exact_match_rate", "distinct_answer_rate")
 
@@ -78,7 +78,8 @@ def run_train(preset: str, out: Path, model: Path, data: Path, steps: int, seed:
     return {"steps": len(rows), "update_tokens": update, "sampled_tokens": sampled,
             "compute_token_forwards": 3 * update + sampled, "cpu_s": cpu, "wall_s": wall,
             "train_reward_last": rows[-1].get("reward/mean") if rows else None,
-            "groups_kept_mean": statistics.mean(r["groups/kept"] for r in rows) if rows and "groups/kept" in rows[0] else None}
+            "groups_kept_mean": (statistics.mean(r["groups/kept"] for r in rows)
+                                 if rows and "groups/kept" in rows[0] else None)}
 
 
 def score(model: Path, val: list, novel: set[str], max_new_tokens: int) -> dict:

@@ -12,7 +12,8 @@ optimizer steps. ``--eps`` repeats arm (c) with other ``grpo.dynamic_sampling_ep
 
     .venv/bin/python benchmarks/learning_tiny.py                                  # N=80, M=20, seeds 0 1 2
     .venv/bin/python benchmarks/learning_tiny.py --seeds 0 --sft-steps 40 --srl-steps 10 --eps 1e-4 0.05
-    .venv/bin/python benchmarks/learning_tiny.py --ablate runs/bench-learning-tiny/seed-0 --eps 1e-4 --variant optim.lr=1e-3
+    .venv/bin/python benchmarks/learning_tiny.py --ablate runs/bench-learning-tiny/seed-0 --eps 1e-4 \\
+        --variant optim.lr=1e-3
 
 Arm (b) continues arm (a)'s run (constant learning rate, so it is the same as N + M steps from
 scratch); arm (c) starts from arm (a)'s last checkpoint, as README command 1 does.
@@ -126,7 +127,8 @@ def collapse(run_dirs: list[Path]) -> None:
     def mean_reward(texts: list[str]) -> float:
         return sum(reward(texts, infos)) / len(val)
 
-    candidates = list(dict.fromkeys(format_completion("", t.target) for t in load_step_targets(data / "train.jsonl")[::7]))
+    candidates = list(dict.fromkeys(format_completion("",
+                                                      t.target) for t in load_step_targets(data / "train.jsonl")[::7]))
     best = max((mean_reward([c] * len(val)), c) for c in candidates[:400])
     print(f"best constant answer: held-out reward {best[0]:.3f}: {best[1].split('</think>')[-1].strip()[:100]!r}")
     for run in run_dirs:
@@ -151,7 +153,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-learning-tiny")
     parser.add_argument("--ablate", type=Path, default=None, metavar="SEED_DIR",
                         help="only arm (c), once per --eps value and per --variant, from SEED_DIR/sft of an earlier "
-                             "run of this script (its dataset and seed); writes SEED_DIR/../learning-ablation-SEED.json")
+                             "run of this script (its dataset and seed); writes "
+                             "SEED_DIR/../learning-ablation-SEED.json")
     parser.add_argument("--collapse", type=Path, nargs="+", default=None, metavar="RUN_DIR",
                         help="only count the distinct greedy answers of these runs of this script (their last "
                              "checkpoint) and score the best constant answer")
@@ -230,7 +233,8 @@ def report(args: argparse.Namespace, per_seed: list, val: list, data: Path, star
 
 
 def table(summary: dict) -> list[str]:
-    lines = ["| arm | steps | held-out reward | similarity | format errors | exact match |", "|---|---|---|---|---|---|"]
+    lines = ["| arm | steps | held-out reward | similarity | format errors | exact match |",
+             "|---|---|---|---|---|---|"]
     for arm, m in summary.items():
         cells = " | ".join(f"{m[k][0]:.3f} +- {m[k][1]:.3f}" for k in METRICS)
         lines.append(f"| {arm} | {int(m['steps'][0])} | {cells} |")

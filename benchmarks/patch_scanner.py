@@ -24,8 +24,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, NamedTuple, Optional
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "real-samples"
@@ -35,7 +36,7 @@ class GoldPatch(NamedTuple):
     source: str
     id: str
     patch: str
-    base: Optional[dict]
+    base: dict | None
     test_files: tuple
 
 
@@ -46,7 +47,7 @@ def _bases(patch: str, read) -> dict:
 
 
 def _read_or_none(folder: Path):
-    def read(path: str) -> Optional[str]:
+    def read(path: str) -> str | None:
         file = folder / path
         return file.read_text(encoding="utf-8") if file.is_file() else None
     return read
@@ -118,10 +119,11 @@ def scan_all(patches: list[GoldPatch], runs: int) -> dict:
 
 def grade_cost(runs: int) -> dict:
     """Median seconds of a guarded grade of each demo gold patch with and without the scan."""
+    from dataclasses import replace
+
     from swe_srl.sandbox.grading import GradingConfig, grade
     from swe_srl.sandbox.images import build_task_image
     from swe_srl.tasks import load_local_tasks
-    from dataclasses import replace
 
     tasks = [replace(t, image=build_task_image(t.metadata["task_dir"])) for t in load_local_tasks()]
     on, off = GradingConfig(scan=True), GradingConfig(scan=False)

@@ -25,8 +25,8 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -100,7 +100,8 @@ def synthetic_action(rng: random.Random) -> str:
         return render_xml(make_action("bash", {"command": command}))
     if kind < 0.5:
         return render_xml(make_action("str_replace_editor", {"command": "view", "path": path,
-                                                             "view_range": [rng.randint(1, 200), rng.randint(201, 400)]}))
+                                                             "view_range": [rng.randint(1, 200),
+                                                                     rng.randint(201, 400)]}))
     old = _code(rng, _size(rng) // 2)
     if kind < 0.9:
         new = "\n".join(line.replace("None", "default") if rng.random() < 0.3 else line for line in old.splitlines())

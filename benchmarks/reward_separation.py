@@ -22,7 +22,8 @@ pooled over all anchors against each kind of negative and against all, and withi
 (its positives against its negatives, averaged over anchors: what GRPO sees, since advantages
 are normalised within a group of answers to one expert action); the mean positive, the mean
 negative, their gap, and that gap over the distance from the mean negative down to a format
-violation's -1 (how much what the action does weighs against merely being well-formed); and the time to score them, per 1,000 scores: ``ActionSimilarity.scores`` grouped per
+violation's -1 (how much what the action does weighs against merely being well-formed); and the
+time to score them, per 1,000 scores: ``ActionSimilarity.scores`` grouped per
 anchor (the expert parse cached, as in training), and ``SimilarityReward`` end to end on
 completions (parsing included). Times are the median of ``--repeats`` interleaved runs.
 
@@ -38,9 +39,10 @@ import random
 import re
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -201,8 +203,10 @@ def main() -> None:
     groups: dict[str, list[Pair]] = {}
     for pair in pairs:
         groups.setdefault(render_xml(pair.anchor), []).append(pair)
-    counts = {kind: sum(1 for p in pairs if p.kind == kind) for kind in ("positive", "same-trajectory", "other-trajectory")}
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    counts = {kind: sum(1 for p in pairs if p.kind == kind) for kind in ("positive", "same-trajectory",
+            "other-trajectory")}
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python "
+          f"{platform.python_version()}")
     print(f"sources: {', '.join(str(s) for s in sources)}")
     print(f"{len(trajectories)} trajectories, {sum(len(a) for _, a in trajectories)} actions, {len(anchors)} distinct "
           f"anchors; pairs: {len(pairs)} ({', '.join(f'{n} {k}' for k, n in counts.items())})")
@@ -216,7 +220,8 @@ def main() -> None:
             return out
         return run
 
-    completions = [format_completion("thinking", render_xml(p.candidate)) for members in groups.values() for p in members]
+    completions = [format_completion("thinking",
+                                     render_xml(p.candidate)) for members in groups.values() for p in members]
     rows = [{"target": target} for target, members in groups.items() for _ in members]
 
     def reward_run(fn: SimilarityReward) -> Callable[[], object]:
@@ -248,7 +253,8 @@ def main() -> None:
         neg = same + other
         within = statistics.fmean(roc_auc(p, n) for p, n in by_anchor.values() if p and n)
         gap = statistics.fmean(pos) - statistics.fmean(neg)
-        print(f"| {compare} | {similarity} | {roc_auc(pos, same):.3f} | {roc_auc(pos, other):.3f} | {roc_auc(pos, neg):.3f} "
+        print(f"| {compare} | {similarity} | {roc_auc(pos, same):.3f} | {roc_auc(pos, other):.3f} | "
+              f"{roc_auc(pos, neg):.3f} "
               f"| {within:.3f} | {statistics.fmean(pos):.3f} | {statistics.fmean(neg):.3f} | {gap:.3f} "
               f"| {gap / (statistics.fmean(neg) + 1):.2f} "
               f"| {seconds[f'{name} scorer'] * 1000 * per_k:.1f} | {seconds[f'{name} reward'] * 1000 * per_k:.1f} |")

@@ -80,8 +80,8 @@ def main() -> None:
     import torch
     import transformers
     import vllm
-
     from grpo_step import step_targets
+
     from swe_srl.policy import GenerationConfig, PolicyConfig, load_policy
     from swe_srl.prompts import messages_for_target
 

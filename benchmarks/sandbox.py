@@ -120,7 +120,8 @@ def main() -> None:
     args = parser.parse_args()
 
     image = build_task_image(TASKS_DIR / args.task)
-    edit = ("datekit/months.py", "return date(year, month + 1, day.day)", "return date(year, month + 1, min(day.day, 28))")
+    edit = ("datekit/months.py", "return date(year, month + 1, day.day)",
+            "return date(year, month + 1, min(day.day, 28))")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"Docker {docker_client().version()['Version']}, load {os.getloadavg()[0]:.1f}; image {image}")
 

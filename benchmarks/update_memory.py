@@ -112,7 +112,8 @@ def main() -> None:
     results: dict[str, list[dict]] = {name: [] for name in settings}
     for run in range(args.runs):
         for name, (budget, chunk) in settings.items():
-            out = subprocess.run([sys.executable, __file__, "--device", args.device, "--child", str(budget), str(chunk)],
+            out = subprocess.run([sys.executable, __file__, "--device", args.device, "--child", str(budget),
+                                  str(chunk)],
                                  capture_output=True, text=True, check=True, cwd=REPO)
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"run {run + 1} {name}: {results[name][-1]}", file=sys.stderr)
@@ -121,8 +122,10 @@ def main() -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {args.device}, torch {torch.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}")
     first = results[next(iter(settings))]
-    base, base_t, base_cpu = (statistics.median(r[k] for r in first) for k in ("update_peak_mib", "seconds", "cpu_seconds"))
-    print("| setting | update peak (MiB) | process peak (MiB) | peak vs before | wall (s) | vs before | CPU (s) | vs before |")
+    base, base_t, base_cpu = (statistics.median(r[k] for r in first) for k in ("update_peak_mib", "seconds",
+            "cpu_seconds"))
+    print("| setting | update peak (MiB) | process peak (MiB) | peak vs before | wall (s) | vs before | CPU (s) | vs "
+          "before |")
     print("|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         rise, total, seconds, cpu = (statistics.median(r[k] for r in rows)

@@ -257,11 +257,13 @@ def main() -> None:
             if not out.is_file():
                 continue
             for row in summarise(shape, dtype, json.loads(out.read_text())):
-                print(f"| {shape} ({row['params'] / 1e9:.2f}B) | {dtype} | {row['mode']} | {row['buckets']:.0f} "
-                      f"({row['largest_bucket_mb']:.0f}) | {row['trainer_extra_mb']:.0f} | {row['engine_core_extra_mb']:.0f} "
-                      f"| {row['worker_extra_mb']:.0f} | {row['private_extra_mb']:.0f} ({row['trainer_private_mb']:.0f} / "
-                      f"{row['engine_core_private_mb']:.0f} / {row['worker_private_mb']:.0f}) | {row['shm_extra_mb']:.0f} "
-                      f"| {row['distinct_extra_mb']:.0f} | {row['seconds']:.2f} |", flush=True)
+                cells = [f"{shape} ({row['params'] / 1e9:.2f}B)", dtype, row["mode"],
+                         f"{row['buckets']:.0f} ({row['largest_bucket_mb']:.0f})", f"{row['trainer_extra_mb']:.0f}",
+                         f"{row['engine_core_extra_mb']:.0f}", f"{row['worker_extra_mb']:.0f}",
+                         f"{row['private_extra_mb']:.0f} ({row['trainer_private_mb']:.0f} / "
+                         f"{row['engine_core_private_mb']:.0f} / {row['worker_private_mb']:.0f})",
+                         f"{row['shm_extra_mb']:.0f}", f"{row['distinct_extra_mb']:.0f}", f"{row['seconds']:.2f}"]
+                print("| " + " | ".join(cells) + " |", flush=True)
                 if args.out:
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")

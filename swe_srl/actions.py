@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from typing import Any, Iterable, Literal, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
 
 from .errors import ActionParseError
 from .schemas import Action
@@ -294,7 +295,8 @@ def render_command(action: Action) -> str:
     if action.tool == "submit" and not args:
         return "submit"
     if action.tool == "edit" and "start_line" in args:
-        return f"edit {args['start_line']}:{args.get('end_line', args['start_line'])}\n{args.get('replacement_text', '')}\nend_of_edit"
+        return (f"edit {args['start_line']}:{args.get('end_line', args['start_line'])}\n"
+                f"{args.get('replacement_text', '')}\nend_of_edit")
     if action.tool == "str_replace_editor":
         parts = ["str_replace_editor", str(args.get("command", "")), _quote(args.get("path", ""))]
         for key, value in ordered_arguments(action):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from .actions import ActionSyntax, is_submit
 from .dataset import truncate_middle
@@ -94,7 +94,7 @@ class Turn:
 
     messages: list
     sample: Sample
-    action: Optional[Action]
+    action: Action | None
     observation: str
 
 
@@ -151,10 +151,10 @@ class _Run:
     completion_tokens: int = 0
     model_time: float = 0.0
     sandbox_time: float = 0.0
-    patch: Optional[str] = None
+    patch: str | None = None
     refused: str = ""
 
-    def limit(self, config: AgentConfig) -> Optional[EpisodeEnd]:
+    def limit(self, config: AgentConfig) -> EpisodeEnd | None:
         """The limit reached before the next turn, if any (one line each)."""
         tokens = self.prompt_tokens + self.completion_tokens
         reached: list[tuple[ExitReason, bool]] = [
@@ -171,7 +171,8 @@ def run_episode(policy: Policy, sandbox: Sandbox, task: Task, config: AgentConfi
     """Run the policy on ``task`` inside ``sandbox`` until it submits or hits a limit; each
     turn samples one completion with ``generation``."""
     _check_start(sandbox, task, generation)
-    conversation = ConversationPrompts.of(policy, config.max_context_tokens) if config.context == "conversation" else None
+    conversation = (ConversationPrompts.of(policy, config.max_context_tokens)
+                    if config.context == "conversation" else None)
     error_text = FORMAT_ERROR_OBSERVATION if config.syntax == "xml" else BASH_FORMAT_ERROR_OBSERVATION
     run = _Run()
     while (end := run.limit(config)) is None:
@@ -226,8 +227,8 @@ def _check_start(sandbox: Sandbox, task: Task, generation: GenerationConfig) -> 
                                   f"(the task's base commit is {task.base_commit[:12]})")
 
 
-def _sample(policy: Policy, conversation: Optional["ConversationPrompts"], task: Task, config: AgentConfig,
-            generation: GenerationConfig, run: _Run) -> Optional[tuple[list, Sample]]:
+def _sample(policy: Policy, conversation: ConversationPrompts | None, task: Task, config: AgentConfig,
+            generation: GenerationConfig, run: _Run) -> tuple[list, Sample] | None:
     """The next turn's prompt and completion; None when the conversation would pass the model's
     context (``agent.context: conversation``, checked before sampling)."""
     if conversation is not None and run.turns:
@@ -271,7 +272,8 @@ def _record(task: Task, run: _Run, end: EpisodeEnd, model_name: str) -> Episode:
         problem_statement=task.problem_statement, steps=tuple(run.steps), source_format="swe-srl",
         source="agent", final_patch=run.patch or "", exit_status=end.reason, model=model_name or None,
         metadata={"format_errors": run.format_errors, "turns": len(run.turns),
-                  **({"container_died": died} if died else {}), **({"patch_too_large": run.refused} if run.refused else {})},
+                  **({"container_died": died} if died else {}),
+                  **({"patch_too_large": run.refused} if run.refused else {})},
     )
     result = EpisodeResult(
         trajectory=trajectory, patch=run.patch or "", exit_reason=end.reason, num_steps=len(run.turns),
@@ -292,7 +294,7 @@ class ConversationPrompts:
         self.specials = frozenset(getattr(tokenizer, "all_special_ids", ()) or ())
 
     @classmethod
-    def of(cls, policy: Any, limit: int = 0) -> "ConversationPrompts":
+    def of(cls, policy: Any, limit: int = 0) -> ConversationPrompts:
         """For ``policy`` (or the policy a batching / locking wrapper holds), with its tokenizer;
         ``limit`` 0: the model's context length (``max_position_embeddings``), if it has one."""
         inner = policy

@@ -24,9 +24,10 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Optional, Sequence
+from typing import Any, Literal
 
 from . import paths
 from .errors import InputError
@@ -61,7 +62,7 @@ class PatchRuns:
     """Grading time of all the runs together."""
 
     @classmethod
-    def of(cls, task: Task, reports: Sequence[TestReport]) -> "PatchRuns":
+    def of(cls, task: Task, reports: Sequence[TestReport]) -> PatchRuns:
         graded = [r for r in reports if r.infra_error is None]
         tests = dict.fromkeys((*task.fail_to_pass, *task.pass_to_pass))
         passes = {t: sum(_passed(r.statuses, t, t in task.fail_to_pass) for r in graded) for t in tests}
@@ -73,7 +74,7 @@ class PatchRuns:
     def runs(self) -> int:
         return self.graded + self.infra_failures
 
-    def rate(self, count: int) -> Optional[float]:
+    def rate(self, count: int) -> float | None:
         """``count`` over the graded runs (None without any)."""
         return round(count / self.graded, 4) if self.graded else None
 
@@ -84,7 +85,7 @@ class PatchRuns:
                 "pass_rates": {t: self.rate(n) for t, n in self.passes.items()}, "passes": dict(self.passes)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PatchRuns":
+    def from_dict(cls, data: Mapping[str, Any]) -> PatchRuns:
         return cls(graded=int(data["graded"]), infra_failures=int(data["infra_failures"]),
                    resolved=int(data["resolved"]), passes={str(t): int(n) for t, n in data["passes"].items()},
                    seconds=float(data.get("seconds") or 0.0))
@@ -137,7 +138,7 @@ class TaskCalibration:
     """The first distinct infrastructure errors of its runs."""
 
     @classmethod
-    def of(cls, task: Task, runs: int, gold: Sequence[TestReport], empty: Sequence[TestReport]) -> "TaskCalibration":
+    def of(cls, task: Task, runs: int, gold: Sequence[TestReport], empty: Sequence[TestReport]) -> TaskCalibration:
         gold_runs, empty_runs = PatchRuns.of(task, gold), PatchRuns.of(task, empty)
         verdict, reasons = judge(gold_runs, empty_runs)
         errors = dict.fromkeys(r.infra_error for r in (*gold, *empty) if r.infra_error)
@@ -150,7 +151,7 @@ class TaskCalibration:
                 "infra_errors": list(self.infra_errors)}
 
     @classmethod
-    def from_dict(cls, instance_id: str, data: Mapping[str, Any]) -> "TaskCalibration":
+    def from_dict(cls, instance_id: str, data: Mapping[str, Any]) -> TaskCalibration:
         verdict = data["verdict"]
         if verdict not in VERDICTS:
             raise ValueError(f"unknown verdict {verdict!r}")
@@ -164,14 +165,14 @@ class Calibration:
     """A calibration file's entries by instance id (``path``: where it was read from)."""
 
     entries: Mapping[str, TaskCalibration] = field(default_factory=dict)
-    path: Optional[str] = None
+    path: str | None = None
 
-    def entry(self, task: Task) -> Optional[TaskCalibration]:
+    def entry(self, task: Task) -> TaskCalibration | None:
         """``task``'s entry, None when it has none or the task changed since it was calibrated."""
         found = self.entries.get(task.instance_id)
         return found if found is not None and found.fingerprint == task_fingerprint(task) else None
 
-    def verdict(self, task: Task) -> Optional[Verdict]:
+    def verdict(self, task: Task) -> Verdict | None:
         """``task``'s verdict; None when it is not calibrated (see :meth:`entry`)."""
         found = self.entry(task)
         return found.verdict if found is not None else None
@@ -181,7 +182,7 @@ class Calibration:
         found = self.entry(task)
         return found is not None and found.verdict != "unknown" and found.runs >= runs
 
-    def with_entry(self, entry: TaskCalibration) -> "Calibration":
+    def with_entry(self, entry: TaskCalibration) -> Calibration:
         return replace(self, entries={**self.entries, entry.instance_id: entry})
 
     def save(self, path: str | os.PathLike) -> None:
@@ -190,7 +191,7 @@ class Calibration:
                                        "tasks": {i: e.to_dict() for i, e in sorted(self.entries.items())}})
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Calibration":
+    def load(cls, path: str | os.PathLike) -> Calibration:
         """Read a calibration file; InputError (one line) when it is missing or not one."""
         path = Path(path)
         if not path.is_file():
@@ -207,7 +208,7 @@ class Calibration:
         return cls(entries, str(path))
 
 
-def resolve_calibration(path: str | os.PathLike | None) -> Optional[Calibration]:
+def resolve_calibration(path: str | os.PathLike | None) -> Calibration | None:
     """The calibration ``path`` names (InputError when missing or unreadable); without a path,
     the default location's file (``runs/calibration.json``), or None when there is none."""
     if path:
@@ -234,7 +235,7 @@ def stable_summary(results: Sequence[Any], tasks: Sequence[Task], calibration: C
             "resolved_rate": round(resolved / len(graded), 4) if graded else None}
 
 
-def episode_weight(verdict: Optional[Verdict], flaky: FlakyMode, flaky_weight: float) -> float:
+def episode_weight(verdict: Verdict | None, flaky: FlakyMode, flaky_weight: float) -> float:
     """How much a task's episodes count in rlvr / hybrid training: 0 (skipped) for a broken
     task, and for a flaky one with ``flaky: skip``; ``flaky_weight`` for a flaky one with
     ``downweight``; 1 otherwise (stable, unknown, uncalibrated)."""

@@ -21,8 +21,8 @@ from .errors import ConfigError
 from .harness import HarnessConfig
 from .hosts import HostsConfig
 from .policy.base import GenerationConfig, LoraOptions
-from .rewards.episode import TestRewardShape
 from .rewards.compare import RewardConfig
+from .rewards.episode import TestRewardShape
 from .rl.settings import AdvantageScale, GrpoLossConfig, LossWeighting, Precision
 
 Method = Literal["sft", "srl", "rlvr", "hybrid"]
@@ -330,7 +330,8 @@ class EpisodeConfig:
         if self.workers < 1 or self.update_chunk_turns < 1:
             raise ConfigError("episodes.workers and episodes.update_chunk_turns must be >= 1")
         if self.pack_max_tokens < 0:
-            raise ConfigError(f"episodes.pack_max_tokens must be >= 0 (0 = the micro-batch budget), got {self.pack_max_tokens}")
+            raise ConfigError(f"episodes.pack_max_tokens must be >= 0 (0 = the micro-batch budget), got "
+                              f"{self.pack_max_tokens}")
         if not 0 < self.flaky_weight <= 1:
             raise ConfigError(f"episodes.flaky_weight must be in (0, 1], got {self.flaky_weight} "
                               "(to leave flaky tasks out use episodes.flaky=skip)")
@@ -424,7 +425,8 @@ class TrainConfig:
                               "distribution; use rollout.engine=hf for top-p sampling")
         if self.rollout.engine == "vllm" and self.on_episodes and self.episodes.harness.agent.context == "conversation":
             raise ConfigError("episodes.harness.agent.context=conversation samples each turn from token ids, which "
-                              "the vLLM rollout engine does not take yet; use rollout.engine=hf or agent.context=window")
+                              "the vLLM rollout engine does not take yet; use rollout.engine=hf or "
+                              "agent.context=window")
         w = self.episodes.weights
         if self.method == "hybrid" and w.similarity == 0 and w.tests == 0:
             raise ConfigError("--method hybrid needs a nonzero episodes.weights.similarity or episodes.weights.tests")

@@ -18,8 +18,9 @@ import math
 import os
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -36,7 +37,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
+def _coerce(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 - one branch per supported type (Literal, Union, containers, dataclasses)
     """Check ``value`` (parsed YAML) against annotation ``tp``; return it in that type."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -221,7 +222,8 @@ def read_yaml(source: str | os.PathLike) -> dict[str, Any]:
     if not path.suffix and not path.exists():
         path = PRESETS_DIR / f"{source}.yaml"
         if not path.exists():
-            raise ConfigError(f"unknown config preset {str(source)!r} (presets: {', '.join(presets())}; or give a YAML file)")
+            raise ConfigError(f"unknown config preset {str(source)!r} (presets: {', '.join(presets())}; or give a "
+                              f"YAML file)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:

@@ -10,17 +10,18 @@ per resolved instance, as they never enter the resolve rate.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .schemas import ResourceUsage
 
 
-def usage_from_dict(data: Optional[Mapping[str, Any]]) -> Optional[ResourceUsage]:
+def usage_from_dict(data: Mapping[str, Any] | None) -> ResourceUsage | None:
     """A ResourceUsage from its JSON form (None stays None)."""
     return ResourceUsage.from_dict(data) if data else None
 
 
-def usage_dict(usage: Optional[ResourceUsage]) -> Optional[dict]:
+def usage_dict(usage: ResourceUsage | None) -> dict | None:
     """The JSON form of ``usage`` for result files (without the schema version)."""
     if usage is None:
         return None
@@ -57,7 +58,7 @@ def cost_totals(rows: Sequence[Any]) -> dict:
 PER_UNIT = ("cpu_seconds", "container_seconds", "tokens", "wall_seconds")
 
 
-def per_unit(totals: Mapping[str, Any], units: float) -> Optional[dict]:
+def per_unit(totals: Mapping[str, Any], units: float) -> dict | None:
     """``totals``' additive costs (those of :data:`PER_UNIT` it has) divided by ``units``
     (resolved instances, reward points); None when there are none to divide by."""
     if not units > 0:

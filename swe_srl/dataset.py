@@ -20,20 +20,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Literal, Sequence
+from typing import Literal
 
-from .actions import is_submit, render_bash_block, render_xml
 from . import dataset_io
+from .actions import is_submit, render_bash_block, render_xml
 from .dataset_io import SplitWriter, jsonl_to_parquet, step_target_arrow_schema  # noqa: F401 (public here too)
 from .dataset_stats import DatasetStats, LeakStats
 from .decontam import Decontaminator, DecontamStats, load_eval_sets, parse_specs, task_keys
 from .errors import ConfigError, InputError
 from .formats import read_trajectories
 from .formats._io import iter_files
-from .provenance import code_version, dataset_fingerprint, dataset_hash, input_digests, sha256_file
 from .leaks import Leak, scan_trajectory
+from .provenance import code_version, dataset_fingerprint, dataset_hash, input_digests, sha256_file
 from .schemas import ContextRound, StepTarget, Trajectory
 
 TargetSyntax = Literal["xml", "bash_block"]
@@ -117,7 +118,7 @@ def split_of(key: str, val_fraction: float, seed: int = 0) -> str:
     """Deterministic split for a task/trajectory key, stable across runs and machines."""
     if val_fraction <= 0:
         return "train"
-    digest = hashlib.blake2b(f"{seed}:{key}".encode("utf-8"), digest_size=8).digest()
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
     return "val" if int.from_bytes(digest, "big") / 2**64 < val_fraction else "train"
 
 
@@ -347,7 +348,8 @@ def _with_known_outcome(traj: Trajectory, resolved_ids: set[str]) -> Trajectory:
 def _empty_reason(stats, inputs) -> str:
     if stats.skipped_count and not stats.by_format:
         top = stats.skipped_by_reason.most_common(1)[0][0]
-        return f"no trajectory could be read from {', '.join(map(str, inputs))} ({stats.skipped_count} records skipped, mostly: {top})"
+        return (f"no trajectory could be read from {', '.join(map(str, inputs))} "
+                f"({stats.skipped_count} records skipped, mostly: {top})")
     if not stats.by_format:
         return f"no trajectories found in {', '.join(map(str, inputs))}"
     dropped = ", ".join(f"{n} {r}" for r, n in stats.dropped.items())

@@ -24,9 +24,10 @@ import hashlib
 import json
 import re
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .errors import ConfigError, InputError
 from .formats._origin import id_origin

@@ -14,11 +14,12 @@ import json
 import os
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields, replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 from .actions import ActionSyntax
 from .agent import GREEDY
@@ -74,7 +75,7 @@ class InstanceResult:
     instance_id: str
     repo: str = ""
     resolved: bool = False
-    infra_error: Optional[str] = None
+    infra_error: str | None = None
     exit_reason: str = "infra_error"
     steps: int = 0
     format_errors: int = 0
@@ -85,16 +86,16 @@ class InstanceResult:
     grading_time: float = 0.0
     wall_time: float = 0.0
     patch: str = ""
-    report: Optional[dict] = None
-    host: Optional[str] = None
-    usage: Optional[dict] = None
+    report: dict | None = None
+    host: str | None = None
+    usage: dict | None = None
     """What the agent's and the grading containers used together (``ResourceUsage``; the
     grading container's alone is in ``report``)."""
-    agent_usage: Optional[dict] = None
+    agent_usage: dict | None = None
     """What the agent's container used."""
 
     @classmethod
-    def of(cls, graded: GradedEpisode) -> "InstanceResult":
+    def of(cls, graded: GradedEpisode) -> InstanceResult:
         task, result, report = graded.task, graded.result, graded.report
         base = cls(instance_id=task.instance_id, repo=task.repo, infra_error=graded.infra_error,
                    wall_time=graded.wall_time, host=graded.host, usage=usage_dict(graded.usage))
@@ -109,7 +110,7 @@ class InstanceResult:
             agent_usage=usage_dict(result.usage))
 
     @classmethod
-    def from_dict(cls, data: dict) -> "InstanceResult":
+    def from_dict(cls, data: dict) -> InstanceResult:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -121,7 +122,7 @@ def instance_dir(out_dir: Path, instance_id: str) -> Path:
     return out_dir / "instances" / instance_id.replace("/", "__")
 
 
-def read_result(out_dir: Path, instance_id: str) -> Optional[InstanceResult]:
+def read_result(out_dir: Path, instance_id: str) -> InstanceResult | None:
     """The finished result of an instance, or None (not run, or a torn file)."""
     path = instance_dir(out_dir, instance_id) / "result.json"
     if not path.is_file():
@@ -154,9 +155,9 @@ def run_instance(policy: Policy, task: Task, out_dir: Path, config: EvalConfig,
 
 def evaluate_tasks(policy: Policy, tasks: Sequence[Task], out_dir: str | os.PathLike,
                    config: EvalConfig = EvalConfig(), *,
-                   on_result: Optional[Callable[[InstanceResult], None]] = None,
-                   thread_safe_policy: bool = False, calibration: Optional[Calibration] = None,
-                   provenance: Optional[dict] = None) -> dict:
+                   on_result: Callable[[InstanceResult], None] | None = None,
+                   thread_safe_policy: bool = False, calibration: Calibration | None = None,
+                   provenance: dict | None = None) -> dict:
     """Run every task not already finished in ``out_dir``; return (and write) the summary.
     ``calibration`` (default: the one ``config.calibration`` names, if any) adds the resolve
     rate on its stable tasks (``stable``; None without a calibration). ``provenance`` (the
@@ -289,7 +290,9 @@ def evaluate_steps(policy: Policy, targets: Sequence[StepTarget], *, generation:
         "exact_match_rate": round(metrics.get("exact_match", 0.0), 4),
         "distinct_answers": distinct,
         "distinct_answer_rate": round(distinct / max(len(answers), 1), 4),
-        "per_tool": {tool: {"n": len(v), "mean_reward": round(statistics.mean(v), 4)} for tool, v in sorted(per_tool.items())},
+        "per_tool": {
+            tool: {"n": len(v), "mean_reward": round(statistics.mean(v), 4)} for tool, v in sorted(per_tool.items())
+        },
         "answers": answers,
     }
 

@@ -22,17 +22,19 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from .actions import EDITOR_COMMANDS, is_submit, make_action, render_xml
 from .agent import AgentConfig
 from .errors import ConfigError, InfrastructureError, InputError
 from .evaluate import EvalConfig, InstanceResult, evaluate_tasks, instance_dir, read_result
 from .harness import HarnessConfig
-from .paths import DEMO_EXPERTS as DEFAULT_OUTPUT, EXPERT_TRAJECTORIES_DIR, REPO_ROOT
+from .paths import DEMO_EXPERTS as DEFAULT_OUTPUT
+from .paths import EXPERT_TRAJECTORIES_DIR, REPO_ROOT
 from .policy.base import Conversation, GenerationConfig
 from .policy.scripted import ScriptedPolicy
 from .prompts import format_completion
@@ -143,7 +145,7 @@ class ExpertReplay:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_scripts(cls, scripts: Mapping[str, Sequence[ExpertStep]], tasks: Sequence[Task]) -> "ExpertReplay":
+    def from_scripts(cls, scripts: Mapping[str, Sequence[ExpertStep]], tasks: Sequence[Task]) -> ExpertReplay:
         return cls({task_id: [s.completion() for s in steps] for task_id, steps in scripts.items()}, tasks)
 
     def task_of(self, conversation: Conversation) -> str:
@@ -188,7 +190,7 @@ class RecordConfig:
     """Seconds per expert action in the sandbox."""
     test_timeout: float = 600.0
     """Seconds the grading test command may run."""
-    work_dir: Optional[Path] = None
+    work_dir: Path | None = None
     """Where the evaluation files go (kept, and resumed on a rerun); None: a temporary folder."""
 
     def __post_init__(self) -> None:
@@ -208,8 +210,8 @@ class ExpertRecording:
     records: dict = field(default_factory=dict)
 
 
-def _failure(task: Task, record: Optional[InstanceResult], trajectory: Optional[Trajectory],
-             script_len: int) -> Optional[str]:
+def _failure(task: Task, record: InstanceResult | None, trajectory: Trajectory | None,
+             script_len: int) -> str | None:
     """Why this expert episode cannot be kept, or None when it is a verified success."""
     if record is None or trajectory is None:
         return "no result was written"
@@ -296,7 +298,8 @@ def record_experts(tasks: Sequence[Task], out_path: str | os.PathLike = DEFAULT_
         first_id, reason = next(iter(failures.items()))
         error = InfrastructureError if all(v.startswith("infrastructure") for v in failures.values()) else InputError
         raise error(f"{len(failures)} of {len(tasks)} expert(s) failed, nothing written; "
-                    f"{first_id}: {reason}" + ("" if len(failures) == 1 else f" (also: {', '.join(list(failures)[1:])})"))
+                    f"{first_id}: {reason}"
+                    + ("" if len(failures) == 1 else f" (also: {', '.join(list(failures)[1:])})"))
     recorded_at = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     trajectories = [_expert_trajectory(t, episodes[t.instance_id], records[t.instance_id],
                                        script_path(t.instance_id, scripts_dir), recorded_at) for t in tasks]

@@ -20,9 +20,10 @@ graded: the FAIL_TO_PASS tests fail at the base commit by construction.
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Callable, ContextManager, Iterator, Literal, Optional
+from typing import Literal
 
 from .agent import GREEDY, AgentConfig, Episode, run_episode
 from .errors import ConfigError, InfrastructureError
@@ -37,7 +38,7 @@ from .schemas import EpisodeResult, ResourceUsage, Task, TestReport
 EpisodeBackend = Literal["docker", "local", "ray"]
 """Where episodes run (``harness.sandbox``): one name per :data:`swe_srl.runner.RUNNERS` entry."""
 
-ImageProvider = Callable[[Task], ContextManager["str | InfrastructureError"]]
+ImageProvider = Callable[[Task], AbstractContextManager["str | InfrastructureError"]]
 """``task`` -> a context manager holding its image for the block: the tag, or the
 InfrastructureError that kept it from being made."""
 SandboxOpener = Callable[[Task, str], Sandbox]
@@ -61,7 +62,7 @@ class HarnessConfig:
     """Memory of each agent container."""
     cpus: float = 1.0
     """CPU share of each agent container."""
-    disk_limit: Optional[str] = "4g"
+    disk_limit: str | None = "4g"
     """What each agent container may write (None = unlimited); past it the episode ends as
     the model's failure."""
     sandbox: EpisodeBackend = "docker"
@@ -69,7 +70,7 @@ class HarnessConfig:
     task's repository, no isolation; only where docker is unavailable: grading still uses
     Docker) or 'ray' (Docker hosts behind Ray actors, the ``hosts`` settings beside this). The
     older ``hosts.backend: ray`` means 'ray' too. See :mod:`swe_srl.runner`."""
-    image_budget_gb: Optional[float] = None
+    image_budget_gb: float | None = None
     """Disk budget of the project's images on each Docker engine, in GB (10^9 bytes; None =
     no budget): task images are evicted least recently used to stay within it (never a base
     image or one in use) and rebuilt when needed again. See :mod:`swe_srl.sandbox.cache`."""
@@ -82,7 +83,8 @@ class HarnessConfig:
             raise ConfigError(f"harness.cpus must be > 0, got {self.cpus}")
         check_size("harness.disk_limit", self.disk_limit)
         if self.image_budget_gb is not None and self.image_budget_gb < 0:
-            raise ConfigError(f"harness.image_budget_gb must be >= 0 (or null for no budget), got {self.image_budget_gb}")
+            raise ConfigError(f"harness.image_budget_gb must be >= 0 (or null for no budget), got "
+                              f"{self.image_budget_gb}")
         if self.image_prefetch < 0:
             raise ConfigError(f"harness.image_prefetch must be >= 0 (0 = off), got {self.image_prefetch}")
 
@@ -93,15 +95,15 @@ class GradedEpisode:
     ``result.report`` is the grading report (also in ``report``)."""
 
     task: Task
-    episode: Optional[Episode] = None
-    report: Optional[TestReport] = None
-    infra_error: Optional[str] = None
+    episode: Episode | None = None
+    report: TestReport | None = None
+    infra_error: str | None = None
     wall_time: float = 0.0
-    host: Optional[str] = None
+    host: str | None = None
     """The Docker host it ran on (Ray backend; None for the local engine)."""
 
     @property
-    def result(self) -> Optional[EpisodeResult]:
+    def result(self) -> EpisodeResult | None:
         return self.episode.result if self.episode is not None else None
 
     @property
@@ -113,7 +115,7 @@ class GradedEpisode:
         return self.infra_error is None and self.report is not None and bool(self.report.resolved)
 
     @property
-    def usage(self) -> Optional[ResourceUsage]:
+    def usage(self) -> ResourceUsage | None:
         """The agent's container and the grading container together (None: neither measured)."""
         parts = [self.result.usage if self.result is not None else None,
                  self.report.usage if self.report is not None else None]

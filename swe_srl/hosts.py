@@ -33,12 +33,12 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from .errors import ConfigError, InfrastructureError, SweSrlError
 from .sandbox.config import SandboxConfig
 from .sandbox.grading import GradingConfig
-from .schemas import ExecResult, Task, TestReport
+from .schemas import ExecResult, ResourceUsage, Task, TestReport
 
 log = logging.getLogger(__name__)
 
@@ -127,13 +127,14 @@ class HostWorker:
             free = shutil.disk_usage(root).free
         except OSError:  # the engine's root is not visible from here (a remote engine)
             free = None
-        return {"host": self.name, "engine": info.get("ServerVersion"), "containers_running": info.get("ContainersRunning"),
+        return {"host": self.name, "engine": info.get("ServerVersion"),
+                "containers_running": info.get("ContainersRunning"),
                 "images": info.get("Images"), "driver": info.get("Driver"), "pid": os.getpid(),
                 "base_image": image_exists(base_image_tag()), "disk_free_bytes": free,
                 "sandboxes": len(list_sandboxes(client=client)), "episodes_served": self.episodes_served,
                 "image_bytes": (self.images or ImageCache()).usage().total_bytes}
 
-    def ensure_image(self, task: Task, budget_gb: Optional[float] = None) -> str:
+    def ensure_image(self, task: Task, budget_gb: float | None = None) -> str:
         """Make ``task``'s image present on this engine (one build per image, whatever the
         concurrency; evicting under ``budget_gb``) and hold it until :meth:`release_image`."""
         from .sandbox.cache import ImageCache, budget_bytes
@@ -211,7 +212,7 @@ class HostHandle:
         self.up = True
         self.episodes = 0
 
-    def call(self, method: str, *args: Any, timeout: Optional[float] = None, **kwargs: Any) -> Any:
+    def call(self, method: str, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
         import ray
 
         ref = getattr(self.actor, method).remote(*args, **kwargs)
@@ -239,7 +240,7 @@ class RemoteSandbox:
 
     def __init__(self, host: HostHandle, config: SandboxConfig, deadline: float, grace: float) -> None:
         self.host, self.config, self.deadline, self.grace = host, config, deadline, grace
-        self.usage = None  # what the container used, as its host read it at removal
+        self.usage: ResourceUsage | None = None  # what the container used, as its host read it at removal
         # A start waits for a free container-start slot on the host: bounded by the budget only.
         self.sid, self.base_commit = host.call("open", config, timeout=self._left("opening a sandbox", None,
                                                                                  whole=True))
@@ -278,7 +279,7 @@ class RemoteSandbox:
         except InfrastructureError as exc:  # its host's reaper removes it later
             log.warning("closing sandbox on host %s: %s", self.host.name, exc)
 
-    def __enter__(self) -> "RemoteSandbox":
+    def __enter__(self) -> RemoteSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -331,7 +332,7 @@ class HostPool:
     def slots(self) -> int:
         return self.config.episodes_per_host * len(self.hosts)
 
-    def take(self) -> Optional[HostHandle]:
+    def take(self) -> HostHandle | None:
         """A slot on the least loaded live host (waits for one); None when no host is up."""
         while True:
             with self._lock:
@@ -384,7 +385,7 @@ class HostPool:
         if self._started_ray:
             ray.shutdown()
 
-    def __enter__(self) -> "HostPool":
+    def __enter__(self) -> HostPool:
         return self
 
     def __exit__(self, *exc: object) -> None:

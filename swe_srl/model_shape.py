@@ -10,9 +10,10 @@ are meant for. Pure: no torch, no transformers.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError, InputError
 
@@ -65,7 +66,7 @@ class ModelShape:
     """Where the shape came from: a path, 'cache' or 'built-in table'."""
 
     @classmethod
-    def from_config(cls, data: Mapping[str, Any], name: str = "", source: str = "") -> "ModelShape":
+    def from_config(cls, data: Mapping[str, Any], name: str = "", source: str = "") -> ModelShape:
         """Read a Hugging Face ``config.json`` mapping; a missing or odd field is a ConfigError."""
         if isinstance(data.get("text_config"), Mapping):  # a multimodal wrapper: its language model
             data = data["text_config"]

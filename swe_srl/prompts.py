@@ -13,8 +13,9 @@ scaffolds, ``syntax="bash_block"``). :func:`format_completion` writes that answe
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 from .actions import ActionSyntax, parse_action, render_bash_block, render_xml
 from .errors import ActionParseError, ConfigError
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 Message = dict[str, str]
 # A round of history: a dataset ContextRound (or its dict), or (action, observation) from a
 # live agent.
-Round = Union[ContextRound, Mapping[str, Any], tuple[Union[Action, str], str]]
+Round = ContextRound | Mapping[str, Any] | tuple[Action | str, str]
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

@@ -11,9 +11,10 @@ headless (Agg backend).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import yaml
 
@@ -48,7 +49,8 @@ def _pyplot() -> Any:
     return plt
 
 
-def _line_plot(path: Path, title: str, ylabel: str, curves: Sequence[tuple[str, list[int], list[float]]]) -> Path | None:
+def _line_plot(path: Path, title: str, ylabel: str,
+               curves: Sequence[tuple[str, list[int], list[float]]]) -> Path | None:
     curves = [c for c in curves if c[1]]
     if not curves:
         return None

@@ -37,14 +37,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
-from typing import Any, ClassVar, ContextManager, Iterator, Optional, Sequence
+from typing import Any, ClassVar
 
 from .agent import GREEDY
 from .errors import ConfigError, InfrastructureError
-from .harness import (EpisodeBackend, GradedEpisode, HarnessConfig, present_image, run_graded_episode,
-                      sandbox_config)
+from .harness import EpisodeBackend, GradedEpisode, HarnessConfig, present_image, run_graded_episode, sandbox_config
 from .hosts import HostHandle, HostPool, HostsConfig, RemoteSandbox
 from .policy.base import GenerationConfig, Policy
 from .policy.batching import shared_policy
@@ -79,7 +79,7 @@ class EpisodeRunner:
         return run_graded_episode(policy, task, self.harness, self.generation, images=self.image,
                                   sandboxes=self.open, grader=self.grade, model_name=self.model_name)
 
-    def image(self, task: Task) -> ContextManager[str | InfrastructureError]:
+    def image(self, task: Task) -> AbstractContextManager[str | InfrastructureError]:
         """``task``'s image, held for the block (its episode and grading)."""
         return present_image(task)
 
@@ -101,7 +101,7 @@ class EpisodeRunner:
     def close(self) -> None:
         """Release what the runner holds (prefetching, host actors)."""
 
-    def __enter__(self) -> "EpisodeRunner":
+    def __enter__(self) -> EpisodeRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -119,7 +119,7 @@ class DockerRunner(EpisodeRunner):
         super().__init__(harness, hosts, **kwargs)
         self.images = ImageCache.of(harness.image_budget_gb, harness.image_prefetch)
 
-    def image(self, task: Task) -> ContextManager[str | InfrastructureError]:
+    def image(self, task: Task) -> AbstractContextManager[str | InfrastructureError]:
         return self.images.lease(task)
 
     def open(self, task: Task, image: str) -> Sandbox:
@@ -159,7 +159,7 @@ class RayRunner(EpisodeRunner):
         self.workers = hosts.episodes_per_host * len(hosts.entries())
         cap = min(harness.agent.max_wall_time, max(1.0, hosts.episode_budget_s - hosts.call_grace_s))
         self.harness = replace(harness, agent=replace(harness.agent, max_wall_time=cap))
-        self.pool: Optional[HostPool] = None
+        self.pool: HostPool | None = None
         self._lock = threading.Lock()
 
     def _pool(self) -> HostPool:
@@ -222,7 +222,7 @@ def backend_of(harness: HarnessConfig, hosts: HostsConfig) -> EpisodeBackend:
     return "ray" if hosts.backend == "ray" else harness.sandbox
 
 
-def open_runner(harness: HarnessConfig, hosts: Optional[HostsConfig] = None, *, workers: int = 1,
+def open_runner(harness: HarnessConfig, hosts: HostsConfig | None = None, *, workers: int = 1,
                 generation: GenerationConfig = GREEDY, model_name: str = "") -> EpisodeRunner:
     """The runner of ``harness.sandbox`` (see the module docstring); ``workers``: the threads
     the caller runs episodes from (a Ray runner sets its own, from its hosts' slots)."""

@@ -11,8 +11,9 @@ import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Optional, Sequence, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 from .errors import RecordError
 
@@ -49,12 +50,12 @@ def _convert(tp: Any, value: Any) -> Any:
 _PLAIN = (str, int, float, bool, type(None))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
@@ -137,7 +138,7 @@ class Step(Record):
     action: Action
     thought: str = ""
     observation: str = ""
-    exit_code: Optional[int] = None
+    exit_code: int | None = None
     timed_out: bool = False
 
 
@@ -151,10 +152,10 @@ class Trajectory(Record):
     source_format: str
     source: str = ""
     trajectory_id: str = ""
-    resolved: Optional[bool] = None
-    final_patch: Optional[str] = None
-    exit_status: Optional[str] = None
-    model: Optional[str] = None
+    resolved: bool | None = None
+    final_patch: str | None = None
+    exit_status: str | None = None
+    model: str | None = None
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -189,7 +190,7 @@ class StepTarget(Record):
     target_tool: str
     expert_thought: str = ""
     source_format: str = ""
-    resolved: Optional[bool] = None
+    resolved: bool | None = None
     split: str = "train"
     leaks: tuple[str, ...] = ()
 
@@ -226,7 +227,7 @@ class ExecResult(Record):
     """What one command in a sandbox gave back. A failing command is a result, not an error."""
 
     output: str
-    exit_code: Optional[int]
+    exit_code: int | None
     timed_out: bool = False
     duration: float = 0.0
     truncated: bool = False
@@ -248,11 +249,11 @@ class ResourceUsage(Record):
     containers: int = 0
     container_seconds: float = 0.0
     cpu_seconds: float = 0.0
-    memory_peak_bytes: Optional[int] = None
+    memory_peak_bytes: int | None = None
     memory_source: str = ""
     unmeasured: int = 0
 
-    def __add__(self, other: "ResourceUsage") -> "ResourceUsage":
+    def __add__(self, other: ResourceUsage) -> ResourceUsage:
         peaks = [p for p in (self.memory_peak_bytes, other.memory_peak_bytes) if p is not None]
         sources = sorted({s for u in (self, other) for s in u.memory_source.split("+") if s})
         return ResourceUsage(
@@ -263,7 +264,7 @@ class ResourceUsage(Record):
             unmeasured=self.unmeasured + other.unmeasured)
 
     @classmethod
-    def total(cls, parts: Sequence[Optional["ResourceUsage"]]) -> "ResourceUsage":
+    def total(cls, parts: Sequence[ResourceUsage | None]) -> ResourceUsage:
         """The sum of ``parts`` (None entries skipped)."""
         out = cls()
         for part in parts:
@@ -287,11 +288,11 @@ class TestReport(Record):
     fail_to_pass: float = 0.0
     pass_to_pass: float = 1.0
     patch_applied: bool = True
-    infra_error: Optional[str] = None
+    infra_error: str | None = None
     duration: float = 0.0
     log_tail: str = ""
-    rejected: Optional[str] = None
-    usage: Optional[ResourceUsage] = None
+    rejected: str | None = None
+    usage: ResourceUsage | None = None
     """The grading container's (None: no container ran)."""
 
 
@@ -299,9 +300,9 @@ class TestReport(Record):
 class RewardResult(Record):
     """A reward for one sample; ``value`` None means left out of group statistics."""
 
-    value: Optional[float]
+    value: float | None
     components: dict = field(default_factory=dict)
-    infra_error: Optional[str] = None
+    infra_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -318,7 +319,7 @@ class EpisodeResult(Record):
     wall_time: float = 0.0
     model_time: float = 0.0
     sandbox_time: float = 0.0
-    infra_error: Optional[str] = None
-    report: Optional[TestReport] = None
-    usage: Optional[ResourceUsage] = None
+    infra_error: str | None = None
+    report: TestReport | None = None
+    usage: ResourceUsage | None = None
     """The agent's container (None: not measured); the grading container's is in ``report``."""

@@ -10,9 +10,10 @@ import json
 import random
 import re
 import shlex
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from .errors import ConfigError, InfrastructureError, InputError, RecordError
 from .paths import TASKS_DIR
@@ -43,14 +44,14 @@ class TaskSelection:
     """Which tasks of a source to keep, applied in this order: subset / ids, repo, difficulty,
     filter (regex searched in instance_id), shuffle (seeded), slice ("start:stop")."""
 
-    subset: Optional[str] = None
+    subset: str | None = None
     ids: tuple[str, ...] = ()
-    repo: Optional[str] = None
-    difficulty: Optional[str] = None
-    filter: Optional[str] = None
+    repo: str | None = None
+    difficulty: str | None = None
+    filter: str | None = None
     shuffle: bool = False
     seed: int = 0
-    slice: Optional[str] = None
+    slice: str | None = None
 
     def __post_init__(self) -> None:
         if self.filter is not None:
@@ -216,7 +217,7 @@ def tasks_from_rows(rows: Iterable[Any], *, origin: str = "rows", source: str = 
     return tasks
 
 
-def load_local_task(task_dir: Union[str, Path]) -> Task:
+def load_local_task(task_dir: str | Path) -> Task:
     """One task folder: ``task.json`` (a SWE-bench record + test_cmd, difficulty) and ``repo/``.
 
     ``base_commit`` may be left out of task.json: it is then computed, as the commit the task
@@ -246,7 +247,7 @@ def _computed_base_commit(spec: Path, repo: Path) -> str:
                          "add it to task.json or install git") from None
 
 
-def load_local_tasks(tasks_dir: Union[str, Path] = TASKS_DIR) -> list[Task]:
+def load_local_tasks(tasks_dir: str | Path = TASKS_DIR) -> list[Task]:
     """Every task folder under ``tasks_dir`` (default: the bundled environments/tasks), by id."""
     tasks_dir = Path(tasks_dir)
     if (tasks_dir / "task.json").is_file():
@@ -347,7 +348,7 @@ def select_tasks(tasks: Sequence[Task], selection: TaskSelection) -> list[Task]:
 
 def load_tasks(
     source: Any = DEMO_SOURCE,
-    selection: Optional[TaskSelection] = None,
+    selection: TaskSelection | None = None,
     *,
     split: str = "test",
     **selection_fields: Any,

@@ -1,8 +1,9 @@
 """A tiny Qwen2 causal LM built offline, so every command and test runs without the hub.
 
 The small vocabulary is a byte-level BPE with ChatML special tokens, trained on a fixed corpus
-shipped as package data, ``swe_srl/data/tiny_corpus.txt`` (~590 KB of UTF-8 text, LF line
-ends). The corpus is a static snapshot of exactly the text ``swe_srl.policy.tiny`` trained on
+shipped as package data, ``swe_srl/data/tiny_corpus.txt.gz`` (~590 KB of UTF-8 text, LF line
+ends, gzip-compressed so the frozen copy of old source stays out of code search). The corpus is
+a static snapshot of exactly the text ``swe_srl.policy.tiny`` trained on
 at commit 0678371, in that order: :data:`SEED_TEXT`, the bundled sample trajectories
 (``trajectories/samples``: issues, thoughts, actions in each scaffold's syntax, bash commands,
 observations) and the package's own text files of the time (its Python code, the system
@@ -24,6 +25,7 @@ so the ids survive the round trip. The ``qwen`` vocabulary is the real Qwen2.5 o
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Literal
@@ -65,15 +67,16 @@ OBSERVATION:
 Here's the result of running `cat -n` on /testbed/setup.py
 diff --git a/src/pkg/module.py b/src/pkg/module.py
 """
-CORPUS_FILE = PACKAGE_DIR / "data" / "tiny_corpus.txt"
+CORPUS_FILE = PACKAGE_DIR / "data" / "tiny_corpus.txt.gz"
 
 
 def corpus_text() -> str:
     """The fixed text the small vocabulary is trained on (see the module docstring)."""
     if not CORPUS_FILE.is_file():
         raise InputError(f"the tiny tokenizer corpus is missing: {CORPUS_FILE} (a broken install?)")
-    # Universal newlines: a checkout that rewrote the line ends still gives the same text.
-    return CORPUS_FILE.read_text(encoding="utf-8")
+    # Text mode reads with universal newlines, as read_text did when the corpus was plain text.
+    with gzip.open(CORPUS_FILE, "rt", encoding="utf-8") as handle:
+        return handle.read()
 
 
 def _qwen_pipeline(tokenizer):  # type: ignore[no-untyped-def]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -112,7 +112,7 @@ def write_sample_task(root: Path, name: str = "sample-calc") -> Path:
         path.write_text(text)
     (task_dir / "repo" / "run.sh").write_text("#!/bin/sh\npython3 -m pytest -q\n")
     (task_dir / "repo" / "run.sh").chmod(0o755)
-    (task_dir / "task.json").write_text('{"instance_id": "%s", "test_cmd": "python3 -m pytest -q"}\n' % name)
+    (task_dir / "task.json").write_text(f'{{"instance_id": "{name}", "test_cmd": "python3 -m pytest -q"}}\n')
     return task_dir
 
 

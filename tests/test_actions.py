@@ -30,7 +30,8 @@ def same(a: Action, b: Action) -> bool:
 
 EDITOR_CALLS = [
     make_action("str_replace_editor", {"command": "view", "path": "/testbed/src/a.py", "view_range": [10, 40]}),
-    make_action("str_replace_editor", {"command": "create", "path": "/testbed/t.py", "file_text": "import a\n\nprint(a.f(1))\n"}),
+    make_action("str_replace_editor", {"command": "create", "path": "/testbed/t.py", "file_text": "import "
+            "a\n\nprint(a.f(1))\n"}),
     make_action("str_replace_editor", {"command": "str_replace", "path": "/testbed/a.py",
                                        "old_str": "    return x[:n - 1]", "new_str": "    return x[:n]"}),
     make_action("str_replace_editor", {"command": "insert", "path": "/testbed/a.py", "insert_line": 12,
@@ -49,7 +50,8 @@ def test_xml_round_trip(action):
     assert same(parse_action("Let me look.\n\n" + text), action)
 
 
-@pytest.mark.parametrize("action", EDITOR_CALLS[:5], ids=lambda a: a.tool + ":" + str(a.arguments.get("command", ""))[:12])
+@pytest.mark.parametrize("action", EDITOR_CALLS[:5],
+                         ids=lambda a: a.tool + ":" + str(a.arguments.get("command", ""))[:12])
 def test_command_round_trip(action):
     # bash-only scaffolds run the rendered command string; it parses back to the same action
     assert same(parse_command(render_command(action)), action)
@@ -60,7 +62,8 @@ def test_canonical_layout_is_swe_agent_xml():
     action = make_action("bash", {"command": "ls -la"})
     assert render_xml(action) == "<function=bash>\n<parameter=command>ls -la</parameter>\n</function>"
     # argument order is fixed for the editor whatever order the source used
-    shuffled = make_action("str_replace_editor", {"path": "/a", "new_str": "y", "command": "str_replace", "old_str": "x"})
+    shuffled = make_action("str_replace_editor",
+                           {"path": "/a", "new_str": "y", "command": "str_replace", "old_str": "x"})
     assert render_xml(shuffled).splitlines()[1:5] == [
         "<parameter=command>str_replace</parameter>",
         "<parameter=path>/a</parameter>",
@@ -70,19 +73,23 @@ def test_canonical_layout_is_swe_agent_xml():
 
 
 def test_multiline_parameter_values_keep_indentation():
-    text = "<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n<parameter=path>/a.py</parameter>\n<parameter=old_str>\n    if x:\n        return 1\n</parameter>\n</function>"
+    text = ("<function=str_replace_editor>\n<parameter=command>str_replace</parameter>\n"
+            "<parameter=path>/a.py</parameter>\n"
+            "<parameter=old_str>\n    if x:\n        return 1\n</parameter>\n</function>")
     assert parse_xml(text).arguments["old_str"] == "    if x:\n        return 1"
 
 
 def test_values_with_surrounding_newlines_survive():
-    action = make_action("str_replace_editor", {"command": "insert", "path": "/a", "insert_line": 0, "new_str": "\nx = 1\n"})
+    action = make_action("str_replace_editor",
+                         {"command": "insert", "path": "/a", "insert_line": 0, "new_str": "\nx = 1\n"})
     assert parse_xml(render_xml(action)).arguments["new_str"] == "\nx = 1\n"
 
 
 @pytest.mark.parametrize("text,error", [
     ("no call at all", "no <function"),
     ("<function=bash>\n<parameter=command>ls</parameter>\n", "unterminated"),
-    ("<function=bash><parameter=command>ls</parameter></function>\n<function=bash><parameter=command>pwd</parameter></function>", "2 function calls"),
+    ("<function=bash><parameter=command>ls</parameter></function>\n"
+     "<function=bash><parameter=command>pwd</parameter></function>", "2 function calls"),
 ])
 def test_xml_errors(text, error):
     with pytest.raises(ActionParseError, match=error):
@@ -164,7 +171,9 @@ def test_find_actions_counts_every_call():
 def test_is_submit():
     assert is_submit(make_action("submit"))
     assert is_submit(make_action("finish"))
-    assert is_submit(make_action("bash", {"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && git add -A && git diff --cached"}))
+    assert is_submit(make_action("bash",
+                                 {"command": "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT && git add -A && git diff "
+                                             "--cached"}))
     assert not is_submit(make_action("bash", {"command": "ls"}))
 
 

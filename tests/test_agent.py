@@ -76,7 +76,8 @@ def test_a_whole_conversation_episode_continues_each_prompt_from_the_last_turns_
     assert "IndexError: page 3 out of range 1..2" in third and third.count("<observation>") == 1
     (row,), stats = pack_turns(samples)
     assert stats.breaks == 0 and row.num_tokens == sum(len(s.completion_ids) for s in samples)
-    assert len(row.prompt_ids) + len(row.completion_ids) == len(samples[-1].prompt_ids) + len(samples[-1].completion_ids)
+    last = samples[-1]
+    assert len(row.prompt_ids) + len(row.completion_ids) == len(last.prompt_ids) + len(last.completion_ids)
 
 
 def test_a_conversation_that_would_pass_the_context_length_ends_at_the_token_limit(sandbox, tiny_model_dir):

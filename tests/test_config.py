@@ -9,8 +9,8 @@ import pytest
 
 from swe_srl.config import GRPOConfig, RewardConfig, TrainConfig
 from swe_srl.config_loader import apply_overrides, load_config, parse_override, presets, save_config
-from swe_srl.evaluate import EvalConfig
 from swe_srl.errors import ConfigError
+from swe_srl.evaluate import EvalConfig
 
 
 def test_process_group_timeout_is_long_for_episode_methods_unless_set():
@@ -80,8 +80,10 @@ def test_yaml_file_round_trip(tmp_path):
     (["reward.similarity=levenshtein"], "reward.similarity: 'levenshtein' is not one of"),
     (["reward.similarity=args", "reward.compare=call"], "reward.compare applies to the text modes only"),
     (["grpo.similarity=lcs"], "config key grpo.similarity moved to reward.similarity"),
-    (["model.dtype=bfloat16"], "plain AdamW, which rounds most updates away; use model.dtype float32 with run.precision bf16"),
-    (["optim.max_tokens_per_microbatch=-1"], "optim.max_tokens_per_microbatch and optim.logprob_chunk_tokens must be >= 0"),
+    (["model.dtype=bfloat16"], "plain AdamW, which rounds most updates away; use model.dtype float32 with "
+                               "run.precision bf16"),
+    (["optim.max_tokens_per_microbatch=-1"], "optim.max_tokens_per_microbatch and optim.logprob_chunk_tokens must be "
+                                             ">= 0"),
     (["data.max_prompt_tokens=-5"], "data.max_prompt_tokens must be >= 0"),
     (["data.long_prompts=cut"], "'truncate' | 'drop'"),
     (["run.dist_timeout_s=-1"], "run.dist_timeout_s must be >= 0"),

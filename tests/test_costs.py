@@ -24,7 +24,8 @@ from swe_srl.tasks import load_tasks
 DEMO = {t.instance_id: t for t in load_tasks("demo")}
 
 
-def _usage(cpu: float, seconds: float, peak: int | None, source: str = "max_usage", unmeasured: int = 0) -> ResourceUsage:
+def _usage(cpu: float, seconds: float, peak: int | None, source: str = "max_usage",
+           unmeasured: int = 0) -> ResourceUsage:
     return ResourceUsage(containers=1, container_seconds=seconds, cpu_seconds=cpu, memory_peak_bytes=peak,
                          memory_source=source if peak else "", unmeasured=unmeasured)
 
@@ -129,7 +130,8 @@ def test_eval_of_two_demo_tasks_reports_costs_that_add_up(docker_client, base_im
 
     tasks = [DEMO["swe-srl-demo__pagekit-1"], DEMO["swe-srl-demo__lrucache-1"]]
     replay = ExpertReplay.from_scripts(load_scripts(tasks), tasks)  # tokenised like a model's turns
-    summary = evaluate_tasks(replay.policy(AutoTokenizer.from_pretrained(tiny_model_dir)), tasks, tmp_path, EvalConfig(workers=2), thread_safe_policy=True)
+    summary = evaluate_tasks(replay.policy(AutoTokenizer.from_pretrained(tiny_model_dir)), tasks, tmp_path,
+                             EvalConfig(workers=2), thread_safe_policy=True)
     assert summary["resolved"] == 2, summary["infrastructure_errors"]
     results = [_read(tmp_path, t.instance_id) for t in tasks]
     for r in results:

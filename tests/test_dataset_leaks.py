@@ -16,7 +16,6 @@ from swe_srl.errors import InputError
 from swe_srl.formats import read_record, read_trajectories
 from swe_srl.formats._io import iter_records
 from swe_srl.paths import SAMPLES_DIR
-
 from tests.test_dataset import make_traj, write_trajs
 
 # Per format: a leaky command appended to one of the sample's bash commands, and its rule.

@@ -21,7 +21,6 @@ from swe_srl.cli import main
 from swe_srl.dataset import DatasetConfig, build_dataset
 from swe_srl.errors import InputError
 from swe_srl.paths import default_trajectory_inputs
-
 from tests.test_dataset import make_traj, write_trajs
 
 OLD = DatasetConfig(val_fraction=0.2, context_rounds=1, decontaminate="off")

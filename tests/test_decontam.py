@@ -16,7 +16,6 @@ from swe_srl.decontam import VERIFIED_FILE, Decontaminator, load_eval_set, parse
 from swe_srl.errors import ConfigError, InputError
 from swe_srl.formats import read_trajectories
 from swe_srl.paths import SAMPLES_DIR, default_trajectory_inputs
-
 from tests.test_dataset import make_traj, write_trajs
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-samples"
@@ -176,7 +175,8 @@ def test_false_positives_on_the_bundled_trajectories():
     Verified by id and repo + commit, and against the two full Verified records' texts: 0."""
     sets = [load_eval_set("verified")] + ([load_eval_set(str(VERIFIED_RECORDS))] if VERIFIED_RECORDS.is_file() else [])
     finder = Decontaminator(sets)
-    matches = [(t.task_id, finder.match(t)) for t in read_trajectories(default_trajectory_inputs(), on_skip=lambda s: None)]
+    matches = [(t.task_id, finder.match(t)) for t in read_trajectories(default_trajectory_inputs(),
+            on_skip=lambda s: None)]
     assert len(matches) > 250
     assert [m for m in matches if m[1] is not None] == []
 

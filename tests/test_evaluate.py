@@ -15,8 +15,8 @@ import pytest
 from swe_srl.actions import make_action, render_xml
 from swe_srl.cli import main
 from swe_srl.evaluate import EvalConfig, InstanceResult, evaluate_tasks, instance_dir
-from swe_srl.harness import HarnessConfig
 from swe_srl.experts import DEFAULT_OUTPUT, ExpertReplay, load_scripts
+from swe_srl.harness import HarnessConfig
 from swe_srl.prompts import format_completion
 from swe_srl.sandbox.grading import GradingConfig
 from swe_srl.schemas import Trajectory
@@ -112,8 +112,8 @@ def test_wrong_solutions_resolve_nothing(docker_client, base_image, tmp_path):
 
 @docker
 def test_killed_container_and_missing_image_are_infra_failures_not_misses(docker_client, base_image, tmp_path):
-    from swe_srl.sandbox.reaper import LABEL_PID
     from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.reaper import LABEL_PID
 
     killed, fine = BY_ID["swe-srl-demo__pagekit-1"], BY_ID["swe-srl-demo__durations-1"]
     missing = dataclasses.replace(BY_ID["swe-srl-demo__datekit-1"], image="swe-srl/no-such-image:missing",
@@ -179,7 +179,8 @@ def test_harness_timeouts_are_infra_failures(docker_client, base_image, tmp_path
     task = BY_ID["swe-srl-demo__lrucache-1"]
     if slow_tests:
         task = dataclasses.replace(task, test_cmd="sleep 30; " + task.test_cmd)
-    summary = evaluate_tasks(_replay([task]).policy(), [task], tmp_path, EvalConfig(harness=HarnessConfig(grading=grading)))
+    summary = evaluate_tasks(_replay([task]).policy(), [task], tmp_path,
+                             EvalConfig(harness=HarnessConfig(grading=grading)))
     assert summary["infrastructure_failures"] == 1 and summary["graded"] == 0 and summary["resolved_rate"] is None
     assert "timed out" in summary["infrastructure_errors"][task.instance_id]
     result = json.loads((instance_dir(tmp_path, task.instance_id) / "result.json").read_text())

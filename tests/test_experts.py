@@ -13,8 +13,7 @@ from swe_srl.actions import render_xml
 from swe_srl.cli import main
 from swe_srl.dataset import DatasetConfig, build_dataset, load_step_targets
 from swe_srl.errors import ConfigError, InputError
-from swe_srl.experts import (DEFAULT_OUTPUT, SCRIPTS_DIR, ExpertReplay, load_script, load_scripts,
-                             script_path)
+from swe_srl.experts import DEFAULT_OUTPUT, SCRIPTS_DIR, ExpertReplay, load_script, load_scripts, script_path
 from swe_srl.policy.base import GenerationConfig
 from swe_srl.prompts import build_messages
 from swe_srl.rewards.similarity import parse_completion
@@ -37,11 +36,13 @@ def test_every_demo_task_has_a_realistic_expert_session(task):
     tools = [(s.action.tool, s.action.arguments.get("command", "")) for s in steps]
     # explore first, then edit the source (never the tests), verify with the tests, submit last
     assert tools[0][1] == "view" or tools[0][0] == "bash"
-    edits = [s.action for s in steps if s.action.tool == "str_replace_editor" and s.action.arguments["command"] in EDITS]
+    edits = [s.action for s in steps
+             if s.action.tool == "str_replace_editor" and s.action.arguments["command"] in EDITS]
     assert edits and all(a.arguments["path"].startswith("/testbed/") for a in edits)
     assert not any("/tests/" in a.arguments["path"] for a in edits)
     first_edit = next(i for i, s in enumerate(steps) if s.action in edits)
-    ran_tests = [i for i, s in enumerate(steps) if s.action.tool == "bash" and "pytest" in s.action.arguments["command"]]
+    ran_tests = [i for i, s in enumerate(steps)
+                 if s.action.tool == "bash" and "pytest" in s.action.arguments["command"]]
     assert ran_tests and ran_tests[-1] > first_edit
     assert steps[-1].action.tool == "submit"
     assert all(len(s.thought.split()) >= 12 for s in steps), "thoughts are reasoning prose, not labels"
@@ -96,7 +97,8 @@ def _write(tmp_path: Path, steps) -> Path:
     return path
 
 
-VIEW = {"thought": "look", "action": {"tool": "str_replace_editor", "arguments": {"command": "view", "path": "/testbed"}}}
+VIEW = {"thought": "look",
+        "action": {"tool": "str_replace_editor", "arguments": {"command": "view", "path": "/testbed"}}}
 SUBMIT = {"thought": "done", "action": {"tool": "submit"}}
 
 

@@ -82,8 +82,10 @@ def _ray_run_containers(url: str = "unix:///var/run/docker.sock") -> list[str]:
     """Containers a Ray host pool made (run ids ``ray-...``) on the engine at ``url``; other
     tests' and other jobs' sandboxes on the shared engine do not count."""
     out = subprocess.run(["docker", "-H", url, "ps", "-a", "--filter", "label=swe-srl.run-id",
-                          "--format", '{{.ID}} {{.Label "swe-srl.run-id"}}'], capture_output=True, text=True, check=True)
-    return [line.split()[0] for line in out.stdout.splitlines() if line.split()[1:2] and line.split()[1].startswith("ray-")]
+                          "--format", '{{.ID}} {{.Label "swe-srl.run-id"}}'], capture_output=True, text=True,
+                          check=True)
+    return [line.split()[0] for line in out.stdout.splitlines()
+            if line.split()[1:2] and line.split()[1].startswith("ray-")]
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,16 @@ from swe_srl.config import TrainConfig
 from swe_srl.config_loader import load_config
 from swe_srl.errors import ConfigError, InputError
 from swe_srl.model_shape import KNOWN_SHAPES, ModelShape, resolve_shape, tiny_model_config
-from swe_srl.plan import (DDP_BUCKET_ELEMENTS, STRATEGIES, PlanConfig, Strategy, Workload, activation_bytes,
-                          estimate, make_plan)
+from swe_srl.plan import (
+    DDP_BUCKET_ELEMENTS,
+    STRATEGIES,
+    PlanConfig,
+    Strategy,
+    Workload,
+    activation_bytes,
+    estimate,
+    make_plan,
+)
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")

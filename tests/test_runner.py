@@ -51,7 +51,7 @@ class FakeSandbox:
     def close(self) -> None:
         self.closed = True
 
-    def __enter__(self) -> "FakeSandbox":
+    def __enter__(self) -> FakeSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,24 +8,61 @@ import pytest
 
 from swe_srl.errors import RecordError
 from swe_srl.schemas import (
-    SCHEMA_VERSION, Action, ContextRound, EpisodeResult, ExecResult, RewardResult, Step, StepTarget,
-    Task, TestReport, Trajectory,
+    SCHEMA_VERSION,
+    Action,
+    ContextRound,
+    EpisodeResult,
+    ExecResult,
+    RewardResult,
+    Step,
+    StepTarget,
+    Task,
+    TestReport,
+    Trajectory,
 )
 
-ACTION = Action(tool="str_replace_editor", arguments={"command": "view", "path": "/a.py", "view_range": [1, 9]}, raw="x")
+ACTION = Action(
+    tool="str_replace_editor", arguments={"command": "view", "path": "/a.py", "view_range": [1, 9]}, raw="x"
+)
 TRAJ = Trajectory(
-    task_id="repo__x-1", problem_statement="It breaks.\n", source_format="swe-smith", source="f.json:0",
-    steps=(Step(action=ACTION, thought="look", observation="1 a", exit_code=0),
-           Step(action=Action(tool="submit"), timed_out=True)),
-    resolved=True, final_patch="diff --git", exit_status="submitted", metadata={"format_errors": 1, "nested": {"a": [1]}},
+    task_id="repo__x-1",
+    problem_statement="It breaks.\n",
+    source_format="swe-smith",
+    source="f.json:0",
+    steps=(
+        Step(action=ACTION, thought="look", observation="1 a", exit_code=0),
+        Step(action=Action(tool="submit"), timed_out=True),
+    ),
+    resolved=True,
+    final_patch="diff --git",
+    exit_status="submitted",
+    metadata={"format_errors": 1, "nested": {"a": [1]}},
 )
 RECORDS = [
-    ACTION, TRAJ, TRAJ.steps[0],
-    StepTarget(id="t#1", trajectory_id="t", task_id="repo__x-1", step_index=1, num_steps=2, problem_statement="p",
-               context=(ContextRound(action="<function=bash>", observation="o"),), target="<function=submit>\n</function>",
-               target_tool="submit", resolved=None),
-    Task(instance_id="a__b-1", repo="a/b", base_commit="abc", problem_statement="p", fail_to_pass=("t::a",),
-         pass_to_pass=("t::b", "t::c"), metadata={"k": 1}),
+    ACTION,
+    TRAJ,
+    TRAJ.steps[0],
+    StepTarget(
+        id="t#1",
+        trajectory_id="t",
+        task_id="repo__x-1",
+        step_index=1,
+        num_steps=2,
+        problem_statement="p",
+        context=(ContextRound(action="<function=bash>", observation="o"),),
+        target="<function=submit>\n</function>",
+        target_tool="submit",
+        resolved=None,
+    ),
+    Task(
+        instance_id="a__b-1",
+        repo="a/b",
+        base_commit="abc",
+        problem_statement="p",
+        fail_to_pass=("t::a",),
+        pass_to_pass=("t::b", "t::c"),
+        metadata={"k": 1},
+    ),
     ExecResult(output="hi", exit_code=None, timed_out=True, duration=1.5),
     TestReport(instance_id="a", statuses={"t::a": "PASSED"}, resolved=True, fail_to_pass=1.0),
     RewardResult(value=None, components={"similarity": 0.5}, infra_error="container died"),

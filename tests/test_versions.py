@@ -21,7 +21,9 @@ def _floors() -> dict[str, str]:
         import tomllib
 
         project = tomllib.loads(PYPROJECT.read_text())["project"]
-        specs = list(project["dependencies"]) + [s for group in project["optional-dependencies"].values() for s in group]
+        specs = list(project["dependencies"]) + [
+            s for group in project["optional-dependencies"].values() for s in group
+        ]
     else:  # pragma: no cover
         specs = re.findall(r'"([A-Za-z0-9_.-]+>=[^"]+)"', PYPROJECT.read_text())
     out = {}

@@ -173,7 +173,8 @@ def summarize(args: argparse.Namespace, rows: list[dict], *, prepared: float, tr
     update_s = med("time/update_s")
     flops = 6 * linear_params * med("train/forward_tokens")
     out = {
-        "shape": args.shape, "variant": args.variant, "device": device, "engine": args.engine, "steps": len(rows), "timed_steps": len(timed),
+        "shape": args.shape, "variant": args.variant, "device": device, "engine": args.engine, "steps": len(rows),
+        "timed_steps": len(timed),
         "group": args.group, "batch": args.batch, "max_new_tokens": args.max_new_tokens,
         "linear_params": linear_params, "prepare_s": round(prepared, 1), "train_s": round(trained, 1),
         "step_s": med("step_time"), "rollout_s": med("time/rollout_s"), "update_s": update_s,

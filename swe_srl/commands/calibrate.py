@@ -4,7 +4,6 @@ graded N times each in fresh containers)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -20,15 +19,19 @@ _COLOUR = {"stable": "green", "flaky": "yellow", "broken": "red", "unknown": "ma
 
 
 def calibrate_command(
-    tasks: str = typer.Option("demo", "--tasks", help="'demo' (bundled tasks), a task folder, a SWE-bench .jsonl/.json/.parquet file, or a dataset name."),
-    subset: Optional[str] = typer.Option(None, "--subset", help="Named id list, e.g. verified-mini, demo."),
-    ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated instance ids."),
-    filter_: Optional[str] = typer.Option(None, "--filter", help="Regex searched in instance ids."),
+    tasks: str = typer.Option("demo", "--tasks", help="'demo' (bundled tasks), a task folder, a SWE-bench "
+                                                      ".jsonl/.json/.parquet file, or a dataset name."),
+    subset: str | None = typer.Option(None, "--subset", help="Named id list, e.g. verified-mini, demo."),
+    ids: str | None = typer.Option(None, "--ids", help="Comma-separated instance ids."),
+    filter_: str | None = typer.Option(None, "--filter", help="Regex searched in instance ids."),
     runs: int = typer.Option(5, "--runs", "-n", help="Gradings of the gold patch, and of the empty patch, per task."),
     workers: int = typer.Option(1, "-j", "--workers", help="Gradings in parallel (each in its own container)."),
-    out: Path = typer.Option(paths.DEFAULT_CALIBRATION, "-o", "--out", help="The calibration file (JSON); an existing one is resumed."),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="A preset name or YAML file: its `eval:` section's harness.grading is used."),
-    overrides: List[str] = typer.Option([], "--set", "-s", help="Dotted override of the eval config, e.g. --set harness.grading.test_timeout=120"),
+    out: Path = typer.Option(paths.DEFAULT_CALIBRATION, "-o", "--out", help="The calibration file (JSON); an existing "
+                                                                            "one is resumed."),
+    config: str | None = typer.Option(None, "--config", "-c", help="A preset name or YAML file: its `eval:` section's "
+                                                                   "harness.grading is used."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Dotted override of the eval config, e.g. --set "
+                                                                "harness.grading.test_timeout=120"),
 ) -> None:
     """Grade each task's gold patch and an empty patch N times in fresh containers and write
     per-task pass rates and a verdict: stable, flaky or broken (see README)."""

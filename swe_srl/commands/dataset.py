@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -37,40 +36,46 @@ def _load_resolved_ids(path: Path) -> set[str]:
 
 
 def build_dataset_command(
-    inputs: Optional[List[Path]] = typer.Argument(
-        None, help="Trajectory files or folders (json, jsonl, traj, parquet). Default: the bundled samples, demo expert runs and synthetic expert trajectories."),
+    inputs: list[Path] | None = typer.Argument(
+        None, help="Trajectory files or folders (json, jsonl, traj, parquet). Default: the bundled samples, demo "
+                   "expert runs and synthetic expert trajectories."),
     out: Path = typer.Option(None, "-o", "--out", help="Output folder.", show_default="runs/dataset"),
     fmt: str = typer.Option("auto", "--format", help="Source format, or 'auto' to detect it per record."),
-    config_source: Optional[str] = typer.Option(
+    config_source: str | None = typer.Option(
         None, "--config", "-c", metavar="PRESET_OR_YAML",
         help="A preset name or YAML file; its `dataset:` section is read. Without it: the defaults below."),
-    overrides: List[str] = typer.Option(
+    overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Override of the dataset config, repeatable: --set context_rounds=3"),
     # The options below are DatasetConfig fields: None = not given (the config's value stands);
     # a given one wins over --set. The defaults shown are DatasetConfig's (typer's show_default:
     # brackets in a help text are eaten as rich markup).
-    context_rounds: Optional[int] = typer.Option(None, "-k", "--context-rounds", help="K earlier (action, observation) rounds in the context.", show_default="2"),
-    observation_budget: Optional[int] = typer.Option(None, help="Characters kept per observation (head+tail); 0 = all.", show_default="2000"),
-    resolved_only: Optional[bool] = typer.Option(None, "--resolved-only/--keep-unresolved", help="Drop trajectories known to have failed.", show_default="resolved-only"),
-    require_resolved: Optional[bool] = typer.Option(None, help="Also drop trajectories whose outcome is unknown.", show_default="no-require-resolved"),
-    resolved_ids: Optional[Path] = typer.Option(None, help="File of resolved instance ids; fills in unknown outcomes."),
-    include_submit: Optional[bool] = typer.Option(None, "--include-submit/--exclude-submit", help="Keep the final submit step as a target.", show_default="include-submit"),
-    val_fraction: Optional[float] = typer.Option(None, help="Share of tasks put in the val split.", show_default="0.05"),
-    split_by: Optional[str] = typer.Option(None, help="Split unit: task or trajectory.", show_default="task"),
-    seed: Optional[int] = typer.Option(None, help="Salt of the deterministic split.", show_default="0"),
-    syntax: Optional[str] = typer.Option(None, help="Target syntax: xml (canonical) or bash_block.", show_default="xml"),
-    leaks: Optional[str] = typer.Option(
+    context_rounds: int | None = typer.Option(None, "-k", "--context-rounds", help="K earlier (action, observation) "
+            "rounds in the context.", show_default="2"),
+    observation_budget: int | None = typer.Option(None, help="Characters kept per observation (head+tail); 0 = all.",
+                                                  show_default="2000"),
+    resolved_only: bool | None = typer.Option(None, "--resolved-only/--keep-unresolved", help="Drop trajectories "
+            "known to have failed.", show_default="resolved-only"),
+    require_resolved: bool | None = typer.Option(None, help="Also drop trajectories whose outcome is unknown.",
+                                                 show_default="no-require-resolved"),
+    resolved_ids: Path | None = typer.Option(None, help="File of resolved instance ids; fills in unknown outcomes."),
+    include_submit: bool | None = typer.Option(None, "--include-submit/--exclude-submit", help="Keep the final submit "
+            "step as a target.", show_default="include-submit"),
+    val_fraction: float | None = typer.Option(None, help="Share of tasks put in the val split.", show_default="0.05"),
+    split_by: str | None = typer.Option(None, help="Split unit: task or trajectory.", show_default="task"),
+    seed: int | None = typer.Option(None, help="Salt of the deterministic split.", show_default="0"),
+    syntax: str | None = typer.Option(None, help="Target syntax: xml (canonical) or bash_block.", show_default="xml"),
+    leaks: str | None = typer.Option(
         None, help="Trajectories with a step that reads the fix from outside the task (git log --all, a future "
                    "commit, the project's next release): drop them, flag the step targets, or keep them unscanned.",
         show_default="drop"),
-    decontaminate: List[str] = typer.Option(
+    decontaminate: list[str] = typer.Option(
         [], "--decontaminate", metavar="EVAL_SET",
         help="Drop trajectories whose task is an eval instance (by id, repo + base commit, near-duplicate issue "
              "text): 'verified' (the bundled SWE-bench Verified list), a file of eval instances (ids one a line, "
              "or SWE-bench-style rows: json, jsonl, parquet), repeatable; 'off' turns it off.",
         show_default="verified"),
     no_decontaminate: bool = typer.Option(False, "--no-decontaminate", help="Same as --decontaminate off."),
-    near_duplicate_threshold: Optional[float] = typer.Option(
+    near_duplicate_threshold: float | None = typer.Option(
         None, help="Jaccard similarity (word 3-grams, MinHash) at which an issue text is an eval issue's duplicate.",
         show_default="0.5"),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the dataset that -o already holds."),
@@ -143,7 +148,8 @@ def print_summary(result) -> None:
     console.print(f"train {splits.get('train', 0)} / val {splits.get('val', 0)} step targets; "
                   f"target chars p50 {stats['target_chars']['p50']}, context chars p50 {stats['context_chars']['p50']}")
     if stats["dropped_trajectories"]:
-        console.print("dropped trajectories: " + ", ".join(f"{r} {n}" for r, n in stats["dropped_trajectories"].items()))
+        dropped = stats["dropped_trajectories"].items()
+        console.print("dropped trajectories: " + ", ".join(f"{r} {n}" for r, n in dropped))
     skipped = stats["skipped_records"]
     if skipped["count"]:
         console.print(f"[yellow]skipped {skipped['count']} unreadable records[/] (listed in stats.json): "

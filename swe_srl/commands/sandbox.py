@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +16,8 @@ from ..errors import ConfigError, InfrastructureError
 from ..paths import TASKS_DIR
 from ..sandbox.cache import ImageCache, budget_bytes
 from ..sandbox.doctor import run_checks
-from ..sandbox.images import MIRROR_ENV, build_all
 from ..sandbox.image_usage import human_bytes
+from ..sandbox.images import MIRROR_ENV, build_all
 
 if TYPE_CHECKING:
     from ..hosts import HostsConfig
@@ -28,9 +28,12 @@ env_app = typer.Typer(help="Sandbox environments: build the base image and the t
 
 def doctor_command(
     tasks: Path = typer.Option(TASKS_DIR, "--tasks", help="Task folders whose images should exist."),
-    hosts: Optional[str] = typer.Option(None, "--hosts", help="Also check these Docker hosts through their Ray actors: comma-separated name=docker-url."),
-    ray_address: str = typer.Option("", "--ray-address", help="The Ray cluster the hosts are on [default: a local one]."),
-    budget: Optional[float] = typer.Option(None, "--budget", help="Report the project's image bytes against this budget (GB)."),
+    hosts: str | None = typer.Option(None, "--hosts", help="Also check these Docker hosts through their Ray actors: "
+                                                           "comma-separated name=docker-url."),
+    ray_address: str = typer.Option("", "--ray-address",
+                                    help="The Ray cluster the hosts are on [default: a local one]."),
+    budget: float | None = typer.Option(None, "--budget", help="Report the project's image bytes against this budget "
+                                                               "(GB)."),
 ) -> None:
     """Check the Docker engine, sandbox images, image bytes, disk, cores, memory, GPU and package
     versions (and, with --hosts, every Docker host: engine, images, disk, running containers)."""
@@ -58,11 +61,12 @@ def doctor_command(
 @env_app.command("build")
 def env_build_command(
     tasks: Path = typer.Option(TASKS_DIR, "--tasks", help="Folder of task folders (<id>/{task.json, repo/})."),
-    only: Optional[str] = typer.Option(None, "--only", help="Build only this task id (and the base image)."),
+    only: str | None = typer.Option(None, "--only", help="Build only this task id (and the base image)."),
     method: str = typer.Option("debootstrap", "--method",
-                               help="Base image: 'debootstrap' (offline, needs root) or 'dockerfile' (needs a registry)."),
+                               help="Base image: 'debootstrap' (offline, needs root) or 'dockerfile' (needs a "
+                                    "registry)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when the tag exists."),
-    mirror: Optional[str] = typer.Option(
+    mirror: str | None = typer.Option(
         None, "--mirror", envvar=MIRROR_ENV,
         help="Debian mirror URL for debootstrap (default: debootstrap's own)."),
 ) -> None:
@@ -111,7 +115,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(env_app, name="env")
 
 
-def check_hosts(config: "HostsConfig", tasks_dir: Any = None) -> list:
+def check_hosts(config: HostsConfig, tasks_dir: Any = None) -> list:
     """``doctor --hosts``: one line per Docker host, through its Ray actor."""
     from ..hosts import HostPool
     from ..sandbox.doctor import Check

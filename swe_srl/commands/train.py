@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -22,26 +21,26 @@ class MethodChoice(str, Enum):
 
 
 def train_command(
-    method: Optional[MethodChoice] = typer.Option(
+    method: MethodChoice | None = typer.Option(
         None, "--method", "-m", help="sft (supervised baseline), srl (GRPO with the step-wise similarity "
         "reward), rlvr (GRPO over Docker episodes, test reward) or hybrid (episodes, test reward + per-action "
         "similarity to the expert); default: the config's (srl)."),
-    data: Optional[Path] = typer.Option(
+    data: Path | None = typer.Option(
         None, "--data", "-d", help="Step targets: a build-dataset folder or a train .jsonl/.parquet file. "
         "Default: the build-dataset output (runs/dataset)."),
-    model: Optional[Path] = typer.Option(
+    model: Path | None = typer.Option(
         None, "--model", help="Model folder, or a run folder (its latest checkpoint: SFT then SRL, SRL then "
         "RLVR), to start from. Default: the tiny offline model (created when missing)."),
-    tasks: Optional[str] = typer.Option(
+    tasks: str | None = typer.Option(
         None, "--tasks", help="rlvr/hybrid: task source ('demo', a task folder or a SWE-bench rows file); "
         "default: the config's episodes.tasks (demo)."),
     config: str = typer.Option(
         "tiny-cpu", "--config", "-c", help="A preset name (tiny-cpu, paper) or a YAML file."),
-    overrides: List[str] = typer.Option(
+    overrides: list[str] = typer.Option(
         [], "--set", "-s", help="Dotted override, repeatable: --set grpo.num_generations=4"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder. Default: runs/train."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder. Default: runs/train."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    image_budget_gb: Optional[float] = typer.Option(
+    image_budget_gb: float | None = typer.Option(
         None, "--image-budget-gb", help="rlvr/hybrid: disk budget of the project's images (GB); least recently "
         "used task images are evicted to stay within it. Default: the config's episodes.harness.image_budget_gb."),
 ) -> None:

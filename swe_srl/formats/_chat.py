@@ -3,8 +3,9 @@ steps. Used by every format whose trajectory is a list of chat messages."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from ..actions import from_tool_call
 from ..errors import ActionParseError, RecordError

@@ -5,7 +5,8 @@ whose assistant turns hold exactly one fenced bash block; observations are
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..actions import make_action
 from ..errors import ActionParseError, RecordError

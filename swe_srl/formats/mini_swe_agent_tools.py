@@ -4,7 +4,8 @@ as in 1.x; a final ``role: "exit"`` message holds the submission."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..actions import make_action
 from ..errors import ActionParseError

@@ -4,7 +4,8 @@ lines, whose ``trajectory`` is read), so saved agent episodes feed back into bui
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import RecordError
 from ..schemas import Trajectory

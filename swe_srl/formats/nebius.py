@@ -5,7 +5,8 @@ last fenced block of an ``ai`` text (a SWE-agent 0.x command); the observation i
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..actions import make_action, parse_command
 from ..errors import ActionParseError

@@ -5,7 +5,8 @@ events (``action``, ``args``) and observation events (``observation``, ``cause``
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..actions import from_openhands_event
 from ..errors import RecordError

@@ -4,7 +4,8 @@ non-demo assistant turns may carry the structured ``tool_calls`` of 1.x function
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from ..actions import from_tool_call, make_action, parse_command
 from ..errors import ActionParseError, RecordError

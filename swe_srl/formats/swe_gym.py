@@ -6,7 +6,8 @@ messages starting ``OBSERVATION:``."""
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..schemas import Action, Trajectory
 from . import _common as c

@@ -4,7 +4,8 @@ observations are user messages starting ``OBSERVATION:``."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ..actions import find_xml_calls
 from ..errors import ActionParseError

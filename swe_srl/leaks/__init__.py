@@ -17,7 +17,7 @@ trajectory reads a stash that was in the repository before the task: a leak. A b
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..schemas import Action, Trajectory
 from .fetch import fetch_leaks, project_names, url_leaks

@@ -10,7 +10,7 @@ installing the checkout itself (``pip install -e .``).
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit
 
 from .rules import Leak, ScanState

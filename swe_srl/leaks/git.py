@@ -10,8 +10,8 @@ name (``git diff main``) is not judged: it may be the task's own branch or a pat
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from .rules import Leak, ScanState, is_hex_commit
 from .shell import Command

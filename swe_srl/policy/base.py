@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Literal, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..errors import ConfigError
 from ..prompts import render_prompt
@@ -205,7 +206,7 @@ class PolicyConfig:
         object.__setattr__(self, "completions", tuple(self.completions))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PolicyConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> PolicyConfig:
         """Build from a plain mapping (YAML); unknown keys are a ConfigError."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)

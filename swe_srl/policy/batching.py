@@ -18,9 +18,10 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InfrastructureError
 from .base import Conversation, GenerationConfig, Policy, Sample, SerialPolicy
@@ -134,7 +135,7 @@ class BatchingPolicy:
         if worker is not None and worker is not threading.current_thread():
             worker.join(timeout)
 
-    def __enter__(self) -> "BatchingPolicy":
+    def __enter__(self) -> BatchingPolicy:
         return self
 
     def __exit__(self, *exc: object) -> None:

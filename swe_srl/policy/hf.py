@@ -8,10 +8,11 @@ from before top-p truncation, which is also what the trainer recomputes for its 
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from transformers import GenerationConfig as HFGenerationConfig
@@ -140,7 +141,7 @@ class HFPolicy:
         self.eos_ids = frozenset(int(i) for i in eos_ids)
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> "HFPolicy":
+    def from_config(cls, config: PolicyConfig) -> HFPolicy:
         """Load model and tokenizer from ``config.model`` (and LoRA when configured)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -269,7 +270,8 @@ class HFPolicy:
         new_ids = result.sequences[:, width:]
         logprobs = recorder.finish(result.sequences).cpu()
         if logprobs.shape != new_ids.shape:  # one record per generated step, or a bug here
-            raise RuntimeError(f"recorded log-probs for {tuple(logprobs.shape)} tokens, generated {tuple(new_ids.shape)}")
+            raise RuntimeError(f"recorded log-probs for {tuple(logprobs.shape)} tokens, generated "
+                               f"{tuple(new_ids.shape)}")
         new_ids = new_ids.cpu()
         return [
             _Row(rows[i], new_ids[i].tolist(), logprobs[i].tolist()) for i in range(len(rows))

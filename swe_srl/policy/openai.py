@@ -14,8 +14,9 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InfrastructureError, InputError
 from .base import Conversation, GenerationConfig, PolicyConfig, Sample, finish_text, render_conversation
@@ -52,7 +53,7 @@ class OpenAIPolicy:
         self.vllm_extensions = vllm_extensions
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> "OpenAIPolicy":
+    def from_config(cls, config: PolicyConfig) -> OpenAIPolicy:
         """Build from a PolicyConfig; the tokenizer (for the chat template and prompt ids) is
         loaded from ``config.tokenizer or config.model`` when that is a local directory."""
         tokenizer = None

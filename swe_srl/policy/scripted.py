@@ -4,8 +4,9 @@ through the same agent loop as a model."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InputError
 from .base import Conversation, GenerationConfig, PolicyConfig, Sample, finish_text, render_conversation
@@ -43,7 +44,7 @@ class ScriptedPolicy:
         self._lock = threading.Lock()
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> "ScriptedPolicy":
+    def from_config(cls, config: PolicyConfig) -> ScriptedPolicy:
         """Replay ``config.completions``; tokenise with ``config.tokenizer or config.model`` if set."""
         tokenizer = None
         source = config.tokenizer or config.model

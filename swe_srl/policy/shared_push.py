@@ -18,8 +18,9 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any
 
 from .weight_push import Named, reload_in_worker
 
@@ -91,7 +92,7 @@ def _unlink(path: str) -> None:
         pass
 
 
-def shared_folder(bucket_bytes: int, root: str = SHM_ROOT) -> Optional[str]:
+def shared_folder(bucket_bytes: int, root: str = SHM_ROOT) -> str | None:
     """A new folder for one push on a memory file system with room for two buckets, or None."""
     try:
         stats = os.statvfs(root)
@@ -105,7 +106,7 @@ def shared_folder(bucket_bytes: int, root: str = SHM_ROOT) -> Optional[str]:
         return None
 
 
-def remove_folder(folder: Optional[str]) -> None:
+def remove_folder(folder: str | None) -> None:
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InfrastructureError, InputError
 from ..versions import require
@@ -80,7 +81,7 @@ class VLLMPolicy:
         self._asleep: set[str] = set()  # vLLM's memory tags not woken yet: weights, kv_cache
 
     @classmethod
-    def from_config(cls, config: PolicyConfig) -> "VLLMPolicy":
+    def from_config(cls, config: PolicyConfig) -> VLLMPolicy:
         """Start an engine for ``config.model`` (takes seconds to minutes)."""
         vllm = _import_vllm()
         require("vllm")
@@ -211,7 +212,8 @@ class VLLMPolicy:
                     remove_files(bucket)  # loaded (or refused): its files go before the next bucket
                 del bucket  # before the next bucket is gathered: at most one at a time
                 pushed.update(bucket_names)
-                count, buckets, total, largest = count + len(bucket_names), buckets + 1, total + size, max(largest, size)
+                count, buckets, total, largest = count + len(bucket_names), buckets + 1, total + size, max(largest,
+                        size)
             self._check_whole(pushed, layout)
         except InputError as exc:
             if not buckets:
@@ -274,7 +276,7 @@ class VLLMPolicy:
         if core is not None:
             core.shutdown()
 
-    def __enter__(self) -> "VLLMPolicy":
+    def __enter__(self) -> VLLMPolicy:
         return self
 
     def __exit__(self, *exc: object) -> None:

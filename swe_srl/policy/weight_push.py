@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..errors import InputError
 
@@ -45,7 +46,7 @@ class EngineLayout:
     """The names a whole-model push must carry (``checkpoint_names`` less a tied lm_head)."""
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "EngineLayout":
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineLayout:
         packed = {k: tuple(v) for k, v in data["packed"].items()}
         names = data["params"]
         dtype = data.get("dtype")

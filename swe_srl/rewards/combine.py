@@ -18,7 +18,8 @@ a container died). It must never turn into a score, so the rules are:
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InputError
 
@@ -59,5 +60,5 @@ def combine(named_rewards: Mapping[str, Sequence[RewardValue]],
         if any(_is_missing(v) for _, v in values):
             combined.append(None)
         else:
-            combined.append(sum(w * float(v) for w, v in values))  # type: ignore[arg-type]
+            combined.append(sum(w * float(v) for w, v in values if v is not None))  # none is: checked above
     return combined

@@ -31,9 +31,10 @@ by the text modes, and scores 0.0 under ``args`` (there is no tool to match).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..actions import ARG_ORDER, ActionSyntax, parse_action, render_xml
 from ..errors import ActionParseError, ConfigError
@@ -81,7 +82,7 @@ def compared_text(action: Action, compare: Compare = "content") -> str:
 
 
 @lru_cache(maxsize=65536)
-def expert_action(target: str) -> Optional[Action]:
+def expert_action(target: str) -> Action | None:
     """The expert action of a step target in any syntax; None when it does not parse.
     Cached: a GRPO batch scores G completions against each target. Treat it as read-only."""
     try:
@@ -90,7 +91,7 @@ def expert_action(target: str) -> Optional[Action]:
         return None
 
 
-def canonical_target(target: str, compare: Compare = "content") -> tuple[str, Optional[str]]:
+def canonical_target(target: str, compare: Compare = "content") -> tuple[str, str | None]:
     """(compared text, tool) of an expert action given in any syntax. Text that does not
     parse is compared as it stands (stripped), with an unknown tool."""
     action = expert_action(target)
@@ -170,7 +171,7 @@ class ActionSimilarity:
             return [0.0 if expert is None else args_similarity(a, expert) for a in actions]
         reference = target.strip() if expert is None else compared_text(expert, compare)
         values = similarities([compared_text(a, compare) for a in actions], reference,
-                              mode)  # type: ignore[arg-type]  # a text mode here
+                              mode)
         if self.settings.tool_mismatch == "zero" and expert is not None:
             values = [0.0 if a.tool != expert.tool else v for a, v in zip(actions, values)]
         return values

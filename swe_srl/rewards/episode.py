@@ -24,8 +24,9 @@ the episode's reward None: left out of its group, never scored 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Mapping, Optional, Sequence
+from typing import Literal
 
 from ..errors import InputError
 from ..schemas import Action, TestReport
@@ -37,7 +38,7 @@ TESTS, SIMILARITY = "tests", "similarity"
 TestRewardShape = Literal["resolved", "f2p_fraction"]
 
 
-def reward_from_tests(report: Optional[TestReport], shape: TestRewardShape = "resolved") -> Optional[float]:
+def reward_from_tests(report: TestReport | None, shape: TestRewardShape = "resolved") -> float | None:
     """The test component of one episode; None when the harness failed (or never ran)."""
     if report is None or report.infra_error:
         return None
@@ -50,7 +51,7 @@ def reward_from_tests(report: Optional[TestReport], shape: TestRewardShape = "re
     return float(report.fail_to_pass)
 
 
-def align_turns(scores: Sequence[Optional[Sequence[float]]]) -> list[Optional[int]]:
+def align_turns(scores: Sequence[Sequence[float] | None]) -> list[int | None]:
     """The expert step each policy turn is aligned with (None: none), strictly increasing over
     the aligned turns, maximising the total score; ``scores[i][j]`` is turn i against expert
     step j, ``scores[i]`` None for a turn that cannot align (a format error). Ties prefer the
@@ -65,7 +66,7 @@ def align_turns(scores: Sequence[Optional[Sequence[float]]]) -> list[Optional[in
             if row is not None and row[j - 1] > 0:
                 here = max(here, best[i - 1][j - 1] + row[j - 1])
             best[i][j] = here
-    aligned: list[Optional[int]] = [None] * n
+    aligned: list[int | None] = [None] * n
     i, j = n, m
     while i > 0 and j > 0:
         row = scores[i - 1]
@@ -80,7 +81,7 @@ def align_turns(scores: Sequence[Optional[Sequence[float]]]) -> list[Optional[in
     return aligned
 
 
-def turn_similarities(actions: Sequence[Optional[Action]], expert_actions: Sequence[str],
+def turn_similarities(actions: Sequence[Action | None], expert_actions: Sequence[str],
                       scorer: ActionSimilarity = ActionSimilarity()) -> list[float]:
     """Per policy turn: -1 for a format error (None), the similarity to its aligned expert step
     (:func:`align_turns`), 0 for a turn aligned with none."""
@@ -99,7 +100,7 @@ def turn_credit(turn_scores: Sequence[float], episode_score: float, similarity_w
     return [similarity_weight * (score - episode_score) for score in turn_scores]
 
 
-def episode_reward(components: Mapping[str, Optional[float]], weights: Mapping[str, float]) -> Optional[float]:
+def episode_reward(components: Mapping[str, float | None], weights: Mapping[str, float]) -> float | None:
     """Weighted sum of the components; None when a weighted component is None."""
     return combine({name: [value] for name, value in components.items()}, weights)[0]
 
@@ -117,18 +118,18 @@ class EpisodeScore:
     weighted sum (None after an infrastructure failure) and, for hybrid, each turn's similarity
     (see :func:`turn_similarities`; empty otherwise)."""
 
-    components: dict[str, Optional[float]]
-    reward: Optional[float]
+    components: dict[str, float | None]
+    reward: float | None
     turn_scores: tuple[float, ...] = ()
 
 
-def score_episode(report: Optional[TestReport], actions: Sequence[Optional[Action]],
+def score_episode(report: TestReport | None, actions: Sequence[Action | None],
                   expert_actions: Sequence[str], weights: Mapping[str, float], *,
                   shape: TestRewardShape = "resolved", scorer: ActionSimilarity = ActionSimilarity(),
-                  infra_error: Optional[str] = None) -> EpisodeScore:
+                  infra_error: str | None = None) -> EpisodeScore:
     """Score one episode: the test component, the similarity component when ``weights`` has
     one (None after an infrastructure failure), and their weighted sum."""
-    components: dict[str, Optional[float]] = {TESTS: reward_from_tests(report, shape)}
+    components: dict[str, float | None] = {TESTS: reward_from_tests(report, shape)}
     turns: tuple[float, ...] = ()
     if SIMILARITY in weights:
         if infra_error:

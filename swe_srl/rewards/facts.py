@@ -18,8 +18,8 @@ interpreter in the container, after the test patch is applied):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Reference:
     marked: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: Mapping) -> "Reference":
+    def from_json(cls, data: Mapping) -> Reference:
         files = data.get("files") if isinstance(data, Mapping) else None
         marked = data.get("marked") if isinstance(data, Mapping) else None
         return cls(files=dict(files or {}), marked=dict(marked or {}))

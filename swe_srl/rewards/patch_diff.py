@@ -12,7 +12,6 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Optional
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _DIFF_GIT = re.compile(r'^diff --git ("(?:[^"\\]|\\.)*"|\S+) ("(?:[^"\\]|\\.)*"|\S+)$')
@@ -42,7 +41,7 @@ def unquote(name: str) -> str:
     return out.decode("utf-8", errors="replace")
 
 
-def _side(text: str) -> Optional[str]:
+def _side(text: str) -> str | None:
     text = text.rstrip("\r")
     name = text if text.startswith('"') else text.split("\t", 1)[0].strip()
     name = unquote(name)
@@ -67,7 +66,7 @@ class FileDiff:
     """What a patch does to one file (``path``: the new side's path, the old one for a deletion)."""
 
     path: str
-    old_path: Optional[str] = None
+    old_path: str | None = None
     new_file: bool = False
     deleted: bool = False
     hunks: list[Hunk] = field(default_factory=list)
@@ -89,11 +88,11 @@ class FileDiff:
         return out
 
 
-def parse_diff(patch: str) -> list[FileDiff]:
+def parse_diff(patch: str) -> list[FileDiff]:  # noqa: C901 - one line-driven state machine over the unified-diff grammar
     """The files of a unified diff (git or plain), in order; one entry per path."""
     files: list[FileDiff] = []
-    current: Optional[FileDiff] = None
-    old_name: Optional[str] = None
+    current: FileDiff | None = None
+    old_name: str | None = None
     left = (0, 0)  # old, new lines still expected in the current hunk
     for raw in patch.split("\n"):
         line = raw[:-1] if raw.endswith("\r") and not (left[0] or left[1]) else raw
@@ -153,7 +152,7 @@ def parse_diff(patch: str) -> list[FileDiff]:
     return [f for f in merged.values() if f.path]
 
 
-def apply_hunks(base: str, diff: FileDiff) -> Optional[tuple[str, set[int]]]:
+def apply_hunks(base: str, diff: FileDiff) -> tuple[str, set[int]] | None:
     """(the file after the patch, the line numbers of its added lines), or None when a hunk's
     old side is not in ``base`` (exactly, at its line or the nearest place after the previous
     hunk): the caller falls back to reading the hunks alone."""
@@ -177,7 +176,7 @@ def apply_hunks(base: str, diff: FileDiff) -> Optional[tuple[str, set[int]]]:
     return "\n".join(out), added
 
 
-def _find(lines: list[str], old: list[str], guess: int, start: int) -> Optional[int]:
+def _find(lines: list[str], old: list[str], guess: int, start: int) -> int | None:
     if not old:
         return min(max(guess, start), len(lines))
     n = len(old)

@@ -5,7 +5,6 @@ for, which strings are constant, and which names were reached through ``sys.modu
 from __future__ import annotations
 
 import ast
-from typing import Optional
 
 _BUILTIN_NAMES = frozenset({"getattr", "setattr", "delattr", "__import__", "compile", "exec", "eval", "open", "vars",
                             "globals", "object", "type"})
@@ -15,7 +14,7 @@ CODE_SUFFIXES = (".py", ".pyw", ".pyc", ".pth")
 _CODE_NAMES = ("sitecustomize", "usercustomize", "conftest", "__pycache__")
 
 
-def const_str(node: Optional[ast.AST], strings: Optional[dict[str, str]] = None) -> Optional[str]:
+def const_str(node: ast.AST | None, strings: dict[str, str] | None = None) -> str | None:
     """The string ``node`` always evaluates to (constants, +, f-strings of constants,
     ``"".join`` of constants, names bound to those), else None."""
     if node is None:
@@ -46,7 +45,7 @@ class Names:
         self.strings: dict[str, str] = {}
         self.values: dict[str, ast.AST] = {}
         self.modvars: set[str] = set()  # names bound to something reached through sys.modules
-        self._cache: dict[int, Optional[str]] = {}  # qual per node: a long a.b.c... chain costs linear time
+        self._cache: dict[int, str | None] = {}  # qual per node: a long a.b.c... chain costs linear time
         nodes = list(ast.walk(tree))
         for _ in range(3):  # bindings may come after their use in the file: settle them
             self._cache.clear()
@@ -81,14 +80,14 @@ class Names:
         if self.derived(value) and not own_module(value):
             self.modvars.add(name)
 
-    def qual(self, node: ast.AST) -> Optional[str]:
+    def qual(self, node: ast.AST) -> str | None:
         """The dotted name ``node`` stands for (``sys._getframe``, ``pytest``), else None."""
         key = id(node)
         if key not in self._cache:
             self._cache[key] = self._qual(node)
         return self._cache[key]
 
-    def _qual(self, node: ast.AST) -> Optional[str]:
+    def _qual(self, node: ast.AST) -> str | None:
         if isinstance(node, ast.Name):
             if node.id in self.alias:
                 return self.alias[node.id]
@@ -132,7 +131,7 @@ class Names:
                 return True
         return False
 
-    def code_path(self, node: Optional[ast.AST], depth: int = 0) -> Optional[str]:
+    def code_path(self, node: ast.AST | None, depth: int = 0) -> str | None:
         """A string in a path expression that names Python code (``x.py``, ``.pth``, ``conftest``)."""
         if node is None or depth > 3:
             return None

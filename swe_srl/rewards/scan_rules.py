@@ -12,8 +12,8 @@ from non-constant parts are not resolved; on the modules that matter that is its
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Optional
 
 from .scan_names import CODE_SUFFIXES, Names, const_str, own_module
 
@@ -69,7 +69,8 @@ _QUAL_RULES: dict[str, str] = {
     "__main__": "main-module",
     **dict.fromkeys(("types.CodeType",), "foreign-compile"),
     **dict.fromkeys(("marshal.loads", "importlib.util.spec_from_file_location", "importlib.machinery.SourceFileLoader",
-                     "importlib.machinery.SourcelessFileLoader", "runpy.run_path", "zipimport", "imp.load_source", "imp.load_module",
+                     "importlib.machinery.SourcelessFileLoader", "runpy.run_path", "zipimport", "imp.load_source",
+                     "imp.load_module",
                      "imp.load_compiled", "pkgutil.get_data"), "hidden-code"),
     **dict.fromkeys(("sys.meta_path", "sys.path_hooks", "sys.path_importer_cache"), "import-hook"),
 }
@@ -113,7 +114,7 @@ class Hit:
     in_function: bool
 
 
-def _rule_of(qual: Optional[str]) -> Optional[str]:
+def _rule_of(qual: str | None) -> str | None:
     while qual:
         if qual in _QUAL_RULES:
             return _QUAL_RULES[qual]
@@ -121,7 +122,7 @@ def _rule_of(qual: Optional[str]) -> Optional[str]:
     return None
 
 
-def _arg(call: ast.Call, index: int, name: str) -> Optional[ast.AST]:
+def _arg(call: ast.Call, index: int, name: str) -> ast.AST | None:
     if len(call.args) > index:
         return call.args[index]
     return next((k.value for k in call.keywords if k.arg == name), None)
@@ -133,25 +134,25 @@ def find_hits(tree: ast.AST) -> list[Hit]:
     hits: list[Hit] = []
 
     # An explicit stack: a long if/elif chain nests as deep as it is long.
-    stack: list[tuple[ast.AST, bool, Optional[ast.AST]]] = [(tree, False, None)]
+    stack: list[tuple[ast.AST, bool, ast.AST | None]] = [(tree, False, None)]
     while stack:
         node, in_function, parent = stack.pop()
         for rule, key in _matches(node, parent, names):
-            hits.append(Hit(rule, getattr(node, "lineno", 0), getattr(node, "end_lineno", None)
+            hits.append(Hit(rule, getattr(node, "lineno", 0), getattr(node, "end_lineno", 0)
                             or getattr(node, "lineno", 0), key, in_function))
         inner = in_function or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
         stack.extend((child, inner, node) for child in ast.iter_child_nodes(node))
     return hits
 
 
-def _matches(node: ast.AST, parent: Optional[ast.AST], names: Names) -> Iterator[tuple[str, str]]:
+def _matches(node: ast.AST, parent: ast.AST | None, names: Names) -> Iterator[tuple[str, str]]:  # noqa: C901 - one branch per AST node kind the rules match
     if isinstance(node, (ast.Import, ast.ImportFrom)):
         module = node.module if isinstance(node, ast.ImportFrom) else None
         if isinstance(node, ast.ImportFrom) and (node.level or not module):
             return
         for a in node.names:
-            qual = f"{module}.{a.name}" if module else a.name
-            for q in ([module, qual] if module else [qual]):
+            full = f"{module}.{a.name}" if module else a.name
+            for q in ([module, full] if module else [full]):
                 if q.split(".")[0] in RUNNER_ROOTS:
                     yield "pytest-use", q
                 rule = _rule_of(q)
@@ -248,7 +249,7 @@ def _container_write(container: ast.AST, names: Names) -> Iterator[tuple[str, st
         yield "import-hook", qual
 
 
-def _call(node: ast.Call, names: Names) -> Iterator[tuple[str, str]]:
+def _call(node: ast.Call, names: Names) -> Iterator[tuple[str, str]]:  # noqa: C901 - one branch per call pattern the rules match
     func, result = names.qual(node.func), names.qual(node)  # __import__("gc"), getattr(sys, "_getframe")
     if result is not None:
         rule = _rule_of(result)
@@ -336,7 +337,7 @@ def _code_string(source: ast.AST, names: Names) -> Iterator[tuple[str, str]]:
                 pending.append(names.values[sub.id])
 
 
-def _written_path(node: ast.Call, func: Optional[str], terminal: str, names: Names) -> Optional[str]:
+def _written_path(node: ast.Call, func: str | None, terminal: str, names: Names) -> str | None:
     """The code-like path a call writes to, if it writes one."""
     if func in _OPENERS:
         mode = const_str(_arg(node, 1, "mode" if func != "os.open" else "flags"), names.strings)

@@ -31,8 +31,8 @@ import ast
 import posixpath
 import re
 import textwrap
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
 
 from .patch_diff import FileDiff, apply_hunks, parse_diff
 from .scan_rules import RULES, RUNNER_ROOTS, Hit, find_hits
@@ -94,14 +94,14 @@ def _dotted(path: str) -> str:
     return ".".join(parts)
 
 
-def _parse(text: str) -> Optional[ast.Module]:
+def _parse(text: str) -> ast.Module | None:
     try:
         return ast.parse(text)
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
 
 
-def _parse_at(text: str, first_line: int) -> Optional[ast.Module]:
+def _parse_at(text: str, first_line: int) -> ast.Module | None:
     tree = _parse(textwrap.dedent(text))
     if tree is not None:
         ast.increment_lineno(tree, first_line - 1)
@@ -111,7 +111,7 @@ def _parse_at(text: str, first_line: int) -> Optional[ast.Module]:
 _OPENERS = (("elif", "if 1: pass\n"), ("else", "if 1: pass\n"), ("except", "try: pass\n"), ("finally", "try: pass\n"))
 
 
-def _line_tree(number: int, text: str) -> Optional[ast.Module]:
+def _line_tree(number: int, text: str) -> ast.Module | None:
     """One line on its own (a block header gets a body; elif/else/except get their opener)."""
     text = text.strip()
     if not text or text.startswith("#"):
@@ -155,12 +155,12 @@ def _side_runs(diff: FileDiff, side: str) -> list[list[tuple[int, str]]]:
     return runs
 
 
-def _rebuilt(base: str, diff: FileDiff) -> Optional[str]:
+def _rebuilt(base: str, diff: FileDiff) -> str | None:
     rebuilt = apply_hunks(base, diff)
     return rebuilt[0] if rebuilt is not None else None
 
 
-def _file_hits(diff: FileDiff, base: Optional[str]) -> tuple[list[Hit], set[int], list[Hit], Optional[ast.Module]]:
+def _file_hits(diff: FileDiff, base: str | None) -> tuple[list[Hit], set[int], list[Hit], ast.Module | None]:
     """(hits in the file after the patch, the added line numbers, hits in its base, its tree).
     Code nested too deep to walk is itself a finding: no honest patch needs it."""
     try:
@@ -171,7 +171,7 @@ def _file_hits(diff: FileDiff, base: Optional[str]) -> tuple[list[Hit], set[int]
         return [Hit("hidden-code", first, first, "nested too deep to scan", False)], added, [], None
 
 
-def _walk_file(diff: FileDiff, base: Optional[str]) -> tuple[list[Hit], set[int], list[Hit], Optional[ast.Module]]:
+def _walk_file(diff: FileDiff, base: str | None) -> tuple[list[Hit], set[int], list[Hit], ast.Module | None]:
     if base is not None:
         rebuilt = apply_hunks(base, diff)
         tree = _parse(rebuilt[0]) if rebuilt is not None else None
@@ -190,7 +190,7 @@ _PLAIN_CODECS = ("utf_8", "utf8", "ascii", "us_ascii", "latin_1", "latin1", "iso
                  "euc_", "gb", "big5", "shift_jis", "koi8", "mac_", "cp9")
 
 
-def _hidden_encoding(text: Optional[str], added: set[int], path: str) -> list[Finding]:
+def _hidden_encoding(text: str | None, added: set[int], path: str) -> list[Finding]:
     """A coding cookie naming a codec that can hide code (``unicode_escape``, ``raw_unicode_escape``,
     utf-7, ...): Python reads the file through it, the scanner would read the escapes as a string."""
     found = []
@@ -235,7 +235,9 @@ def _imports(tree: ast.Module, path: str, added: set[int]) -> list[tuple[int, st
     package = _dotted(path).split(".")[:-1] if not path.endswith("__init__.py") else _dotted(path).split(".")
     out = []
     for node in ast.walk(tree):
-        if not isinstance(node, (ast.Import, ast.ImportFrom)) or not added & set(range(node.lineno, node.end_lineno + 1)):
+        if not isinstance(node,
+                          (ast.Import, ast.ImportFrom)) or not added & set(range(node.lineno,
+                                  (node.end_lineno or node.lineno) + 1)):
             continue
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names]
@@ -246,7 +248,7 @@ def _imports(tree: ast.Module, path: str, added: set[int]) -> list[tuple[int, st
     return out
 
 
-def _test_imports(tree: Optional[ast.Module], path: str, added: set[int], written_tests: Sequence[str]) -> list[Finding]:
+def _test_imports(tree: ast.Module | None, path: str, added: set[int], written_tests: Sequence[str]) -> list[Finding]:
     if tree is None or not written_tests:
         return []
     found = []
@@ -258,7 +260,7 @@ def _test_imports(tree: Optional[ast.Module], path: str, added: set[int], writte
     return found
 
 
-def scan_patch(patch: str, base: Optional[Mapping[str, Optional[str]]] = None, *,
+def scan_patch(patch: str, base: Mapping[str, str | None] | None = None, *,
                test_files: Sequence[str] = ()) -> list[Finding]:
     """Every runner-tampering construct ``patch`` adds (sorted; empty: clean).
 
@@ -293,7 +295,7 @@ def scan_patch(patch: str, base: Optional[Mapping[str, Optional[str]]] = None, *
     return sorted(unique.values(), key=lambda f: (f.path, f.line, f.rule))
 
 
-def rejection(findings: Sequence[Finding]) -> Optional[str]:
+def rejection(findings: Sequence[Finding]) -> str | None:
     """``TestReport.rejected`` for a flagged patch: ``tampering (<rule>): <where>``, else None."""
     if not findings:
         return None

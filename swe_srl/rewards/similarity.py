@@ -28,8 +28,9 @@ matching). The exact definitions are in :mod:`swe_srl.rewards.compare`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..actions import ActionSyntax, find_fenced_blocks, find_xml_calls, make_action, missing_arguments, render_xml
 from ..errors import ConfigError, InputError
@@ -192,7 +193,7 @@ class StepScores:
     exact: int = 0
 
     @classmethod
-    def of(cls, rewards: Sequence[float]) -> "StepScores":
+    def of(cls, rewards: Sequence[float]) -> StepScores:
         """Scores from SRL rewards (-1 = format violation, else the similarity)."""
         valid = [r for r in rewards if r != FORMAT_VIOLATION]
         return cls(n=len(rewards), reward_sum=float(sum(rewards)), format_errors=len(rewards) - len(valid),

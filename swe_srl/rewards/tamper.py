@@ -35,7 +35,6 @@ import json
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Optional
 
 TAMPER_NAMES = frozenset({"conftest.py", "sitecustomize.py", "usercustomize.py"})
 RUNNER_MODULES = frozenset({"pytest", "_pytest", "pluggy", "py"})
@@ -91,7 +90,7 @@ def _names(side: str) -> list[str]:
     return [posixpath.normpath(n.lstrip("/")) for n in found if n.strip("/")]
 
 
-def _git_header(rest: str) -> tuple[Optional[str], Optional[str]]:
+def _git_header(rest: str) -> tuple[str | None, str | None]:
     """The two names of ``diff --git A B`` (quoted, or unquoted with spaces: git takes the split
     where both halves name the same file once their prefix is stripped)."""
     if rest.startswith('"'):
@@ -111,7 +110,7 @@ def _git_header(rest: str) -> tuple[Optional[str], Optional[str]]:
     return a or None, b or None
 
 
-def patch_paths(patch: str) -> list[PatchPath]:
+def patch_paths(patch: str) -> list[PatchPath]:  # noqa: C901 - one state machine over diff headers (git, ---/+++, rename, copy)
     """Every path ``patch`` creates, changes, renames or copies to or from, or deletes, read as
     git apply and patch read them: git and plain unified diffs, context diffs, C-quoted names,
     names with spaces, rename / copy headers, binary patches and ``Index:`` lines. Screening
@@ -122,7 +121,7 @@ def patch_paths(patch: str) -> list[PatchPath]:
         blocks.append({"names": [], "old": [], "header_new": [], "new": set(), "deleted": set(), "plus": False})
         return blocks[-1]
 
-    cur: Optional[dict] = None
+    cur: dict | None = None
     for line in patch.splitlines():
         if line.startswith("diff --git "):
             cur = block()
@@ -181,7 +180,7 @@ def patch_paths(patch: str) -> list[PatchPath]:
     return list(found.values())
 
 
-def screen_patch(patch: str, *, max_bytes: int) -> Optional[str]:
+def screen_patch(patch: str, *, max_bytes: int) -> str | None:
     """Why ``patch`` is rejected before it is applied, or None (see the module docstring)."""
     size = len(patch.encode("utf-8", errors="replace"))
     if size > max_bytes:
@@ -237,8 +236,8 @@ class ChannelResult:
     whether it returned, xfail); ``final``: the run's closing record."""
 
     statuses: dict = field(default_factory=dict)
-    problem: Optional[str] = None
-    exitstatus: Optional[int] = None
+    problem: str | None = None
+    exitstatus: int | None = None
     calls: dict = field(default_factory=dict)
     final: dict = field(default_factory=dict)
 

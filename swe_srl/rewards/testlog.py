@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import re
 import xml.etree.ElementTree as ET
-from typing import Literal, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal
 
 from ..errors import ConfigError
 from ..schemas import Task, TestReport
@@ -99,7 +100,7 @@ def parse_junit_xml(text: str, test_files: Sequence[str] = ()) -> dict[str, str]
     return statuses
 
 
-def worse(a: Optional[str], b: str) -> str:
+def worse(a: str | None, b: str) -> str:
     """The worse of two statuses (``a`` may be None)."""
     return b if a is None or _SEVERITY.get(b, 4) >= _SEVERITY.get(a, 4) else a
 
@@ -135,7 +136,7 @@ def parse_test_log(task: Task, log: str) -> dict[str, str]:
 # ---------------------------------------------------------------- statuses -> score / report
 
 
-def exit_code_contradiction(statuses: Mapping[str, str], exit_code: Optional[int]) -> Optional[str]:
+def exit_code_contradiction(statuses: Mapping[str, str], exit_code: int | None) -> str | None:
     """Why the statuses cannot describe the run that happened, or None when they can."""
     if exit_code in (None, 0) or not statuses:
         return None
@@ -155,7 +156,7 @@ def score(statuses: Mapping[str, str], fail_to_pass: Sequence[str],
     return f2p_frac == 1.0 and p2p_frac == 1.0, f2p_frac, p2p_frac
 
 
-def build_report(task: Task, statuses: Mapping[str, str], log: str, *, exit_code: Optional[int],
+def build_report(task: Task, statuses: Mapping[str, str], log: str, *, exit_code: int | None,
                  timed_out: bool, time_limit: float, tail_chars: int) -> TestReport:
     """The report of a test run whose patches applied: the statuses (voided when the exit code
     contradicts them; a run past ``time_limit`` is not cross-checked) scored against the task,
@@ -168,6 +169,6 @@ def build_report(task: Task, statuses: Mapping[str, str], log: str, *, exit_code
         notes.append(f"[swe-srl] {contradiction}: statuses not trusted")
         statuses = {}
     resolved, f2p, p2p = score(statuses, task.fail_to_pass, task.pass_to_pass)
-    return TestReport(instance_id=task.instance_id, statuses=statuses, resolved=resolved,
+    return TestReport(instance_id=task.instance_id, statuses=dict(statuses), resolved=resolved,
                       fail_to_pass=f2p, pass_to_pass=p2p, patch_applied=True,
                       log_tail="\n".join([log[-tail_chars:], *notes]))

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from typing import Any, Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 from rapidfuzz.distance import Indel
 

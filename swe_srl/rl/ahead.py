@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -35,6 +36,9 @@ from ..errors import ConfigError, StaleWeights
 from ..policy.hf import HFPolicy
 from .data_order import DataOrder
 from .rollout import Rollout, sampler_logprobs, unwrap
+
+if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
+    from .session import Session
 
 
 class SnapshotPolicy(HFPolicy):
@@ -47,7 +51,7 @@ class SnapshotPolicy(HFPolicy):
             p.requires_grad_(False)
         super().__init__(model, policy.tokenizer, max_batch_size=policy.max_batch_size)
         self.autocast_bf16 = policy.autocast_bf16
-        self.weights_version: Optional[int] = None
+        self.weights_version: int | None = None
 
     def update_weights(self, named_tensors: Any, *, version: int) -> None:
         own = dict(self.model.named_parameters())
@@ -94,7 +98,7 @@ class AheadRollout:
                                f"{bad}: rollout.async_ahead allows one step of staleness, no more")
         return float(max((version - v for v in versions), default=0))
 
-    def old_logprobs(self, samples: Sequence[Any], logprobs: torch.Tensor) -> Optional[torch.Tensor]:
+    def old_logprobs(self, samples: Sequence[Any], logprobs: torch.Tensor) -> torch.Tensor | None:
         """The sampler's log-probs: the ratio then spans the step in between (None for a
         sampler without weights, whose samples count as on-policy)."""
         if self.sampler is self.inner.sampler and not self.inner.pushes:
@@ -129,7 +133,7 @@ class Prefetch:
 
     def __init__(self, fn: Callable[[], Any]) -> None:
         self._result: Any = None
-        self._error: Optional[BaseException] = None
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(fn,), name="rollout-ahead", daemon=True)
         self._thread.start()
 
@@ -150,7 +154,7 @@ class Prefetch:
 
 
 @contextmanager
-def data_position(session: Any, state: Optional[dict]) -> Iterator[None]:
+def data_position(session: Session, state: dict | None) -> Iterator[None]:
     """While logging and saving a step, the data order stands where it stood before the batch
     drawn ahead (``state``; None: where it is): a resumed run draws that batch again."""
     if state is None:

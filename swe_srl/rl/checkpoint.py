@@ -32,9 +32,10 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..errors import InputError
 from ..paths import DEFAULT_MODEL_DIR

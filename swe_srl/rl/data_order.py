@@ -39,5 +39,5 @@ class DataOrder:
         return {"epoch": self.epoch, "cursor": self.cursor}
 
     @classmethod
-    def from_state(cls, n: int, seed: int, shuffle: bool, state: dict[str, int]) -> "DataOrder":
+    def from_state(cls, n: int, seed: int, shuffle: bool, state: dict[str, int]) -> DataOrder:
         return cls(n, seed, shuffle, epoch=int(state["epoch"]), cursor=int(state["cursor"]))

@@ -14,8 +14,9 @@ from __future__ import annotations
 import datetime
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -23,8 +23,9 @@ sequence per turn, exactly), ``episode`` each episode's, ``token`` each token's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from .settings import LossWeighting
 
@@ -41,10 +42,10 @@ class PackedSequence:
     loss_mask: tuple[int, ...]
     turn_of: tuple[int, ...]
     """The turn (index in the episode) of each completion position; -1 on context tokens."""
-    logprobs: Optional[tuple[float, ...]]
+    logprobs: tuple[float, ...] | None
     """The sampler's log-prob of each sampled token, 0.0 on context tokens; None when a turn
     has none (a scripted policy)."""
-    weights_version: Optional[int]
+    weights_version: int | None
     turns: tuple[int, ...]
     """The episode's turns packed here, in order."""
     advantages: tuple[float, ...] = ()
@@ -72,7 +73,7 @@ class PackStats:
     cuts: int = 0
     """Turns that would have made the sequence longer than the limit (new sequence)."""
 
-    def add(self, other: "PackStats") -> None:
+    def add(self, other: PackStats) -> None:
         self.turns += other.turns
         self.sequences += other.sequences
         self.breaks += other.breaks
@@ -83,7 +84,8 @@ def _extends(ids: Sequence[int], prompt: Sequence[int]) -> bool:
     return len(prompt) >= len(ids) and tuple(prompt[:len(ids)]) == tuple(ids)
 
 
-def pack_turns(samples: Sequence[Any], *, pack: bool = True, max_tokens: int = 0) -> tuple[list[PackedSequence], PackStats]:
+def pack_turns(samples: Sequence[Any], *, pack: bool = True, max_tokens: int = 0) -> tuple[list[PackedSequence],
+        PackStats]:
     """The rows of one episode's turns (``Sample`` records, in order). ``pack`` False: one row
     per turn. ``max_tokens`` > 0: no joined row longer than that (prompt + completion)."""
     stats = PackStats(turns=len(samples))

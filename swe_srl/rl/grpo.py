@@ -17,7 +17,8 @@ tree, not importing it): this module pulls no sandbox, Docker or Ray module
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -80,7 +81,7 @@ class TokenBatch:
     @classmethod
     def build(cls, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
               pad_id: int, device: torch.device,
-              loss_masks: Sequence[Sequence[int]] | None = None) -> "TokenBatch":
+              loss_masks: Sequence[Sequence[int]] | None = None) -> TokenBatch:
         """``loss_masks``: per completion, 1 on the tokens that carry loss (a packed episode's
         sampled tokens; its observations are context); None: every completion token."""
         P = max(len(p) for p in prompts)

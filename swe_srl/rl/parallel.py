@@ -22,7 +22,8 @@ Two consequences for the loop:
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -31,6 +32,9 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from .distributed import Dist
 from .logprobs import TokenBatch, autocast, completion_logprobs
+
+if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
+    from .session import Session
 
 T = TypeVar("T")
 
@@ -95,7 +99,7 @@ def ensure_process_group(d: Dist) -> None:
 
 
 def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: bool,
-                load: Optional[Callable[[torch.nn.Module], None]] = None) -> torch.nn.Module:
+                load: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
     """``fully_shard`` each decoder layer, then the root (embeddings, final norm, head: tied
     weights stay in one unit). In place; returns ``model``.
 
@@ -136,7 +140,7 @@ def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: boo
 
 
 def prepare_model(model: torch.nn.Module, run: RunConfig, d: Dist, *, bf16: bool,
-                  load: Optional[Callable[[torch.nn.Module], None]] = None) -> torch.nn.Module:
+                  load: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
     """Activation checkpointing (ddp and fsdp) and, for fsdp, sharding; before the optimizer
     is built (it must hold the sharded parameters). ``load``: see :func:`shard_model`."""
     if run.activation_checkpointing:
@@ -193,7 +197,7 @@ def max_over_ranks(d: Dist, value: int) -> int:
     return int(t.item())
 
 
-def aligned_passes(session: Any, parts: Iterable[T], ref_model: Optional[torch.nn.Module] = None) -> Iterator[T]:
+def aligned_passes(session: Session, parts: Iterable[T], ref_model: torch.nn.Module | None = None) -> Iterator[T]:
     """This rank's micro-batches; with a sharded model, then as many zero-weight passes as it
     takes to reach the most micro-batches of any rank (see the module docstring). Each pass of
     the caller must be one forward of ``session.model`` (and of ``ref_model``, when given),
@@ -211,7 +215,7 @@ def aligned_passes(session: Any, parts: Iterable[T], ref_model: Optional[torch.n
         padding_pass(session, ref_model)
 
 
-def padding_pass(session: Any, ref_model: Optional[torch.nn.Module] = None) -> None:
+def padding_pass(session: Session, ref_model: torch.nn.Module | None = None) -> None:
     """One forward + backward through every unit on a one-token prompt and completion, with
     loss 0 * log-probs: the collectives of a real pass, a zero gradient."""
     pad = session.tokenizer.pad_token_id
@@ -247,7 +251,7 @@ def clip_sharded_grad_norm_(params: list[torch.Tensor], max_norm: float, d: Dist
     return float(norm)
 
 
-def _local_bytes(t: Optional[torch.Tensor]) -> int:
+def _local_bytes(t: torch.Tensor | None) -> int:
     if t is None or not isinstance(t, torch.Tensor):
         return 0
     local = t.to_local() if hasattr(t, "to_local") else t

@@ -3,8 +3,9 @@ totals of the episodes it ran (summed over ranks field by field)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import astuple, dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from ..costs import per_unit
 from .distributed import Dist
@@ -18,7 +19,7 @@ class Group:
     serial: int  # order in which this step drew it (global over ranks)
     item_id: str
     samples: list[Any]
-    rewards: list[Optional[float]]
+    rewards: list[float | None]
     lengths: list[int]
 
 
@@ -27,8 +28,8 @@ class DrawLog:
     """What one optimizer step drew, in draw order over every rank (a rollouts.jsonl row)."""
 
     ids: list[str]
-    rewards: Optional[list[list[Optional[float]]]] = None
-    lengths: Optional[list[list[int]]] = None
+    rewards: list[list[float | None]] | None = None
+    lengths: list[list[int]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("ids", self.ids), ("rewards", self.rewards), ("lengths", self.lengths))
@@ -79,14 +80,14 @@ class EpisodeTotals:
     rejected: float = 0.0
     tampering: float = 0.0
 
-    def all_sum(self, dist: Dist) -> "EpisodeTotals":
+    def all_sum(self, dist: Dist) -> EpisodeTotals:
         return EpisodeTotals(*dist.all_sum(astuple(self)))
 
-    def __add__(self, other: "EpisodeTotals") -> "EpisodeTotals":
+    def __add__(self, other: EpisodeTotals) -> EpisodeTotals:
         return EpisodeTotals(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
     @classmethod
-    def total(cls, parts: Sequence["EpisodeTotals"]) -> "EpisodeTotals":
+    def total(cls, parts: Sequence[EpisodeTotals]) -> EpisodeTotals:
         out = cls()
         for part in parts:
             out = out + part

@@ -32,10 +32,11 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, MutableMapping, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -56,14 +57,15 @@ class Rollout:
     sleep_level: int = 0
 
     @classmethod
-    def start(cls, config: TrainConfig, policy: Any, model_dir: Optional[Path], *, device: torch.device,
-              seed: int, sampler: Any = None) -> "Rollout":
+    def start(cls, config: TrainConfig, policy: Any, model_dir: Path | None, *, device: torch.device,
+              seed: int, sampler: Any = None) -> Rollout:
         """``hf``: ``sampler`` when given (a scripted policy in tests), else the trained
         ``policy``. ``vllm``: a new engine for ``model_dir`` (sft samples nothing: no engine)."""
         if config.rollout.engine == "hf" or config.method == "sft":
             return cls("hf", sampler if sampler is not None else policy)
         if sampler is not None:
-            raise ConfigError("rollout.engine=vllm samples with its own engine; a given sampler needs rollout.engine=hf")
+            raise ConfigError("rollout.engine=vllm samples with its own engine; "
+                              "a given sampler needs rollout.engine=hf")
         if model_dir is None:
             raise ConfigError("rollout.engine=vllm needs the run's model directory to start the engine from")
         if config.model.lora is not None and engine_dtype(config.rollout, device) != "float32":
@@ -119,7 +121,7 @@ class Rollout:
                                f"than the trained model's (version {version}): {found}. The weight push after "
                                "an optimizer step did not reach the rollout engine; refusing an off-policy update")
 
-    def old_logprobs(self, samples: Sequence[Any], logprobs: torch.Tensor) -> Optional[torch.Tensor]:
+    def old_logprobs(self, samples: Sequence[Any], logprobs: torch.Tensor) -> torch.Tensor | None:
         """The importance ratio's old log-probs for ``samples``, shaped like the trainer's
         ``logprobs`` ``[B, C]``: None with ``hf`` (the trainer's own, detached), the engine's
         with ``vllm``."""

@@ -17,8 +17,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..config import RunConfig
 
@@ -153,7 +154,7 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.finish()
 
-    def __enter__(self) -> "RunLogger":
+    def __enter__(self) -> RunLogger:
         return self
 
     def __exit__(self, *exc: object) -> None:

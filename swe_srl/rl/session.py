@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -26,8 +27,8 @@ from ..config import TrainConfig
 from ..config_loader import save_config, to_mapping
 from ..dataset import load_step_targets
 from ..errors import ConfigError, InputError, SweSrlError
-from ..policy import PolicyConfig, load_policy
 from ..jsonio import write_json_atomic
+from ..policy import PolicyConfig, load_policy
 from ..prompts import messages_for_target
 from ..provenance import PROVENANCE_FILE, run_provenance, task_entries
 from ..rewards.similarity import StepScores
@@ -434,7 +435,8 @@ class Session:
         mine: Sequence[StepTarget] = shard(self.val_targets, self.dist)
         gen = replace(self.config.generation, temperature=0.0, n=1)
         with parallel.full_weights(self.model):  # every rank, even one with no targets
-            samples = [group[0] for group in self.policy.generate([messages_for_target(t) for t in mine], gen)] if mine else []
+            samples = [group[0] for group in self.policy.generate([messages_for_target(t) for t in mine],
+                                                                  gen)] if mine else []
         rewards = self.config.reward.step_reward()(
             [s.text for s in samples], [{"target": t.target} for t in mine])
         local = StepScores.of([float(r) for r in rewards if r is not None])
@@ -458,7 +460,7 @@ class Session:
 
     # ------------------------------------------------------------------ lifetime
 
-    def __enter__(self) -> "Session":
+    def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,8 @@ global batch, so one process and N processes take the same step.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..config import SFTConfig
 from ..prompts import format_completion, messages_for_target, render_prompt

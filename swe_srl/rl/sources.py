@@ -28,10 +28,11 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import torch
 
@@ -103,7 +104,7 @@ class EpisodeRollout:
 
     graded: GradedEpisode
     components: dict = field(default_factory=dict)
-    reward: Optional[float] = None
+    reward: float | None = None
     turn_scores: tuple[float, ...] = ()
     """Each turn's similarity to its aligned expert step (hybrid; empty otherwise)."""
 
@@ -223,9 +224,9 @@ def calibrated_weights(tasks: Sequence[Task], episodes: EpisodeConfig) -> tuple[
     return verdicts, weights
 
 
-def turn_sequences(rollouts: Sequence[EpisodeRollout], advantages: torch.Tensor, divisors: Optional[torch.Tensor] = None,
+def turn_sequences(rollouts: Sequence[EpisodeRollout], advantages: torch.Tensor, divisors: torch.Tensor | None = None,
                    similarity_weight: float = 0.0,
-                   scale: Optional[Sequence[float]] = None) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
+                   scale: Sequence[float] | None = None) -> tuple[list[Any], torch.Tensor, torch.Tensor]:
     """(sequences, advantages, valid): each turn's sampled ``Sample`` with its episode's
     advantage; with ``similarity_weight`` > 0 (per-turn credit) each turn also gets
     ``turn_credit / divisor`` of its episode (its own similarity in place of the episode's);

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -52,9 +52,10 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
             session.sampler = session.rollout.sampler
         source = None if config.method == "sft" else make_source(session)
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
-        val = session.validate_and_log() if session.step == 0 and config.run.eval_every and config.run.eval_at_start else {}
+        at_start = session.step == 0 and config.run.eval_every and config.run.eval_at_start
+        val = session.validate_and_log() if at_start else {}
         final = session.resumed_from.path if session.resumed_from is not None else None
-        prefetch: Optional[Prefetch] = None  # rollout.async_ahead: the next step's batch, being drawn
+        prefetch: Prefetch | None = None  # rollout.async_ahead: the next step's batch, being drawn
         try:
             while session.step < config.run.max_steps:
                 started = time.perf_counter()
@@ -64,7 +65,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     metrics = sft_step(session, indices)
                     drawn = DrawLog(ids=[session.item_id(i) for i in indices])
                 else:
-                    batch = prefetch.result() if prefetch else collect_batch(session, source)  # draw -> score -> dynamic sampling
+                    batch = prefetch.result() if prefetch else collect_batch(session,
+                            source)  # draw -> score -> dynamic sampling
                     sampled = time.perf_counter()
                     prefetch = None
                     if ahead and session.step + 1 < config.run.max_steps:  # next batch, with these weights
@@ -86,7 +88,8 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
                     if prefetch is not None:  # the sampler keeps this step's weights until its draw is done
                         prefetch.wait()
                     if ahead:
-                        metrics.update({"rollout/staleness": staleness, "time/ahead_wait_s": time.perf_counter() - updated})
+                        metrics.update({"rollout/staleness": staleness,
+                                        "time/ahead_wait_s": time.perf_counter() - updated})
                     metrics.update(session.rollout.push(session.model, session.step + 1))  # engine follows
                     drawn = batch.log
                 session.step += 1
@@ -152,7 +155,8 @@ def collect_batch(session: Session, source: Source) -> SampledBatch:
     return SampledBatch([g for g in drawn if g.serial in chosen], drawn, log, metrics)
 
 
-def sampling_metrics(session: Session, drawn: list[Group], *, kept: int, num_drawn: int, rounds: int) -> dict[str, float]:
+def sampling_metrics(session: Session, drawn: list[Group], *, kept: int, num_drawn: int, rounds: int) -> dict[str,
+        float]:
     """Reward and length statistics over every group drawn this step (all ranks)."""
     rewards = [r for g in drawn for r in g.rewards if r is not None]
     n, total, sq, bad, tokens, none, samples, prompts = session.dist.all_sum([
@@ -180,7 +184,7 @@ def group_advantages(session: Session, rewards: torch.Tensor) -> tuple[torch.Ten
     """(advantages ``[B]``, each group's divisor ``[B / G]``); with ``batch`` scaling the std is
     over every rank's batch."""
     g = session.config.grpo
-    batch_std: Optional[float] = None
+    batch_std: float | None = None
     if g.advantage_scale == "batch":
         finite = rewards[torch.isfinite(rewards)].double()
         batch_std = grpo.std_from_moments(*session.dist.all_sum(

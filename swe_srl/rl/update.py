@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Iterator, Optional, Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -17,6 +18,9 @@ from .logprobs import TokenBatch, autocast, completion_logprobs, micro_batches
 from .optim import lr_at, optimizer_step
 from .parallel import aligned_passes
 from .rollout import sampler_logprobs
+
+if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
+    from .session import Session
 
 # grpo_loss metrics averaged over tokens for the log.
 TOKEN_METRICS = ("kl", "clip_fraction", "clip_dual_fraction", "ratio_mean", "logprob_gap", "is_clip_fraction",
@@ -35,8 +39,8 @@ def uses_tis(config: TrainConfig, bf16: bool = False) -> bool:
     return mode == "tis" or (mode == "auto" and (config.rollout.engine == "vllm" or bf16))
 
 
-def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
-                  ref_model: Optional[torch.nn.Module], *, max_tokens: int, max_chunk: int = 0) -> dict[str, float]:
+def policy_update(session: Session, samples: Sequence[Any], advantages: torch.Tensor, valid: torch.Tensor,
+                  ref_model: torch.nn.Module | None, *, max_tokens: int, max_chunk: int = 0) -> dict[str, float]:
     """One optimizer step on ``samples`` (each with exact ``prompt_ids`` / ``completion_ids``),
     one advantage per sample, under the run's GRPO loss settings (``grpo``); ``valid`` False (a
     None reward) leaves a sample out of the loss and its normalisers. ``max_tokens``: the
@@ -63,7 +67,8 @@ def policy_update(session: Any, samples: Sequence[Any], advantages: torch.Tensor
     weighted = dict.fromkeys(TOKEN_METRICS, 0.0)  # same keys on every rank: they are all-reduced
     # fsdp: every rank runs as many passes as the busiest one (zero-weight padding passes).
     with dropout_off(session.model):
-        for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch), ref_model):
+        for part in aligned_passes(session, micro_batches(shapes, parts, cfg.optim.max_tokens_per_microbatch),
+                                   ref_model):
             rows = [samples[i] for i in part]
             batch = TokenBatch.build([s.prompt_ids for s in rows], [s.completion_ids for s in rows],
                                      session.tokenizer.pad_token_id, d.device,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from typing import Optional, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..errors import PatchTooLarge, SweSrlError
 from ..schemas import ExecResult, ResourceUsage
@@ -40,7 +40,7 @@ class Sandbox(Protocol):
     until ``close`` has read what the sandbox used (CPU, memory peak, lifetime)."""
 
     base_commit: str
-    usage: Optional[ResourceUsage]
+    usage: ResourceUsage | None
 
     def exec(self, command: str, timeout: float | None = None, *, workdir: str | None = None,
              env: dict | None = None) -> ExecResult: ...
@@ -57,7 +57,7 @@ class Sandbox(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> "Sandbox": ...
+    def __enter__(self) -> Sandbox: ...
 
     def __exit__(self, *exc: object) -> None: ...
 

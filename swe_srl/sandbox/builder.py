@@ -18,7 +18,8 @@ import socket
 import tarfile
 import time
 import uuid
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..errors import InfrastructureError
 from .client import docker_client, infra_error

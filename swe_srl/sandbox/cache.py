@@ -24,17 +24,18 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any
 
 from ..errors import ConfigError, InfrastructureError
 from ..schemas import Task
 from .cache_index import ImageIndex, add_hold, image_entry, index_path, touch
 from .client import docker_client
-from .images import cache_dir, ensure_image, expected_image_tag, image_exists
 from .image_usage import ImageRecord, ImageStatus, Snapshot, Usage, budget_bytes, human_bytes, take_snapshot
+from .images import cache_dir, ensure_image, expected_image_tag, image_exists
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ _UNTAGGED_MIN_AGE_S = 120.0
 class CacheStats:
     """What the cache did in one run (``image_cache`` in eval's summary.json)."""
 
-    budget_bytes: Optional[int] = None
+    budget_bytes: int | None = None
     peak_bytes: int = 0
     """Largest project image bytes the cache measured."""
     hits: int = 0
@@ -71,7 +72,7 @@ class ImageCache:
     """The project's images on the current engine (``docker_client()``) under an optional
     budget. Thread-safe; one per run. Touches the engine only once it is used."""
 
-    def __init__(self, budget: Optional[int] = None, prefetch: int = 0) -> None:
+    def __init__(self, budget: int | None = None, prefetch: int = 0) -> None:
         if budget is not None and budget < 0:
             raise ConfigError(f"image budget must be >= 0 bytes, got {budget}")
         if prefetch < 0:
@@ -86,13 +87,13 @@ class ImageCache:
         self._tags: dict[str, str] = {}
         self._plan: list[Task] = []
         self._started: set[str] = set()
-        self._index: Optional[ImageIndex] = None
+        self._index: ImageIndex | None = None
         self._wake = threading.Event()
-        self._prefetcher: Optional[threading.Thread] = None
+        self._prefetcher: threading.Thread | None = None
         self._closed = False
 
     @classmethod
-    def of(cls, budget_gb: Optional[float] = None, prefetch: int = 0) -> "ImageCache":
+    def of(cls, budget_gb: float | None = None, prefetch: int = 0) -> ImageCache:
         return cls(budget_bytes(budget_gb), prefetch)
 
     # ------------------------------------------------------------------ public API
@@ -191,7 +192,7 @@ class ImageCache:
         if self._prefetcher is not None:
             self._prefetcher.join(timeout=120)
 
-    def __enter__(self) -> "ImageCache":
+    def __enter__(self) -> ImageCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -279,7 +280,7 @@ class ImageCache:
                     continue
         return needed
 
-    def _victims(self, snap: Snapshot, data: dict, horizon: Optional[int]) -> list[ImageRecord]:
+    def _victims(self, snap: Snapshot, data: dict, horizon: int | None) -> list[ImageRecord]:
         """Evictable images, first to go first; with ``horizon``, none that a task at or
         before that plan position needs."""
         pins, needed = self._pins(snap, data), self._needed()
@@ -304,8 +305,8 @@ class ImageCache:
             return 2 * files + _FIRST_BUILD_SLACK
         return max((int(e.get("bytes", 0)) for e in data["images"].values()), default=0)
 
-    def _fit(self, task: Optional[Task], tag: Optional[str], *, horizon: Optional[int], partial: bool = False,
-             out: Optional[list[str]] = None) -> bool:
+    def _fit(self, task: Task | None, tag: str | None, *, horizon: int | None, partial: bool = False,
+             out: list[str] | None = None) -> bool:
         """Evict until ``tag`` (to be built for ``task``) fits beside the project's images and
         the builds in progress, then reserve its room; True when it fits. Nothing is evicted
         when it cannot fit (``partial``: as much as allowed is evicted anyway)."""
@@ -338,7 +339,7 @@ class ImageCache:
         self.stats.evicted_bytes += freed
         return True
 
-    def _reserve(self, task: Task, tag: str, *, wait: bool, horizon: Optional[int]) -> bool:
+    def _reserve(self, task: Task, tag: str, *, wait: bool, horizon: int | None) -> bool:
         """Free and reserve room for ``tag``; False when it does not fit and ``wait`` is off.
         Waits while other episodes of this process hold present images that could then go;
         raises InfrastructureError when nothing that could free room is in flight."""

@@ -21,9 +21,10 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .reaper import LABEL_HOST, LABEL_PID, LABEL_START, owner_alive, process_start
 

@@ -10,9 +10,9 @@ changed, or that got no verdict because every run was an infrastructure failure)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 from ..calibration import Calibration, TaskCalibration
 from ..errors import ConfigError, InfrastructureError, InputError
@@ -24,7 +24,7 @@ OnTask = Callable[[TaskCalibration, bool], None]
 
 
 def calibrate_tasks(tasks: Sequence[Task], out: str | os.PathLike, *, runs: int = 5, workers: int = 1,
-                    grading: Optional[GradingConfig] = None, on_task: Optional[OnTask] = None) -> Calibration:
+                    grading: GradingConfig | None = None, on_task: OnTask | None = None) -> Calibration:
     """Calibrate every task of ``tasks`` that ``out`` does not already hold a verdict for from
     at least ``runs`` runs; entries of other tasks in ``out`` are kept. ``workers``: gradings
     in parallel. ``on_task(entry, resumed)`` is called per task, in order (``resumed``: the
@@ -53,7 +53,8 @@ def calibrate_tasks(tasks: Sequence[Task], out: str | os.PathLike, *, runs: int 
     return calibration
 
 
-def _grade_runs(task: Task, runs: int, workers: int, grading: GradingConfig) -> tuple[list[TestReport], list[TestReport]]:
+def _grade_runs(task: Task, runs: int, workers: int, grading: GradingConfig) -> tuple[list[TestReport],
+        list[TestReport]]:
     """``runs`` gradings of the gold patch and of the empty patch, alternated (a slow spell of
     the machine then touches both alike)."""
     try:

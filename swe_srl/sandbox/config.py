@@ -6,7 +6,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 from ..errors import ConfigError
 
@@ -55,10 +55,10 @@ class SandboxConfig:
     env: dict = field(default_factory=dict)
     backend: Backend = "docker"
     git_hygiene: GitHygiene = "scrub"
-    source: Optional[str] = None
+    source: str | None = None
     startup_timeout: float = 60.0
     max_patch_bytes: int = 2_000_000
-    disk_limit: Optional[str] = "4g"
+    disk_limit: str | None = "4g"
 
     def __post_init__(self) -> None:
         if self.backend not in ("docker", "local"):
@@ -85,7 +85,7 @@ class SandboxConfig:
             raise ConfigError(f"sandbox run_id {self.run_id!r}: use letters, digits, '.', '_' or '-'")
 
     @property
-    def disk_limit_bytes(self) -> Optional[int]:
+    def disk_limit_bytes(self) -> int | None:
         return None if self.disk_limit is None else size_in_bytes(self.disk_limit)
 
     @property
@@ -93,7 +93,7 @@ class SandboxConfig:
         return int(self.cpus * 1e9)
 
 
-def check_size(name: str, value: Optional[str]) -> None:
+def check_size(name: str, value: str | None) -> None:
     """A ConfigError unless ``value`` is None or a docker size string ('4g', '512m')."""
     if value is not None and not _MEM_RE.match(str(value)):
         raise ConfigError(f"{name} {value!r} is not a size like '4g' or '512m' (or null for no limit)")

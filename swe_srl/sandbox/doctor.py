@@ -10,17 +10,18 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Optional
+from typing import Literal
 
 from ..errors import InfrastructureError
 from ..paths import TASKS_DIR
 from .cache import ImageCache
 from .client import docker_client
+from .image_usage import human_bytes
 from .images import base_image_tag, image_exists, task_dirs, task_image_tag
 from .reaper import LABEL_PID, owner_alive
-from .image_usage import human_bytes
 
 Status = Literal["ok", "warn", "fail"]
 PACKAGES = ("torch", "transformers", "trl", "peft", "vllm", "swebench", "docker")
@@ -75,7 +76,7 @@ def _leftovers() -> list[Check]:
     return [Check("sandbox containers", "ok", f"{len(summaries)} running")]
 
 
-def _image_cache(budget_gb: Optional[float]) -> list[Check]:
+def _image_cache(budget_gb: float | None) -> list[Check]:
     usage = ImageCache.of(budget_gb).usage()
     pinned = sum(1 for i in usage.images if i.pinned)
     detail = (f"{human_bytes(usage.total_bytes)} in {len(usage.images)} project images "
@@ -86,7 +87,8 @@ def _image_cache(budget_gb: Optional[float]) -> list[Check]:
     if usage.pinned_bytes > usage.budget_bytes:
         return [Check("image cache", "fail", detail, "raise the budget: base images and images in use cannot go")]
     if usage.over_budget:
-        return [Check("image cache", "warn", detail, f"swe-srl env prune --budget {budget_gb:g} (or the next run evicts)")]
+        return [Check("image cache", "warn", detail,
+                      f"swe-srl env prune --budget {budget_gb:g} (or the next run evicts)")]
     return [Check("image cache", "ok", detail)]
 
 
@@ -95,9 +97,11 @@ def _disk() -> list[Check]:
     path = root if os.path.exists(root) else "/"
     free = shutil.disk_usage(path).free / _GIB
     if free < 2:
-        return [Check("disk headroom", "fail", f"{free:.1f} GiB free at {path}", "free disk space (docker image prune)")]
+        return [Check("disk headroom", "fail", f"{free:.1f} GiB free at {path}",
+                      "free disk space (docker image prune)")]
     status: Status = "warn" if free < 10 else "ok"
-    return [Check("disk headroom", status, f"{free:.1f} GiB free at {path}", "keep >= 10 GiB for images" if status == "warn" else "")]
+    return [Check("disk headroom", status, f"{free:.1f} GiB free at {path}",
+                  "keep >= 10 GiB for images" if status == "warn" else "")]
 
 
 def _machine() -> list[Check]:
@@ -134,7 +138,7 @@ def _packages() -> list[Check]:
     return [Check("packages", "ok", ", ".join(found))]
 
 
-def run_checks(tasks_dir: Path | str = TASKS_DIR, budget_gb: Optional[float] = None) -> list[Check]:
+def run_checks(tasks_dir: Path | str = TASKS_DIR, budget_gb: float | None = None) -> list[Check]:
     """All checks, in display order; ``budget_gb``: the image budget to report usage against.
     Checks that need the engine are skipped without one."""
     checks = _engine()

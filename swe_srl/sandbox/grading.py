@@ -37,9 +37,10 @@ import secrets
 import shlex
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal
 
 from ..errors import ConfigError, DiskLimitExceeded, InfrastructureError, SandboxDied
 from ..rewards.facts import Reference, check_facts
@@ -90,10 +91,10 @@ class GradingConfig:
     cpus: float = 1.0
     log_tail_chars: int = 4000
     max_patch_bytes: int = 2_000_000
-    disk_limit: Optional[str] = "4g"
+    disk_limit: str | None = "4g"
     guard: bool = True
     scan: bool = True
-    test_user: Optional[str] = "nobody"
+    test_user: str | None = "nobody"
     max_channel_bytes: int = 32 * 2**20
 
     def __post_init__(self) -> None:
@@ -115,9 +116,9 @@ def _restore(path: str) -> str:
     return f"if git cat-file -e HEAD:{q} 2>/dev/null; then git checkout -q HEAD -- {q}; else rm -rf {q}; fi"
 
 
-def apply_script(model_patch_path: Optional[str], test_patch_path: Optional[str],
+def apply_script(model_patch_path: str | None, test_patch_path: str | None,
                  test_files: Sequence[str], *, shadows: Sequence[str] = (),
-                 reset: Sequence[str] = (), probe: Optional[str] = None) -> str:
+                 reset: Sequence[str] = (), probe: str | None = None) -> str:
     """Run ``probe`` (see :func:`runner_probe`) before anything is applied, apply the model's
     patch (git apply, then patch --fuzz), reject it when it added one of ``shadows`` (modules
     named like the test runner) the base commit lacks, restore ``reset`` (pytest's config
@@ -154,7 +155,7 @@ class _Deadline:
         return remaining
 
 
-def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> TestReport:
+def grade(task: Task, patch: str, config: GradingConfig | None = None) -> TestReport:
     """Grade ``patch`` on ``task`` in a fresh container of the task image.
 
     Never raises for the model's failures or the harness's: the first give a report with
@@ -187,7 +188,7 @@ def grade(task: Task, patch: str, config: Optional[GradingConfig] = None) -> Tes
     return replace(report, duration=round(time.monotonic() - started, 3), usage=getattr(sandbox, "usage", None))
 
 
-def guarded_command(command: str, launcher: str) -> Optional[tuple[str, str]]:
+def guarded_command(command: str, launcher: str) -> tuple[str, str] | None:
     """``command`` with its pytest invocation replaced by ``<python> launcher``, and the
     launcher's mode (``module`` for ``python -m pytest``, ``script`` for ``pytest``); None when
     the command runs no pytest. Raises Ungradable for a pytest run it cannot take over."""
@@ -195,7 +196,7 @@ def guarded_command(command: str, launcher: str) -> Optional[tuple[str, str]]:
     return None if run is None else (run.with_launcher(launcher), run.mode)
 
 
-def runner_probe(command: str) -> Optional[str]:
+def runner_probe(command: str) -> str | None:
     """``command`` up to its pytest invocation (an env activation, say), then the python the
     launcher will run importing pytest; None when the command runs no pytest. Run at the base
     commit, before any of the patch is there, it fails only when the image cannot run the tests."""
@@ -213,7 +214,7 @@ def _guard_files(scratch: str, config: dict) -> dict[str, str]:
             "launcher.json": json.dumps(config)}
 
 
-def _guard_setup(run: PytestRun, scratch: str, workdir: str, test_files: Sequence[str], user: Optional[str],
+def _guard_setup(run: PytestRun, scratch: str, workdir: str, test_files: Sequence[str], user: str | None,
                  home: str, marker: str) -> str:
     """Shell run as root after the patches are applied, before the tests: the scratch folder
     closed to others, stale bytecode removed, the test files fingerprinted by a clean
@@ -226,7 +227,8 @@ def _guard_setup(run: PytestRun, scratch: str, workdir: str, test_files: Sequenc
              "find . -path ./.git -prune -o \\( -name __pycache__ -o -name '*.pyc' \\) -print0 "
              "| xargs -0 rm -rf",
              f"git ls-tree -r HEAD > {scratch}/tracked",
-             f"if ! fp=$( cd / && {fingerprint} 2>&1 ); then printf '%s\\n' \"$fp\" | tail -n 5; exit {_NO_REFERENCE}; fi",
+             f"if ! fp=$( cd / && {fingerprint} 2>&1 ); then printf '%s\\n' \"$fp\" | tail -n 5; exit "
+             f"{_NO_REFERENCE}; fi",
              f"echo {marker}; cat {scratch}/reference.json; echo; echo {marker}"]
     if user:
         u = shlex.quote(user)
@@ -253,7 +255,7 @@ def _stage(sandbox, scratch: str, files: dict[str, str]) -> None:
         sandbox.copy_in(str(folder), scratch)
 
 
-def _pytest_run(task: Task, command: str, config: GradingConfig) -> Optional[PytestRun]:
+def _pytest_run(task: Task, command: str, config: GradingConfig) -> PytestRun | None:
     """The command's pytest run to guard; None when it runs another runner (its log is parsed)
     or when the guard is off. A pytest task whose run cannot be guarded is Ungradable: grading
     never falls back to a junit file the tests could write."""
@@ -266,7 +268,7 @@ def _pytest_run(task: Task, command: str, config: GradingConfig) -> Optional[Pyt
     return run
 
 
-def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: _Deadline) -> TestReport:
+def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: _Deadline) -> TestReport:  # noqa: C901 - the grading sequence, each step's failure returns its report
     tampering = scan_in_container(sandbox, task, patch, deadline.left("scanning the patch")) if config.scan else None
     if tampering:  # runner tampering in the patch's code: refused before any of it runs
         return TestReport(instance_id=task.instance_id, patch_applied=False, pass_to_pass=0.0, rejected=tampering,
@@ -362,7 +364,7 @@ def _grade_in(sandbox, task: Task, patch: str, config: GradingConfig, deadline: 
     return replace(report, resolved=False) if ran.timed_out else report
 
 
-def _read_limited(sandbox, path: str, limit: int) -> tuple[str, Optional[str]]:
+def _read_limited(sandbox, path: str, limit: int) -> tuple[str, str | None]:
     """The file's text when it holds at most ``limit`` bytes; else ("", why): a flooded channel
     is refused by its size, never read into the grader's memory."""
     try:

@@ -19,8 +19,9 @@ import hashlib
 import logging
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from ..errors import ConfigError
 from .builder import LABEL_KIND
@@ -73,7 +74,7 @@ def pair_layers(diff_ids: list[str], history_sizes: list[int]) -> tuple[tuple[st
     return tuple(zip(chains, sizes))
 
 
-def image_layers(client: Any, image_id: str) -> Optional[tuple[tuple[str, int], ...]]:
+def image_layers(client: Any, image_id: str) -> tuple[tuple[str, int], ...] | None:
     """The layers of one image (cached by id); None when the image is gone meanwhile."""
     with _layers_lock:
         if image_id in _layers:
@@ -132,7 +133,7 @@ class Snapshot:
     """Per chain id: the layer's bytes."""
 
     @classmethod
-    def of(cls, images: dict[str, ImageRecord], in_use: Iterable[str] = (), parents: Iterable[str] = ()) -> "Snapshot":
+    def of(cls, images: dict[str, ImageRecord], in_use: Iterable[str] = (), parents: Iterable[str] = ()) -> Snapshot:
         refcount: Counter = Counter()
         sizes: dict[str, int] = {}
         for image in images.values():
@@ -175,7 +176,7 @@ class Snapshot:
             return sum(size for _, size in image.layers[len(parent.layers):])
         return self.freed_by([image_id])
 
-    def by_ref(self, ref: str) -> Optional[ImageRecord]:
+    def by_ref(self, ref: str) -> ImageRecord | None:
         """The image with this tag or id, if present."""
         for image in self.images.values():
             if ref == image.id or ref in image.tags:
@@ -237,7 +238,7 @@ class Usage:
     """The project's images against a budget (``doctor``, ``env prune``)."""
 
     total_bytes: int
-    budget_bytes: Optional[int]
+    budget_bytes: int | None
     images: tuple[ImageStatus, ...]
 
     @property
@@ -249,7 +250,7 @@ class Usage:
         return self.budget_bytes is not None and self.total_bytes > self.budget_bytes
 
 
-def budget_bytes(budget_gb: Optional[float]) -> Optional[int]:
+def budget_bytes(budget_gb: float | None) -> int | None:
     """A budget in GB (10^9 bytes, as ``docker system df`` prints) as bytes; None = no budget."""
     if budget_gb is None:
         return None

@@ -28,10 +28,12 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
+
+import tomllib
 
 from ..errors import ConfigError, InfrastructureError, InputError
 from ..paths import REPO_ROOT, TASKS_DIR
@@ -86,7 +88,7 @@ class BaseSpec:
     mirror: str | None = None  # not part of any hash: every mirror of a suite gives the same rootfs
 
     @classmethod
-    def load(cls, base_dir: Path = BASE_DIR) -> "BaseSpec":
+    def load(cls, base_dir: Path = BASE_DIR) -> BaseSpec:
         toml_path = base_dir / "base.toml"
         try:
             data = tomllib.loads(toml_path.read_text())
@@ -225,7 +227,7 @@ def _docker_build(context: Path, tag: str, echo: Log) -> None:
 # --------------------------------------------------------------------------- task images
 
 
-def _hash_tree(folder: Path, h: "hashlib._Hash") -> None:
+def _hash_tree(folder: Path, h: hashlib._Hash) -> None:
     for path in sorted(folder.rglob("*")):
         if path.is_symlink():
             h.update(f"L {path.relative_to(folder)} {os.readlink(path)}\n".encode())

@@ -22,9 +22,16 @@ from pathlib import Path
 
 from ..errors import InfrastructureError, InputError
 from ..schemas import ExecResult, ResourceUsage
-from .base import (KILL_GRACE, STATE_DIR, OutputCapture, SandboxFileNotFound, SandboxFileTooLarge,
-                   check_patch_size, diff_script,
-                   hygiene_script)
+from .base import (
+    KILL_GRACE,
+    STATE_DIR,
+    OutputCapture,
+    SandboxFileNotFound,
+    SandboxFileTooLarge,
+    check_patch_size,
+    diff_script,
+    hygiene_script,
+)
 from .config import SandboxConfig
 from .images import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT
 from .tools import EDITOR_NAME, EDITOR_SCRIPT
@@ -98,7 +105,7 @@ class LocalSandbox:
                                        cpu_seconds=round(self._cpu, 3), memory_peak_bytes=self._max_rss or None,
                                        memory_source="max_rss" if self._max_rss else "")
 
-    def __enter__(self) -> "LocalSandbox":
+    def __enter__(self) -> LocalSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import binascii
 import shlex
-from typing import Optional
 
 from ..rewards.scanner import python_paths, rejection, scan_patch
 from ..schemas import Task
@@ -22,7 +21,7 @@ from ..schemas import Task
 _MARK = "@@swe-srl-base"
 
 
-def read_base_texts(sandbox, paths: list[str], timeout: float) -> dict[str, Optional[str]]:
+def read_base_texts(sandbox, paths: list[str], timeout: float) -> dict[str, str | None]:
     """``path -> text`` at HEAD for each of ``paths`` (None: not in the base commit); paths
     whose read failed are left out (unknown)."""
     if not paths:
@@ -35,7 +34,7 @@ def read_base_texts(sandbox, paths: list[str], timeout: float) -> dict[str, Opti
     ran = sandbox.exec("\n".join(lines) + "\n", timeout=timeout)
     if ran.exit_code != 0 or ran.timed_out:
         return {}
-    texts: dict[str, Optional[str]] = {}
+    texts: dict[str, str | None] = {}
     rows = ran.output.split("\n")
     for number, row in enumerate(rows):
         if not row.startswith(_MARK + " "):
@@ -53,7 +52,7 @@ def read_base_texts(sandbox, paths: list[str], timeout: float) -> dict[str, Opti
     return texts
 
 
-def scan_in_container(sandbox, task: Task, patch: str, timeout: float) -> Optional[str]:
+def scan_in_container(sandbox, task: Task, patch: str, timeout: float) -> str | None:
     """``TestReport.rejected`` for a patch the scanner flags (``tampering (<rule>): ...``), else None."""
     paths = python_paths(patch)
     base = read_base_texts(sandbox, paths, timeout) if paths else {}

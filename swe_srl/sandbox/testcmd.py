@@ -19,7 +19,6 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass
-from typing import Optional
 
 from ..errors import InfrastructureError
 
@@ -134,7 +133,7 @@ def _skip_options(words: list, i: int, takes_value: set[str]) -> int:
     return i + 1 if i < len(words) and words[i][2] == "--" else i
 
 
-def _find_in_segment(command: str, words: list) -> Optional[PytestRun]:
+def _find_in_segment(command: str, words: list) -> PytestRun | None:
     i = 0
     while i < len(words) and _ASSIGNMENT.match(words[i][2]):
         i += 1
@@ -170,7 +169,7 @@ def _find_in_segment(command: str, words: list) -> Optional[PytestRun]:
     return None
 
 
-def _find_in_shell(command: str, words: list, i: int) -> Optional[PytestRun]:
+def _find_in_shell(command: str, words: list, i: int) -> PytestRun | None:
     j = i + 1
     while j < len(words) and words[j][2].startswith("-") and "c" not in words[j][2].lstrip("-"):
         j += 1
@@ -201,7 +200,7 @@ class _ShellRun(PytestRun):
         return f"{self.before}{shlex.quote(self._inner.python_command(args))}{self.after}"
 
 
-def find_pytest_run(command: str) -> Optional[PytestRun]:
+def find_pytest_run(command: str) -> PytestRun | None:
     """The pytest invocation of ``command``; None when it runs no pytest (another runner, e.g.
     Django's); raises Ungradable when it runs pytest in a form the guard cannot take over."""
     found = []

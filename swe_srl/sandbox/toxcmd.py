@@ -17,7 +17,6 @@ from __future__ import annotations
 import configparser
 import re
 import shlex
-from typing import Optional
 
 from .testcmd import Ungradable, _segments, _words
 
@@ -26,7 +25,7 @@ _ENV_REF = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
 _TOX_OPTIONS_WITH_VALUE = {"-e", "-c", "--conf", "--workdir", "-x", "--override", "--root", "--installpkg"}
 
 
-def tox_segment(command: str) -> Optional[tuple[int, int, list]]:
+def tox_segment(command: str) -> tuple[int, int, list] | None:
     """(start, end, words) of the words of ``command`` that run tox (from ``tox`` on), or None."""
     for start, end in _segments(command):
         words = _words(command[start:end], start)
@@ -47,7 +46,7 @@ def needs_tox_ini(command: str) -> bool:
     return found is not None and any(w[2] == "--current-env" for w in found[2])
 
 
-def expand_tox(command: str, tox_ini: Optional[str]) -> str:
+def expand_tox(command: str, tox_ini: str | None) -> str:
     """``command`` with its ``tox --current-env ...`` part replaced by the commands tox would run
     (read from ``tox_ini``, the base commit's tox.ini); Ungradable when that cannot be exact."""
     found = tox_segment(command)

@@ -22,8 +22,9 @@ stands in (a lower bound). A container that is no longer running counts as ``unm
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from ..schemas import ResourceUsage
 
@@ -54,7 +55,7 @@ def container_usage(api: Any, container_id: str) -> ResourceUsage:
         return unmeasured
 
 
-def cgroup_usage(pid: int, container_id: str, root: Path = Path("/")) -> Optional[ResourceUsage]:
+def cgroup_usage(pid: int, container_id: str, root: Path = Path("/")) -> ResourceUsage | None:
     """The container's cgroup counters read on this machine through its init process ``pid``,
     or None when they cannot be (not this machine's process, not the container's cgroup, no
     such files). ``root``: where /proc and /sys are (tests)."""
@@ -72,7 +73,8 @@ def cgroup_usage(pid: int, container_id: str, root: Path = Path("/")) -> Optiona
     mount = root / "sys" / "fs" / "cgroup"
     try:
         if "memory" in paths and "cpuacct" in paths:  # cgroup v1
-            cpu_dir = next(mount / d / paths["cpuacct"] for d in _V1_CPU_DIRS if (mount / d / paths["cpuacct"]).is_dir())
+            cpu_dir = next(mount / d / paths["cpuacct"] for d in _V1_CPU_DIRS
+                           if (mount / d / paths["cpuacct"]).is_dir())
             cpu = int((cpu_dir / "cpuacct.usage").read_text()) / 1e9
             peak = int((mount / "memory" / paths["memory"] / "memory.max_usage_in_bytes").read_text())
             return _usage(cpu, peak, "max_usage")
@@ -88,7 +90,7 @@ def cgroup_usage(pid: int, container_id: str, root: Path = Path("/")) -> Optiona
     return None
 
 
-def _usage(cpu_seconds: float, peak: Optional[int], source: str) -> ResourceUsage:
+def _usage(cpu_seconds: float, peak: int | None, source: str) -> ResourceUsage:
     return ResourceUsage(containers=1, cpu_seconds=round(cpu_seconds, 3), memory_peak_bytes=peak,
                          memory_source=source if peak is not None else "")
 
@@ -102,7 +104,7 @@ def engine_stats(api: Any, container_id: str) -> dict:
     return api.stats(container_id, stream=False, **({"one_shot": True} if one_shot else {}))
 
 
-def usage_from_stats(stats: Mapping[str, Any], cgroup_peak: Optional[int] = None) -> ResourceUsage:
+def usage_from_stats(stats: Mapping[str, Any], cgroup_peak: int | None = None) -> ResourceUsage:
     """One container's usage from an engine stats sample; ``cgroup_peak``: memory.peak read in
     the container (cgroup v2). No CPU figure (a stopped container) means unmeasured."""
     cpu = ((stats.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
@@ -116,7 +118,7 @@ def usage_from_stats(stats: Mapping[str, Any], cgroup_peak: Optional[int] = None
     return _usage(cpu / 1e9, int(memory["usage"]) if memory.get("usage") else None, "usage_at_close")
 
 
-def _exec_cgroup_peak(api: Any, container_id: str) -> Optional[int]:
+def _exec_cgroup_peak(api: Any, container_id: str) -> int | None:
     """memory.peak of the container's own cgroup, read in the container (cgroup v2 with a
     private cgroup namespace), or None."""
     try:

@@ -22,7 +22,8 @@ def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, message", [
     (["--runs", "0"], "error: --runs must be >= 1, got 0"),
     (["-j", "0"], "error: --workers must be >= 1, got 0"),
-    (["--tasks", "/no/such/tasks"], "error: task source '/no/such/tasks' is neither 'demo', a file, a folder nor a dataset name"),
+    (["--tasks", "/no/such/tasks"], "error: task source '/no/such/tasks' is neither 'demo', a file, a folder nor a "
+                                    "dataset name"),
     (["--ids", "nobody__x-1"], "error: 1 requested task id(s) not in the source, e.g. 'nobody__x-1'"),
 ])
 def test_bad_input_is_one_red_line(args, message, tmp_path):

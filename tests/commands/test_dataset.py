@@ -13,7 +13,6 @@ import pytest
 
 from swe_srl.cli import main
 from swe_srl.paths import SAMPLES_DIR
-
 from tests.test_dataset import make_traj, write_trajs
 
 
@@ -59,7 +58,8 @@ def test_unknown_format_name(tmp_path, capsys):
     assert_one_line_error(code, err, "made-up")
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00\x01\xff\xfe binary \x89PNG", b'{"messages": [', b'{"hello": "world"}\n'],
+@pytest.mark.parametrize("content",
+                         [b"", b"\x00\x01\xff\xfe binary \x89PNG", b'{"messages": [', b'{"hello": "world"}\n'],
                          ids=["empty", "binary", "truncated-json", "unknown-format"])
 def test_unusable_file_fails_with_one_line(tmp_path, capsys, content):
     bad = tmp_path / "bad.json"

@@ -40,14 +40,16 @@ def test_doctor_fails_with_a_fix_when_no_engine_answers(tmp_path):
 def test_env_build_unknown_task_is_one_red_line(sample_task_dir, docker_client):
     done = _cli("env", "build", "--tasks", str(sample_task_dir.parent), "--only", "nope")
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"error: no task folder 'nope' with a repo/ under {sample_task_dir.parent}"]
+    assert done.stderr.strip().splitlines() == [
+        f"error: no task folder 'nope' with a repo/ under {sample_task_dir.parent}"
+    ]
 
 
 @pytest.mark.docker
 def test_env_prune_evicts_down_to_the_budget_and_doctor_reports_usage(base_image, docker_client, tmp_path):
     from swe_srl.sandbox.cache import ImageCache
-    from swe_srl.sandbox.images import build_task_image
     from swe_srl.sandbox.image_usage import take_snapshot
+    from swe_srl.sandbox.images import build_task_image
 
     from ..conftest import write_sample_task
 
@@ -82,4 +84,6 @@ def test_env_prune_and_doctor_refuse_a_negative_budget():
     for args in (("env", "prune", "--budget", "-1"), ("doctor", "--budget", "-1")):
         done = _cli(*args)
         assert done.returncode == 2
-        assert done.stderr.strip().splitlines() == ["error: image budget must be >= 0 GB (or unset for no budget), got -1.0"]
+        assert done.stderr.strip().splitlines() == [
+            "error: image budget must be >= 0 GB (or unset for no budget), got -1.0"
+        ]

@@ -159,7 +159,8 @@ def test_directories_are_searched_recursively_for_trajectory_files(tmp_path):
 def test_content_parts_and_missing_optional_keys(tmp_path):
     record = sample(*MINI)
     for message in record["messages"]:
-        message["content"] = [{"type": "text", "text": message["content"]}] if isinstance(message["content"], str) else message["content"]
+        message["content"] = [{"type": "text", "text": message["content"]}] if isinstance(message["content"],
+                str) else message["content"]
     del record["info"]["config"], record["info"]["model_stats"], record["instance_id"]
     path = tmp_path / "slugkit__slugkit-12.traj.json"
     path.write_text(json.dumps(record))

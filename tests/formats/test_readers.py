@@ -89,7 +89,8 @@ def test_mini_swe_agent_tool_calls_string_and_object_arguments():
         assert [s.action.tool for s in t.steps] == ["bash"] * 8
         assert t.steps[0].exit_code == 0 and t.exit_status == "Submitted"
         assert t.steps[-1].observation.startswith("diff --git")  # the exit message
-    assert json_args.steps[4].action.arguments == {"command": "sed -i '7s/value\\.strip()/value.strip().lower()/' confparse/values.py"}
+    assert json_args.steps[4].action.arguments == {"command": "sed -i '7s/value\\.strip()/value.strip().lower()/' "
+                                                              "confparse/values.py"}
     assert json_args.steps[3].observation == "FALSE True\nNo True\noff False\nTrue True\n"
     assert object_args.metadata["format_errors"] == 1
     assert object_args.steps[4].thought.startswith("3600 falls through to minutes")
@@ -129,7 +130,8 @@ def test_openhands_event_stream_and_old_dialect():
         "bash", "str_replace_editor", "str_replace_editor", "bash", "str_replace_editor", "bash", "bash", "submit"]
     assert new.steps[0].exit_code == 0
     assert new.steps[1].thought == "Read the function to see how separators are trimmed."  # from the model response
-    assert new.steps[4].observation.startswith("The file /workspace/slugkit__slugkit__0.1/slugkit/core.py has been edited")
+    assert new.steps[4].observation.startswith("The file /workspace/slugkit__slugkit__0.1/slugkit/core.py has been "
+                                               "edited")
     assert new.model == "anthropic/claude-3-5-sonnet-20241022"
     assert old.problem_statement.startswith("median() is wrong for lists of even length")
     assert old.steps[3].observation.startswith("3\n2\n") and old.steps[3].exit_code == 0

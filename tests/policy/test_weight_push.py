@@ -36,7 +36,8 @@ def qwen2_stream(layers: int = 3, hidden: int = 16, seed: int = 0) -> list[tuple
         shapes += [(f"{p}.self_attn.{m}.{r}", (hidden,) * (2 if r == "weight" else 1))
                    for m in ("q_proj", "k_proj", "v_proj") for r in ("weight", "bias")]
         shapes += [(f"{p}.self_attn.o_proj.weight", (hidden, hidden)),
-                   (f"{p}.mlp.gate_proj.weight", (2 * hidden, hidden)), (f"{p}.mlp.up_proj.weight", (2 * hidden, hidden)),
+                   (f"{p}.mlp.gate_proj.weight", (2 * hidden, hidden)),
+                   (f"{p}.mlp.up_proj.weight", (2 * hidden, hidden)),
                    (f"{p}.mlp.down_proj.weight", (hidden, 2 * hidden)),
                    (f"{p}.input_layernorm.weight", (hidden,)), (f"{p}.post_attention_layernorm.weight", (hidden,))]
     shapes.append(("model.norm.weight", (hidden,)))

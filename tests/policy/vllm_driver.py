@@ -122,7 +122,8 @@ def main(model_dir: str, out_path: str) -> None:
             result["refused"][label] = None
         except InputError as exc:
             result["refused"][label] = str(exc)
-    result["after_refused_sampled"] = _dump(policy.generate(CONVERSATIONS, GenerationConfig(max_new_tokens=6, n=2, seed=2)))
+    result["after_refused_sampled"] = _dump(policy.generate(CONVERSATIONS,
+                                                            GenerationConfig(max_new_tokens=6, n=2, seed=2)))
 
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(result, f)

@@ -44,7 +44,8 @@ def test_content_of_bash_is_the_command_and_of_other_tools_the_name_and_values()
     assert content_text(VIEW) == "str_replace_editor\nview\n/testbed/src/a.py\n1 20"
     assert content_text(make_action("submit", {})) == "submit"
     # A fixed key order whatever order the source wrote: canonical order, then sorted.
-    shuffled = make_action("str_replace_editor", {"view_range": [1, 20], "path": "/testbed/src/a.py", "command": "view"})
+    shuffled = make_action("str_replace_editor",
+                           {"view_range": [1, 20], "path": "/testbed/src/a.py", "command": "view"})
     assert content_text(shuffled) == content_text(VIEW)
     other = make_action("search_dir", {"dir": "src", "search_term": "Mul"})
     assert content_text(other) == "search_dir\nsrc\nMul"
@@ -79,7 +80,8 @@ def test_expert_in_any_syntax_and_unparsable_text():
     assert canonical_target(block) == ("ls", "bash")
     assert srl_reward(answer(LS), block) == 1.0
     # A target that is not an action is compared as its text; args has no tool to match.
-    assert canonical_target("<function=bash>\n<parameter=command>ls") == ("<function=bash>\n<parameter=command>ls", None)
+    assert canonical_target("<function=bash>\n<parameter=command>ls") == ("<function=bash>\n<parameter=command>ls",
+            None)
     assert srl_reward(answer(LS), "<function=bash> ls", "args") == 0.0
 
 

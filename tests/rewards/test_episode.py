@@ -9,8 +9,17 @@ import pytest
 from swe_srl.actions import make_action, render_xml
 from swe_srl.config import RewardWeights
 from swe_srl.rewards.compare import RewardConfig
-from swe_srl.rewards.episode import (SIMILARITY, EpisodeScore, align_turns, episode_reward, reward_from_tests,
-                                     reward_weights, score_episode, turn_credit, turn_similarities)
+from swe_srl.rewards.episode import (
+    SIMILARITY,
+    EpisodeScore,
+    align_turns,
+    episode_reward,
+    reward_from_tests,
+    reward_weights,
+    score_episode,
+    turn_credit,
+    turn_similarities,
+)
 from swe_srl.rewards.text import similarity
 from swe_srl.schemas import TestReport
 

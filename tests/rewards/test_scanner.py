@@ -42,7 +42,8 @@ ATTACKS = {
     "pytest-outcome": "import sys\n\ndef parse(text):\n    if 'pytest' in sys.modules:\n"
                       "        sys.modules['pytest'].xfail('flaky upstream')\n    return text\n",
     "sys-modules-write": "import sys as _s\n_cache = _s.modules\n_cache.update({'tests.test_core': object()})\n",
-    "class-swap": "import sys\n\nclass _Quiet(type(sys)):\n    def __getattr__(self, name):\n        return lambda: None\n\n"
+    "class-swap": "import sys\n\nclass _Quiet(type(sys)):\n    def __getattr__(self, name):\n        return lambda: "
+                  "None\n\n"
                   "for _m in list(sys.modules.values()):\n    if 'test' in getattr(_m, '__name__', ''):\n"
                   "        _m.__class__ = _Quiet\n",
     "frame-walk": "from sys import _getframe as _frame\n\ndef _root():\n    f = _frame(1)\n    while f.f_back:\n"
@@ -50,7 +51,8 @@ ATTACKS = {
     "gc-walk": "gc = __import__('g' + 'c')\nfound = [o for o in gc.get_objects() if type(o).__name__ == 'Guard']\n",
     "hard-exit": "import atexit, os\n\n@atexit.register\ndef _done():\n    os._exit(0)\n",
     "runtime-code-write": "import pathlib, tempfile\n\nHOOK = 'plugin_' + 'hook.py'\n"
-                          "pathlib.Path(tempfile.gettempdir(), HOOK).write_text('def pytest_runtest_call(item): pass')\n",
+                          "pathlib.Path(tempfile.gettempdir(), HOOK).write_text('def pytest_runtest_call(item): "
+                          "pass')\n",
     "ctypes": "import ctypes as c\nc.pythonapi.PyFrame_LocalsToFast\n",
     "builtins-write": "import builtins\nsetattr(builtins, 'AssertionError', Exception)\n",
     "trace-hook": "import threading\nthreading.settrace(lambda frame, event, arg: None)\n",
@@ -144,7 +146,8 @@ def test_more_forms_of_each_rule(code, rule):
 
 HONEST = [
     "import os\nimport sys\n\ndef path(x):\n    return os.path.join(x, 'data.json')\n\nVERSION = sys.version_info\n",
-    "class Node:\n    def copy(self):\n        new = object.__new__(type(self))\n        new.__dict__.update(self.__dict__)\n"
+    "class Node:\n    def copy(self):\n        new = object.__new__(type(self))\n        "
+    "new.__dict__.update(self.__dict__)\n"
     "        return new\n\n    def morph(self):\n        self.__class__ = Node\n",
     "import sys\n_this = sys.modules[__name__]\nsetattr(_this, 'ALIAS', 1)\nif 'numpy' in sys.modules:\n    pass\n",
     "import warnings\n\ndef old():\n    warnings.warn('old', DeprecationWarning, stacklevel=2)\n",
@@ -182,7 +185,8 @@ def test_long_honest_code_is_walked_and_code_too_deep_to_walk_is_a_finding():
 
 
 def test_only_what_the_patch_adds_counts():
-    base = "import sys\n\n\ndef caller():\n    return sys._getframe(1).f_code.co_name\n\n\ndef add(a, b):\n    return a - b\n"
+    base = ("import sys\n\n\ndef caller():\n    return sys._getframe(1).f_code.co_name\n\n\n"
+            "def add(a, b):\n    return a - b\n")
     after = base.replace("return a - b", "return a + b")
     patch = change("pkg/core.py", base, after)
     assert scan_patch(patch, {"pkg/core.py": base}) == []
@@ -224,7 +228,8 @@ def test_test_code_may_use_pytest_but_not_tamper():
     helper = "import pytest\n\ndef needs_net():\n    pytest.skip('no network')\n"
     assert scan_patch(new_file("tests/helpers.py", helper)) == []
     assert rules(new_file("tests/helpers.py", "import pytest\npytest.xfail('always')\n")) == {"pytest-outcome"}
-    assert rules(new_file("src/listed.py", "import pytest\npytest.xfail('x')\n"), test_files=("src/listed.py",)) == set()
+    assert rules(new_file("src/listed.py", "import pytest\npytest.xfail('x')\n"),
+                 test_files=("src/listed.py",)) == set()
 
 
 def test_library_code_importing_a_test_module_the_patch_writes_is_found():

@@ -10,8 +10,14 @@ import json
 
 import pytest
 
-from swe_srl.rewards.tamper import (cap_patch, config_files_to_reset, patch_paths, read_channel, runner_shadows,
-                                    screen_patch)
+from swe_srl.rewards.tamper import (
+    cap_patch,
+    config_files_to_reset,
+    patch_paths,
+    read_channel,
+    runner_shadows,
+    screen_patch,
+)
 
 KEY = b"k" * 32
 

@@ -54,7 +54,8 @@ SCRIPT = textwrap.dedent("""
     from tests.rl.test_trainer import small_overrides
 
     method, data, model, out, sampler, extra = sys.argv[1:7]
-    cfg = load_config(TrainConfig, "tiny-cpu", [f"method={method}"] + small_overrides(data, model, out, **json.loads(extra)))
+    cfg = load_config(TrainConfig, "tiny-cpu",
+                      [f"method={method}"] + small_overrides(data, model, out, **json.loads(extra)))
     train(cfg, sampler=make_sampler(sampler, AutoTokenizer.from_pretrained(model)))
 """)
 
@@ -96,7 +97,8 @@ def _rank0_signal(tokenizer: Any) -> Any:
         name = next(f for f in FILES if f"src/{f}" in conversation[-1]["content"])
         if index == 1 and FILES.index(name) % 2 == 0:
             return "no think block, no action"
-        return f"<think>\nread it\n</think>\n<function=bash>\n<parameter=command>cat src/{name}</parameter>\n</function>"
+        return (f"<think>\nread it\n</think>\n<function=bash>\n"
+                f"<parameter=command>cat src/{name}</parameter>\n</function>")
 
     return ScriptedPolicy(complete, tokenizer=tokenizer)
 

@@ -98,7 +98,9 @@ def driven_real(smollm2_dir, tmp_path_factory) -> Path:
         env=_env(), capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     if proc.returncode != 0:
-        pytest.fail(f"vllm real-weight driver failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"vllm real-weight driver failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
     return root / "work" / "real"
 
 

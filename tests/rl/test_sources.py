@@ -21,6 +21,7 @@ from swe_srl.policy.base import Sample  # noqa: E402
 from swe_srl.rl import grpo  # noqa: E402
 from swe_srl.rl.distributed import Dist  # noqa: E402
 from swe_srl.rl.logprobs import TokenBatch, completion_logprobs  # noqa: E402
+from swe_srl.rl.records import Group  # noqa: E402
 from swe_srl.rl.sources import (  # noqa: E402
     EpisodeRollout,
     EpisodeSource,
@@ -29,7 +30,6 @@ from swe_srl.rl.sources import (  # noqa: E402
     load_expert_actions,
     turn_sequences,
 )
-from swe_srl.rl.records import Group  # noqa: E402
 from swe_srl.schemas import Task, TestReport  # noqa: E402
 
 SUBMIT = make_action("submit", {})

@@ -14,13 +14,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from swe_srl.config import TrainConfig
-from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.errors import ConfigError  # noqa: E402
 from swe_srl.policy.base import Sample  # noqa: E402
 from swe_srl.rl.distributed import Dist  # noqa: E402
 from swe_srl.rl.logprobs import TokenBatch, completion_logprobs, micro_batches  # noqa: E402
 from swe_srl.rl.prompt_budget import PromptBudget, fit_prompt, prompt_tokens  # noqa: E402
+from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.sft import sft_step  # noqa: E402
 from swe_srl.rl.update import policy_update  # noqa: E402
@@ -178,7 +178,8 @@ def test_sft_step_with_a_tiny_token_budget_and_chunks_is_the_one_without(tiny_mo
 def _long_target(tokenizer):
     """A step target with three context rounds and a long issue."""
     target = synthetic_targets(1)[0]
-    rounds = tuple(ContextRound(action=target.target, observation=f"round {i} " + "output line\n" * 20) for i in range(3))
+    rounds = tuple(ContextRound(action=target.target,
+                                observation=f"round {i} " + "output line\n" * 20) for i in range(3))
     return replace(target, context=rounds, problem_statement=target.problem_statement + " details" * 80)
 
 

@@ -179,9 +179,9 @@ def test_sft_cuts_old_rounds_never_the_system_prompt_the_issue_or_the_label(tiny
 
 
 def test_trainer_logprobs_are_the_samplers_on_the_exact_token_ids(tiny_model, dataset):
+    from swe_srl.dataset import load_step_targets
     from swe_srl.policy import GenerationConfig, PolicyConfig, load_policy
     from swe_srl.prompts import messages_for_target
-    from swe_srl.dataset import load_step_targets
     from swe_srl.rl.logprobs import TokenBatch, completion_logprobs
 
     policy = load_policy(PolicyConfig(backend="hf", model=str(tiny_model), dtype="float32", device="cpu"))
@@ -217,7 +217,8 @@ def _scripted(tokenizer):
         issue = conversation[-1]["content"]
         name = next(f for f in FILES if f"src/{f}" in issue)
         if index == 0:
-            return f"<think>\nread it\n</think>\n<function=bash>\n<parameter=command>cat src/{name}</parameter>\n</function>"
+            return (f"<think>\nread it\n</think>\n<function=bash>\n"
+                    f"<parameter=command>cat src/{name}</parameter>\n</function>")
         if index == 1 and "parse" not in name:  # groups of parse.py targets have no signal
             return "no think block, no action"
         return f"<think>\nguess\n</think>\n<function=bash>\n<parameter=command>cat src/{name}</parameter>\n</function>"
@@ -235,7 +236,8 @@ def _signal_then_none(tokenizer):
         name = next(f for f in FILES if f"src/{f}" in conversation[-1]["content"])
         if index == 1 and name in ("parse.py", "cli.py"):
             return "no think block, no action"
-        return f"<think>\nread it\n</think>\n<function=bash>\n<parameter=command>cat src/{name}</parameter>\n</function>"
+        return (f"<think>\nread it\n</think>\n<function=bash>\n"
+                f"<parameter=command>cat src/{name}</parameter>\n</function>")
 
     return ScriptedPolicy(complete, tokenizer=tokenizer)
 

@@ -40,7 +40,8 @@ def episode_config(model: Path, out: Path, method: str = "hybrid", **extra: Any)
         "run.tensorboard": False, "run.max_steps": 2, "run.save_every": 2, "run.eval_every": 0,
         "optim.batch_size": 1, "optim.lr": 1e-3, "grpo.num_generations": 2, "grpo.max_resample_rounds": 1,
         "grpo.dynamic_sampling_eps": -1.0, "episodes.ids": [TASK], "episodes.harness.agent.max_steps": 3,
-        "generation.max_new_tokens": 32, "episodes.harness.agent.command_timeout": 20.0, "episodes.harness.grading.harness_timeout": 120.0,
+        "generation.max_new_tokens": 32, "episodes.harness.agent.command_timeout": 20.0,
+        "episodes.harness.grading.harness_timeout": 120.0,
         # One worker: the scripted samplers below hand out completions in call order, which
         # parallel episodes would interleave (the preset may run several).
         "episodes.workers": 1,
@@ -125,7 +126,8 @@ def test_a_resolving_episode_against_a_failing_one_gives_a_graded_signal(demo_re
     assert row["train/sequences"] == 2
     # Costs per reward point: the containers and tokens of both episodes over their summed reward.
     assert row["cost/cpu_seconds"] > 0 and row["cost/tokens"] > 0 and row["cost/infra_cpu_seconds"] == 0
-    assert row["cost/cpu_seconds_per_reward"] == pytest.approx(row["cost/cpu_seconds"] / (1.5 + 0.5 * nonsense), abs=2e-3)
+    assert row["cost/cpu_seconds_per_reward"] == pytest.approx(row["cost/cpu_seconds"] / (1.5 + 0.5 * nonsense),
+                                                               abs=2e-3)
     assert row["cost/tokens_per_resolved"] == row["cost/tokens"]
 
 

@@ -45,7 +45,8 @@ def test_dropout_off_switches_only_dropout_modules_and_restores_them():
     assert model[1].training and not model[2].training
 
 
-@pytest.mark.parametrize("precision,wanted,expected", [("bf16", "auto", torch.bfloat16), ("fp32", "auto", torch.float32),
+@pytest.mark.parametrize("precision,wanted,expected",
+                         [("bf16", "auto", torch.bfloat16), ("fp32", "auto", torch.float32),
                                                        ("fp32", "bfloat16", torch.bfloat16)])
 def test_kl_reference_is_kept_in_bf16_when_the_run_trains_in_bf16(tiny_model_dir, tmp_path, precision, wanted,
                                                                    expected):

@@ -19,7 +19,15 @@ from swe_srl.experts import ExpertReplay, load_scripts
 from swe_srl.harness import HarnessConfig
 from swe_srl.sandbox.cache import ImageCache, budget_bytes
 from swe_srl.sandbox.cache_index import ImageIndex, add_hold, holder_id
-from swe_srl.sandbox.image_usage import GB, ImageRecord, Snapshot, all_images_bytes, chain_ids, pair_layers, take_snapshot
+from swe_srl.sandbox.image_usage import (
+    GB,
+    ImageRecord,
+    Snapshot,
+    all_images_bytes,
+    chain_ids,
+    pair_layers,
+    take_snapshot,
+)
 from swe_srl.schemas import Task
 from swe_srl.tasks import load_tasks
 

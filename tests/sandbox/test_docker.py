@@ -221,7 +221,8 @@ def test_tools_run_through_run_tool(box):
     assert box.read_file("big.py") == big
     undo = run_tool(box, make_action("str_replace_editor", {"command": "undo_edit", "path": "/testbed/calc/ops.py"}))
     assert undo.exit_code == 0 and "return a + b" in box.read_file("calc/ops.py")
-    assert run_tool(box, make_action("bash", {"command": "python3 -m pytest -q | tail -1"})).output.startswith("1 passed")
+    assert run_tool(box,
+                    make_action("bash", {"command": "python3 -m pytest -q | tail -1"})).output.startswith("1 passed")
     unknown = run_tool(box, make_action("browser", {"url": "x"}))
     assert unknown.exit_code == 127 and "Available tools" in unknown.output
     submitted = run_tool(box, make_action("submit"))

@@ -9,7 +9,7 @@ import time
 from types import SimpleNamespace
 
 from swe_srl.sandbox.base import OutputCapture
-from swe_srl.sandbox.docker import _pump_frames
+from swe_srl.sandbox.exec_stream import _pump_frames
 
 
 def frame(data: bytes, stream: int = 1) -> bytes:

@@ -15,11 +15,11 @@ from dataclasses import replace
 import pytest
 
 from swe_srl.errors import InfrastructureError
+from swe_srl.leaks.fetch import CODE_HOSTS
 from swe_srl.paths import REPO_ROOT
 from swe_srl.sandbox import SandboxConfig, open_sandbox
-from swe_srl.sandbox.builder import BUILD_PREFIX, LABEL_KIND, host_id, build_container_name, is_leftover
+from swe_srl.sandbox.builder import BUILD_PREFIX, LABEL_KIND, build_container_name, host_id, is_leftover
 from swe_srl.sandbox.images import MIRROR_ENV, BaseSpec, build_all, build_task_image, debootstrap_argv, resolve_mirror
-from swe_srl.leaks.fetch import CODE_HOSTS
 from swe_srl.sandbox.reaper import LABEL_RUN
 
 # ------------------------------------------------------------------ no host names, no mirror
@@ -27,7 +27,7 @@ from swe_srl.sandbox.reaper import LABEL_RUN
 # Where the project writes code, docs and tests (the tokenizer corpus is frozen data: left out).
 SCANNED = ("swe_srl", "environments", "tests", "benchmarks", ".ci", "README.md", "pyproject.toml",
            "docker-compose.yml")
-FROZEN = {REPO_ROOT / "swe_srl" / "data" / "tiny_corpus.txt"}
+FROZEN = {REPO_ROOT / "swe_srl" / "data" / "tiny_corpus.txt.gz"}
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://(?:[^/@\s]*@)?([a-z0-9{$\[][^/:\s'\"`)>\],;]*)", re.IGNORECASE)
 _DOMAIN = re.compile(r"\b(?:[a-z0-9-]+\.)+(?:org|com|net|io|dev|edu|gov)\b", re.IGNORECASE)
 # Hosts a URL may name: this machine, the compose services, reserved example names.

@@ -18,7 +18,6 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
@@ -28,8 +27,13 @@ from swe_srl.rewards.episode import reward_from_tests
 from swe_srl.sandbox.grading import grade
 from swe_srl.schemas import Task, TestReport
 from swe_srl.tasks import _SWEBENCH_ENV_SETUP, load_local_tasks, load_tasks, swebench_image_name, task_test_command
-from tests.sandbox.official_layout import (ENV_MARKER, OFFICIAL_TEST_CMD, build_official_layout_image,
-                                           official_image_name, swebench_row)
+from tests.sandbox.official_layout import (
+    ENV_MARKER,
+    OFFICIAL_TEST_CMD,
+    build_official_layout_image,
+    official_image_name,
+    swebench_row,
+)
 from tests.sandbox.test_grading_attacks import FORCE_PASS_CONFTEST, _fake_summary, _init_patch, _new_file
 
 pytestmark = pytest.mark.docker
@@ -99,7 +103,7 @@ class Official:
     resolved: bool
     f2p: frozenset = frozenset()
     p2p: frozenset = frozenset()
-    error: Optional[str] = None
+    error: str | None = None
     test_output: str = ""
 
 
@@ -208,7 +212,8 @@ def test_attack_is_not_resolved_on_the_official_layout(verdicts, name):
     assert report.infra_error is None, report.infra_error
     assert not report.resolved, (report.rejected, report.log_tail)
     assert reward_from_tests(report) == 0.0
-    if name in ("init forges results at exit, os._exit(0)", "kills every process", "exits 127 to pass as an infra failure"):
+    if name in ("init forges results at exit, os._exit(0)", "kills every process",
+                "exits 127 to pass as an infra failure"):
         # refused by the patch scanner before they run (test_grading_attacks.py runs them against the guard)
         assert report.rejected.startswith("tampering (hard-exit)"), report.rejected
     else:

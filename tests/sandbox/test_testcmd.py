@@ -112,4 +112,6 @@ def test_swebench_verified_commands_are_guarded_other_runners_or_refused():
         kinds["guarded" if run is not None else "other"].add(repo)
     assert kinds["other"] == {"django/django", "sympy/sympy"}
     assert kinds["ungradable"] == set()
-    assert {"astropy/astropy", "pytest-dev/pytest", "scikit-learn/scikit-learn", "sphinx-doc/sphinx"} <= kinds["guarded"]
+    assert {"astropy/astropy", "pytest-dev/pytest", "scikit-learn/scikit-learn", "sphinx-doc/sphinx"} <= kinds[
+        "guarded"
+    ]

@@ -49,7 +49,8 @@ def test_sphinx_command_becomes_the_guarded_pytest_run_tox_stands_for():
     assert needs_tox_ini(SPHINX_COMMAND)
     expanded = expand_tox(SPHINX_COMMAND, SPHINX_LIKE)
     assert "tox" not in expanded.split()[0:3]
-    assert expanded.endswith("python -X dev -m pytest --durations 25 tests/test_build_html.py tests/test_ext_autodoc.py")
+    assert expanded.endswith("python -X dev -m pytest --durations 25 "
+                             "tests/test_build_html.py tests/test_ext_autodoc.py")
     run = find_pytest_run(expanded)
     assert run is not None and run.mode == "module"
     assert run.after.startswith(" --durations 25 tests/test_build_html.py")
@@ -61,7 +62,7 @@ def test_expanded_command_is_shell_that_sets_tox_env_and_passes_the_test_files(t
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho \"WARN=$PYTHONWARNINGS\"\necho \"ADDOPTS=$PYTEST_ADDOPTS\"\necho \"ARGS=$*\"\n")
     fake.chmod(0o755)
-    expanded = expand_tox("PATH=%s:$PATH " % tmp_path + SPHINX_COMMAND, SPHINX_LIKE)
+    expanded = expand_tox(f"PATH={tmp_path}:$PATH " + SPHINX_COMMAND, SPHINX_LIKE)
     out = subprocess.run(["bash", "-c", expanded], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTEST_ADDOPTS": "-p no:x"}).stdout
     assert "WARN=all,ignore::ImportWarning:importlib._bootstrap_external,ignore::DeprecationWarning:site" in out

@@ -40,7 +40,7 @@ _OVERRIDES = ("runtest", "ihook", "setup", "teardown", "_getobj", "repr_failure"
 _FRAME_EVENTS = frozenset({"sys._getframe", "sys._current_frames", "sys._current_exceptions"})
 
 
-def install(key, fd, cfg, reference, module_code, main_code, guard_cls):
+def install(key, fd, cfg, reference, module_code, main_code, guard_cls):  # noqa: C901 - the hook's state must live in this one closure (module docstring)
     """Install the hook; from here on the channel is written by it alone. Returns None, or on a
     Python without audit hooks (< 3.8) the hook itself, which the plugin then calls directly
     (records are still checked for their calling stack; nothing is denied)."""
@@ -433,7 +433,7 @@ def install(key, fd, cfg, reference, module_code, main_code, guard_cls):
             return True  # _current_frames and the like: every thread's frames
         return kind_of(frame.f_code) in (LIB, OWN)
 
-    def watched(event, args, frame):
+    def watched(event, args, frame):  # noqa: C901 - the audit hook: one dispatch over audited events, calling out to nothing
         kind = None
         if event == "object.__getattr__":
             if args[1] not in FRAME_ATTRS:

@@ -55,7 +55,7 @@ def _bad_call(message: str, code: int = EXIT_BAD_CALL) -> ExecResult:
     return ExecResult(output=message, exit_code=code)
 
 
-def _editor_command(sandbox: "Sandbox", arguments: dict[str, Any]) -> str:
+def _editor_command(sandbox: Sandbox, arguments: dict[str, Any]) -> str:
     payload = json.dumps(arguments, ensure_ascii=False).encode("utf-8", "surrogateescape")
     encoded = base64.b64encode(payload).decode()
     if len(encoded) <= _MAX_INLINE_ARG:
@@ -65,7 +65,7 @@ def _editor_command(sandbox: "Sandbox", arguments: dict[str, Any]) -> str:
     return f"{EDITOR_NAME} --json-file {args_file}; rm -f {args_file}"
 
 
-def run_tool(sandbox: "Sandbox", action: Action, timeout: float | None = None) -> ExecResult:
+def run_tool(sandbox: Sandbox, action: Action, timeout: float | None = None) -> ExecResult:
     """Execute one agent Action in ``sandbox`` and return the observation as an ExecResult.
 
     Raises only InfrastructureError (from the sandbox); the model's mistakes come back as

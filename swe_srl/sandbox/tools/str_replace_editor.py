@@ -112,7 +112,8 @@ def validate_path(command, path):
     if exists and command == "create":
         raise ToolError("File already exists at: {}. Cannot overwrite files using command `create`.".format(path))
     if os.path.isdir(path) and command != "view":
-        raise ToolError("The path {} is a directory and only the `view` command can be used on directories".format(path))
+        raise ToolError("The path {} is a directory and only the `view` command can be used on "
+                        "directories".format(path))
 
 
 def require(args, name, command):
@@ -181,7 +182,8 @@ def str_replace(path, old_str, new_str):
         raise ToolError("No replacement was performed, `new_str` and `old_str` must be different.")
     count = text.count(old_str) if old_str else 0
     if count == 0:
-        raise ToolError("No replacement was performed, old_str `{}` did not appear verbatim in {}.".format(old_str, path))
+        raise ToolError("No replacement was performed, old_str `{}` did not appear verbatim in {}.".format(old_str,
+                path))
     if count > 1:
         lines = []
         start = text.find(old_str)
