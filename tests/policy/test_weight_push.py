@@ -14,6 +14,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from swe_srl.errors import InputError  # noqa: E402
+from swe_srl.policy import shared_push  # noqa: E402
+from swe_srl.policy.shared_push import SharedTensor, reload_shared_in_worker  # noqa: E402
 from swe_srl.policy.vllm import MIXED_WEIGHTS, VLLMPolicy  # noqa: E402
 from swe_srl.policy.weight_push import (  # noqa: E402
     EngineLayout,
@@ -142,7 +144,7 @@ class RecordingLLM:
     worker whose ``reload_weights`` records the tensors it is given, and logs every call."""
 
     def __init__(self, layout: dict) -> None:
-        self.layout, self.calls, self.loaded = layout, [], {}
+        self.layout, self.calls, self.loaded, self.transports = layout, [], {}, []
 
     def get_tokenizer(self):
         return None
@@ -151,8 +153,10 @@ class RecordingLLM:
         fn = method.func if isinstance(method, functools.partial) else method
         if fn is layout_in_worker:
             return [self.layout]
-        if fn is reload_in_worker:
-            bucket = method.args[0]
+        if fn is reload_in_worker or fn is reload_shared_in_worker:
+            # Shared-memory buckets carry file names: mapped here as the worker maps them.
+            self.transports.append("shared" if fn is reload_shared_in_worker else "pickled")
+            bucket = [(n, t.load() if isinstance(t, SharedTensor) else t) for n, t in method.args[0]]
             self.calls.append(("bucket", [n for n, _ in bucket], {str(t.dtype) for _, t in bucket}))
             self.loaded.update({n: t.clone() for n, t in bucket})
             return [None]
@@ -186,13 +190,28 @@ def test_a_bf16_engine_is_sent_bf16_in_buckets_and_the_version_moves_after_the_l
     assert policy.weights_version == 7
 
 
+def test_by_default_buckets_go_through_shared_memory_files_that_are_gone_after(tmp_path, monkeypatch):
+    """Each bucket reaches the worker as files (names, dtypes, shapes over the RPC), which hold
+    exactly what a pickled push sends; the push's folder is removed once it is done."""
+    root = str(tmp_path)
+    monkeypatch.setattr("swe_srl.policy.vllm.shared_folder", lambda size: shared_push.shared_folder(size, root))
+    stream = qwen2_stream()
+    shared, pickled = RecordingLLM(layout_dict(stream)), RecordingLLM(layout_dict(stream))
+    stats = VLLMPolicy(shared).update_weights(iter(stream), bucket_mb=2000 / 2**20)
+    VLLMPolicy(pickled).update_weights(iter(stream), bucket_mb=2000 / 2**20, shared_memory=False)
+    assert stats.shared_memory and set(shared.transports) == {"shared"} and set(pickled.transports) == {"pickled"}
+    assert shared.calls == pickled.calls
+    assert all(torch.equal(shared.loaded[n], pickled.loaded[n]) for n in pickled.loaded)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_float32_engine_is_sent_the_trainers_own_tensors_uncopied():
     stream = qwen2_stream(layers=1)
     llm = RecordingLLM(layout_dict(stream, dtype="float32"))
     sent = []
     llm.collective_rpc = (lambda real: lambda m: (sent.extend(m.args[0]) if isinstance(m, functools.partial)
                                                    else None) or real(m))(llm.collective_rpc)
-    VLLMPolicy(llm).update_weights(iter(stream))
+    VLLMPolicy(llm).update_weights(iter(stream), shared_memory=False)  # pickled: nothing copied before
     assert all(s is t or s.data_ptr() == t.data_ptr() for (_, s), (_, t) in zip(sent, stream))
 
 
@@ -202,7 +221,7 @@ def test_a_view_is_sent_in_a_storage_of_its_own():
     got = []
     real = llm.collective_rpc
     llm.collective_rpc = lambda m: (got.extend(m.args[0]) if isinstance(m, functools.partial) else None) or real(m)
-    VLLMPolicy(llm).update_weights(stream)
+    VLLMPolicy(llm).update_weights(stream, shared_memory=False)
     assert got[0][1].untyped_storage().nbytes() == 16 * 4
 
 
