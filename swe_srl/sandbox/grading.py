@@ -171,8 +171,9 @@ def grade(task: Task, patch: str, config: GradingConfig | None = None) -> TestRe
     deadline = _Deadline(config.harness_timeout)
     sandbox = None
     try:
-        if not needs_tox_ini(task_test_command(task)):  # tox's commands are read in the container
-            _pytest_run(task, task_test_command(task), config)  # an ungradable command: before any container
+        command = task_test_command(task)
+        if not needs_tox_ini(command):  # tox's commands are read in the container
+            _pytest_run(task, command, config)  # an ungradable command: before any container
         image = ensure_image(task)
         deadline.left("starting the container")
         # The whole test log comes back through the exec's own output: no cap worth hitting.

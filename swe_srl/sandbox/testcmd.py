@@ -68,31 +68,35 @@ class PytestRun:
         return self.python_command("-c 'import pytest'")
 
 
+def _step(text: str, i: int, quote: str) -> tuple[int, str]:
+    """Past the character of shell ``text`` at ``i`` read under ``quote`` (``'``, ``"`` or none):
+    the next position and quote. A backslash escapes the next character outside quotes and
+    inside double quotes."""
+    c = text[i]
+    if quote:
+        if c == quote:
+            return i + 1, ""
+        return (i + 2 if c == "\\" and quote == '"' else i + 1), quote
+    if c == "\\":
+        return i + 2, ""
+    return i + 1, (c if c in "'\"" else "")
+
+
 def _segments(command: str) -> list[tuple[int, int]]:
     """(start, end) of each part of ``command`` between unquoted control operators; raises
     Ungradable for constructs whose words cannot be read without running a shell."""
     spans, start, i, quote = [], 0, 0, ""
     while i < len(command):
         c = command[i]
-        if quote:
-            if c == quote:
-                quote = ""
-            elif c == "\\" and quote == '"':
-                i += 1
-        elif c == "\\":
-            i += 1
-        elif c in "'\"":
-            quote = c
-        elif c in ";&|\n":
+        if not quote and c in ";&|\n":
             spans.append((start, i))
             i += 2 if command[i:i + 2] in ("&&", "||") else 1
             start = i
             continue
-        elif c in "()`<>" or command.startswith("$(", i):
-            if _MENTIONS_PYTEST.search(command):
-                raise Ungradable(f"ungradable: the test command uses {c!r}, which the guard cannot rewrite: "
-                                 f"{command[:120]}")
-        i += 1
+        if not quote and (c in "()`<>" or command.startswith("$(", i)) and _MENTIONS_PYTEST.search(command):
+            raise Ungradable(f"ungradable: the test command uses {c!r}, which the guard cannot rewrite: "
+                             f"{command[:120]}")
+        i, quote = _step(command, i, quote)
     if quote:
         raise Ungradable(f"ungradable: unbalanced quotes in the test command: {command[:120]}")
     spans.append((start, len(command)))
@@ -108,17 +112,7 @@ def _words(segment: str, offset: int) -> list[tuple[int, int, str]]:
             continue
         start, quote = i, ""
         while i < len(segment) and (quote or not segment[i].isspace()):
-            c = segment[i]
-            if quote:
-                if c == quote:
-                    quote = ""
-                elif c == "\\" and quote == '"':
-                    i += 1
-            elif c == "\\":
-                i += 1
-            elif c in "'\"":
-                quote = c
-            i += 1
+            i, quote = _step(segment, i, quote)
         raw = segment[start:i]
         value = shlex.split(raw)
         words.append((offset + start, offset + i, value[0] if value else ""))
