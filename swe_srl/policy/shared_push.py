@@ -55,11 +55,13 @@ class SharedTensor:
 
 def write_shared(tensor: Any, folder: str, index: int) -> SharedTensor:
     """Write ``tensor`` (on the CPU, contiguous) into ``folder``; the caller drops its copy."""
+    import torch
+
     path = os.path.join(folder, f"{index:06d}")
     flat = tensor.reshape(-1)
     with open(path, "wb") as fh:
         if flat.numel():
-            fh.write(memoryview(flat.view(_byte_dtype()).numpy()))
+            fh.write(memoryview(flat.view(torch.uint8).numpy()))
     return SharedTensor(path, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), tensor.element_size())
 
 
@@ -109,9 +111,3 @@ def shared_folder(bucket_bytes: int, root: str = SHM_ROOT) -> str | None:
 def remove_folder(folder: str | None) -> None:
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _byte_dtype() -> Any:
-    import torch
-
-    return torch.uint8

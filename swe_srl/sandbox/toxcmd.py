@@ -18,7 +18,7 @@ import configparser
 import re
 import shlex
 
-from .testcmd import Ungradable, _segments, _words
+from .testcmd import _ASSIGNMENT, Ungradable, _segments, _words
 
 _FACTOR_LINE = re.compile(r"^([A-Za-z0-9_.{},!-]+):\s+(.*)$")  # "py39: ..." (a factor-conditional line)
 _ENV_REF = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
@@ -30,7 +30,7 @@ def tox_segment(command: str) -> tuple[int, int, list] | None:
     for start, end in _segments(command):
         words = _words(command[start:end], start)
         i = 0
-        while i < len(words) and "=" in words[i][2] and not words[i][2].startswith("-"):
+        while i < len(words) and _ASSIGNMENT.match(words[i][2]):
             i += 1  # NAME=value assignments in front
         if i < len(words) and words[i][2].rsplit("/", 1)[-1] == "tox":
             return words[i][0], end, words[i:]  # assignments in front are kept as written
