@@ -29,7 +29,7 @@ from ..config import TrainConfig
 from ..schemas import Task
 from . import grpo, parallel
 from .ahead import AheadRollout, Prefetch, check_ahead, data_position
-from .distributed import init_distributed
+from .distributed import init_distributed, shutdown_distributed
 from .records import DrawLog, Group, SampledBatch
 from .session import Session, TrainResult
 from .sft import sft_step
@@ -43,7 +43,16 @@ def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> 
     """Run ``config.method`` to ``run.max_steps``; ``resume`` continues the run in
     ``run.out_dir`` from its latest checkpoint. ``sampler`` (a Policy) samples the rollouts
     instead of the trained model (a scripted policy in tests); its samples count as on-policy."""
+    owner = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     init_distributed(config.dist_timeout_s)  # started here with the run's timeout; the Session joins it
+    try:
+        return _train(config, resume, sampler)
+    finally:
+        if owner:  # ended before the interpreter ends it: gloo torn down at exit can abort the rank
+            shutdown_distributed()
+
+
+def _train(config: TrainConfig, resume: bool, sampler: Any) -> TrainResult:
     with Session(config, resume=resume, sampler=sampler) as session:
         ahead = config.rollout.async_ahead and config.method != "sft"
         if ahead:  # the next batch is drawn while the update runs, by a sampler one version behind

@@ -42,7 +42,7 @@ def main() -> None:
         rank = 0
     else:
         from swe_srl.rl import meta_init, parallel
-        from swe_srl.rl.distributed import init_distributed
+        from swe_srl.rl.distributed import init_distributed, shutdown_distributed
 
         d = init_distributed()
         parallel.ensure_process_group(d)
@@ -60,6 +60,10 @@ def main() -> None:
         peak = peaks[0]
         sums = {n: float(p.detach().full_tensor().double().sum()) for n, p in model.named_parameters()}
         rank = d.rank
+        # End the group before the interpreter does: left to exit, gloo's threads were once torn
+        # down mid-flight ("terminate called without an active exception", SIGABRT on rank 0).
+        d.barrier()
+        shutdown_distributed()
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"rank": rank, "added_mib": (peak - before) / 1024, "sums": sums}, f)
 
