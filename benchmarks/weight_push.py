@@ -148,7 +148,7 @@ def measure(model_dir: str, dtype: str, modes: list[str], pushes: int, bucket_mb
     from transformers import AutoModelForCausalLM
 
     from swe_srl.policy.vllm import VLLMPolicy
-    from swe_srl.rl.rollout import full_named_parameters, pushed_names
+    from swe_srl.rl.engine import full_named_parameters, pushed_names
 
     os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
     t0 = time.perf_counter()

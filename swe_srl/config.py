@@ -339,7 +339,7 @@ class EpisodeConfig:
             raise ConfigError("episodes.tasks must name a task source ('demo', a task folder or a rows file)")
 
 
-RolloutEngine = Literal["hf", "vllm"]
+EngineKind = Literal["hf", "vllm"]
 
 
 @dataclass(frozen=True)
@@ -349,10 +349,10 @@ class RolloutConfig:
     ``hf``: the trained transformers model itself. ``vllm``: an in-process vLLM engine
     colocated with the trainer, started from the run's start model and sent the trained
     weights at the start (on ``--resume``, the restored ones) and after every optimizer step;
-    its log-probs are the old log-probs of the importance ratio (:mod:`swe_srl.rl.rollout`).
+    its log-probs are the old log-probs of the importance ratio (:mod:`swe_srl.rl.engine`).
     The other fields configure that engine only."""
 
-    engine: RolloutEngine = "hf"
+    engine: EngineKind = "hf"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """The engine's weights dtype; auto: bfloat16 on a GPU, float32 on CPU."""
     gpu_memory_utilization: float = 0.3

@@ -35,7 +35,7 @@ import torch
 from ..errors import ConfigError, StaleWeights
 from ..policy.hf import HFPolicy
 from .data_order import DataOrder
-from .rollout import Rollout, sampler_logprobs, unwrap
+from .engine import RolloutEngine, sampler_logprobs, unwrap
 
 if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
     from .session import Session
@@ -65,11 +65,11 @@ class SnapshotPolicy(HFPolicy):
         return [[replace(s, weights_version=self.weights_version) for s in g] for g in groups]
 
 
-class AheadRollout:
-    """The session's :class:`~swe_srl.rl.rollout.Rollout` as seen by a run one step ahead:
+class AheadEngine:
+    """The session's :class:`~swe_srl.rl.engine.RolloutEngine` as seen by a run one step ahead:
     same members (``sampler``, ``push``, ``check``, ``old_logprobs``, ``close``)."""
 
-    def __init__(self, inner: Rollout, policy: Any, model: torch.nn.Module, version: int = 0) -> None:
+    def __init__(self, inner: RolloutEngine, policy: Any, model: torch.nn.Module, version: int = 0) -> None:
         """``version``: the trained model's now (the step a resumed run starts from)."""
         self.inner, self.engine = inner, inner.engine
         if inner.pushes:

@@ -39,11 +39,11 @@ from . import checkpoint as ckpt
 from . import parallel, sharded
 from .data_order import DataOrder
 from .distributed import init_distributed, seed_everything, shard
+from .engine import RolloutEngine
 from .integrity import CorruptCheckpoint, brief
 from .logprobs import resolve_precision
 from .optim import build_optimizer
 from .records import DrawLog
-from .rollout import Rollout
 from .run_log import METRICS_FILE, ROLLOUTS_FILE, ProgressView, RunLogger
 
 log = logging.getLogger(__name__)
@@ -166,13 +166,13 @@ class Session:
         # starts from the run's start model (a sharded or LoRA checkpoint folder holds no whole
         # model) and is sent the restored weights below; started before the RNG state is
         # restored, in case starting it draws random numbers.
-        self.rollout = Rollout.start(config, self.policy, self.start_model or (found.model_dir if found else None),
+        self.engine = RolloutEngine.start(config, self.policy, self.start_model or (found.model_dir if found else None),
                                      device=self.dist.device, seed=config.run.seed + self.dist.rank, sampler=sampler)
-        self.sampler = self.rollout.sampler
+        self.sampler = self.engine.sampler
         try:
             self._set_up(found)
         except BaseException:  # no engine process left behind by a run that failed to set up
-            self.rollout.close()
+            self.engine.close()
             raise
 
     def _set_up(self, found: ckpt.Checkpoint | None) -> None:
@@ -187,7 +187,7 @@ class Session:
         if found is not None:
             self._restore(found)
         # The engine starts from the weights of step ``self.step`` (version = step).
-        self.rollout.push(self.model, self.step)
+        self.engine.push(self.model, self.step)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(config, self.run_dir / CONFIG_FILE)
@@ -399,7 +399,7 @@ class Session:
         self.dist.barrier()
         return path
 
-    def rollout_weights(self) -> contextlib.AbstractContextManager:
+    def sampling_weights(self) -> contextlib.AbstractContextManager:
         """Around sampling with the trained policy (every rank enters): fsdp gathers the whole
         model (:func:`swe_srl.rl.parallel.full_weights`); nothing to do otherwise."""
         if self.sampler is self.policy:
@@ -466,4 +466,4 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.progress.close()
         self.logger.close()
-        self.rollout.close()
+        self.engine.close()

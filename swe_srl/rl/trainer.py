@@ -5,7 +5,7 @@ with the policy being trained, scores them, drops the groups whose rewards are a
 signal: DAPO's dynamic sampling) and draws more until the batch holds ``optim.batch_size``
 groups or ``grpo.max_resample_rounds`` rounds have run, computes group-normalised advantages,
 and takes one clipped-surrogate GRPO step on the exact sampled token ids. Who samples is
-``rollout.engine`` (:mod:`swe_srl.rl.rollout`): the trained model itself, or a vLLM engine
+``rollout.engine`` (:mod:`swe_srl.rl.engine`): the trained model itself, or a vLLM engine
 that is sent the new weights after every step and whose batches are checked to be sampled
 with the current ones. Where the groups come from is the source (:mod:`swe_srl.rl.sources`):
 step targets for ``srl``, tasks run as Docker episodes for ``rlvr`` / ``hybrid``. ``sft`` swaps
@@ -28,7 +28,7 @@ import torch
 from ..config import TrainConfig
 from ..schemas import Task
 from . import grpo, parallel
-from .ahead import AheadRollout, Prefetch, check_ahead, data_position
+from .ahead import AheadEngine, Prefetch, check_ahead, data_position
 from .distributed import init_distributed, shutdown_distributed
 from .records import DrawLog, Group, SampledBatch
 from .session import Session, TrainResult
@@ -57,8 +57,8 @@ def _train(config: TrainConfig, resume: bool, sampler: Any) -> TrainResult:
         ahead = config.rollout.async_ahead and config.method != "sft"
         if ahead:  # the next batch is drawn while the update runs, by a sampler one version behind
             check_ahead(config, session.dist.world_size, parallel.is_sharded(session.model))
-            session.rollout = AheadRollout(session.rollout, session.policy, session.model, session.step)
-            session.sampler = session.rollout.sampler
+            session.engine = AheadEngine(session.engine, session.policy, session.model, session.step)
+            session.sampler = session.engine.sampler
         source = None if config.method == "sft" else make_source(session)
         ref_model = session.reference_model()  # the run's initial model, when grpo.beta > 0
         at_start = session.step == 0 and config.run.eval_every and config.run.eval_at_start
@@ -84,9 +84,9 @@ def _train(config: TrainConfig, resume: bool, sampler: Any) -> TrainResult:
                     rewards = grpo.rewards_tensor([r for g in batch.kept for r in g.rewards])
                     advantages, divisors = group_advantages(session, rewards)  # group-normalised
                     sequences, per_sequence, valid = source.sequences(batch.kept, advantages, divisors)
-                    staleness = session.rollout.check(sequences, session.step)  # sampled with these weights?
+                    staleness = session.engine.check(sequences, session.step)  # sampled with these weights?
                     if not ahead:
-                        session.rollout.release()  # engine asleep during the update (rollout.sleep_level)
+                        session.engine.release()  # engine asleep during the update (rollout.sleep_level)
                     metrics = policy_update(session, sequences, per_sequence, valid, ref_model,  # clipped surrogate
                                             max_tokens=source.max_tokens, max_chunk=source.max_chunk)
                     metrics.update(batch.metrics)
@@ -99,7 +99,7 @@ def _train(config: TrainConfig, resume: bool, sampler: Any) -> TrainResult:
                     if ahead:
                         metrics.update({"rollout/staleness": staleness,
                                         "time/ahead_wait_s": time.perf_counter() - updated})
-                    metrics.update(session.rollout.push(session.model, session.step + 1))  # engine follows
+                    metrics.update(session.engine.push(session.model, session.step + 1))  # engine follows
                     drawn = batch.log
                 session.step += 1
                 with data_position(session, position):  # logged and saved as if not drawn ahead
@@ -142,7 +142,7 @@ def collect_batch(session: Session, source: Source) -> SampledBatch:
         indices = session.order.take(count)
         ids += [session.item_id(i) for i in indices]
         mine = list(range(serial + d.rank, serial + count, d.world_size))
-        with session.rollout_weights():  # fsdp: the whole model gathered while it samples
+        with session.sampling_weights():  # fsdp: the whole model gathered while it samples
             groups = source.draw(mine, [indices[s - serial] for s in mine])
         drawn += groups
         serial += count

@@ -13,11 +13,11 @@ import torch
 
 from ..config import TrainConfig
 from . import grpo
+from .engine import sampler_logprobs
 from .episode_pack import PackedSequence
 from .logprobs import TokenBatch, autocast, completion_logprobs, micro_batches
 from .optim import lr_at, optimizer_step
 from .parallel import aligned_passes
-from .rollout import sampler_logprobs
 
 if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
     from .session import Session
@@ -82,11 +82,11 @@ def policy_update(session: Session, samples: Sequence[Any], advantages: torch.Te
                     with torch.no_grad():
                         ref = completion_logprobs(ref_model, batch, temperature, chunk_tokens)
             # One update per batch. Engine log-probs: None when the trained model sampled (rollout.engine
-            # hf: ratio 1 with the policy gradient), the engine's own for vllm (rl/rollout.py): with
+            # hf: ratio 1 with the policy gradient), the engine's own for vllm (rl/engine.py): with
             # TIS they weigh each token, min(exp(trainer - engine), cap); bypassed, they are the
             # ratio's old log-probs (dual-clip bounds the negative advantages).
             drawn = [samples[i] for i in part]
-            engine = session.rollout.old_logprobs(drawn, logprobs)
+            engine = session.engine.old_logprobs(drawn, logprobs)
             if tis and engine is None and all(s.logprobs is not None for s in drawn):
                 engine = sampler_logprobs(drawn, logprobs)  # the trained model sampled (hf): its own
             old, engine = (None, engine) if tis else (engine, None)

@@ -18,10 +18,10 @@ from swe_srl.errors import ConfigError, StaleWeights  # noqa: E402
 from swe_srl.policy.base import GenerationConfig  # noqa: E402
 from swe_srl.prompts import build_messages  # noqa: E402
 from swe_srl.rl import grpo  # noqa: E402
-from swe_srl.rl.ahead import AheadRollout, Prefetch, SnapshotPolicy, check_ahead  # noqa: E402
+from swe_srl.rl.ahead import AheadEngine, Prefetch, SnapshotPolicy, check_ahead  # noqa: E402
 from swe_srl.rl.distributed import Dist  # noqa: E402
+from swe_srl.rl.engine import RolloutEngine  # noqa: E402
 from swe_srl.rl.logprobs import TokenBatch, completion_logprobs  # noqa: E402
-from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.update import policy_update  # noqa: E402
 from tests.rl.test_trainer import run, write_dataset  # noqa: E402
@@ -39,7 +39,7 @@ def _session(tiny_model_dir):
                                           "rollout.async_ahead": True})
     session = SimpleNamespace(config=cfg, dist=Dist(), tokenizer=policy.tokenizer, model=policy.model, step=0,
                               bf16=False, optimizer=torch.optim.SGD(policy.model.parameters(), lr=0.5))
-    session.rollout = AheadRollout(Rollout("hf", policy), policy, policy.model)
+    session.engine = AheadEngine(RolloutEngine("hf", policy), policy, policy.model)
     return session, policy
 
 
@@ -50,7 +50,7 @@ def _draw(sampler):
 def test_the_batch_drawn_during_the_update_is_one_version_old_and_its_ratio_uses_the_samplers_logprobs(
         tiny_model_dir):
     session, policy = _session(tiny_model_dir)
-    sampler = session.rollout.sampler
+    sampler = session.engine.sampler
     assert isinstance(sampler, SnapshotPolicy) and sampler.model is not policy.model
     loss_cfg = session.config.grpo
     first = _draw(sampler)
@@ -59,16 +59,16 @@ def test_the_batch_drawn_during_the_update_is_one_version_old_and_its_ratio_uses
     valid = torch.ones(3, dtype=torch.bool)
     # step 0: the next batch is drawn in the background while the update of step 0 runs
     ahead = Prefetch(lambda: _draw(sampler))
-    assert session.rollout.check(first, 0) == 0.0
+    assert session.engine.check(first, 0) == 0.0
     policy_update(session, first, advantages, valid, None, max_tokens=8)
     ahead.wait()
-    session.rollout.push(session.model, 1)
+    session.engine.push(session.model, 1)
     second = ahead.result()
     assert {s.weights_version for s in second} == {0} and sampler.weights_version == 1
     # step 1 trains version 1 on samples of version 0: stale by one, allowed and logged
-    assert session.rollout.check(second, 1) == 1.0
+    assert session.engine.check(second, 1) == 1.0
     with pytest.raises(StaleWeights, match="one step of staleness"):
-        session.rollout.check(second, 2)
+        session.engine.check(second, 2)
     # the ratio is trainer (v1) / sampler (v0), not 1: the loss is PPO's off-policy one
     session.step = 1
     batch = TokenBatch.build([s.prompt_ids for s in second], [s.completion_ids for s in second],

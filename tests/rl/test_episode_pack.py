@@ -22,8 +22,8 @@ from swe_srl.policy.base import GenerationConfig, Sample  # noqa: E402
 from swe_srl.prompts import build_messages, observation_message  # noqa: E402
 from swe_srl.rl import grpo  # noqa: E402
 from swe_srl.rl.distributed import Dist  # noqa: E402
+from swe_srl.rl.engine import RolloutEngine  # noqa: E402
 from swe_srl.rl.episode_pack import pack_turns, weigh  # noqa: E402
-from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.rl.sources import EpisodeRollout, episode_rows, turn_sequences  # noqa: E402
 from swe_srl.rl.update import policy_update  # noqa: E402
 from swe_srl.schemas import Task  # noqa: E402
@@ -155,7 +155,7 @@ def _update(tiny_model_dir, tokenizer, sequences, advantages, valid, overrides):
                                           **overrides})
     engine = cfg.rollout.engine
     session = SimpleNamespace(config=cfg, dist=Dist(), tokenizer=tokenizer, model=model, step=0, bf16=False,
-                              optimizer=torch.optim.SGD(model.parameters(), lr=1.0), rollout=Rollout(engine, None))
+                              optimizer=torch.optim.SGD(model.parameters(), lr=1.0), engine=RolloutEngine(engine, None))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     metrics = policy_update(session, sequences, advantages, valid, None, max_tokens=10)
     return {n: p.detach() - before[n] for n, p in model.named_parameters()}, metrics

@@ -18,9 +18,9 @@ from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.errors import ConfigError  # noqa: E402
 from swe_srl.policy.base import Sample  # noqa: E402
 from swe_srl.rl.distributed import Dist  # noqa: E402
+from swe_srl.rl.engine import RolloutEngine  # noqa: E402
 from swe_srl.rl.logprobs import TokenBatch, completion_logprobs, micro_batches  # noqa: E402
 from swe_srl.rl.prompt_budget import PromptBudget, fit_prompt, prompt_tokens  # noqa: E402
-from swe_srl.rl.rollout import Rollout  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.sft import sft_step  # noqa: E402
 from swe_srl.rl.update import policy_update  # noqa: E402
@@ -108,7 +108,7 @@ def _session(model, overrides, items=(), tokenizer=None):
     # Plain SGD with lr 1 and no clipping: the change of each weight is its gradient.
     return SimpleNamespace(config=cfg, dist=Dist(), tokenizer=tokenizer or SimpleNamespace(pad_token_id=0), model=model,
                            optimizer=torch.optim.SGD(model.parameters(), lr=1.0), step=0, bf16=False, items=list(items),
-                           rollout=Rollout("hf", None))
+                           engine=RolloutEngine("hf", None))
 
 
 def _step_delta(make_step, overrides, make_model=tiny_qwen) -> dict:

@@ -1,5 +1,5 @@
 """SRL training with ``rollout.engine=vllm`` on the tiny model; run with the vLLM environment's
-python (test_rollout_vllm.py does):
+python (test_engine_vllm.py does):
 
     PYTHONPATH=<repo> .venv-vllm/bin/python tests/rl/vllm_train_driver.py MODEL_DIR DATA_DIR WORK_DIR OUT.json
     PYTHONPATH=<repo> .venv-vllm/bin/python tests/rl/vllm_train_driver.py --real SMOLLM2_DIR DATA_DIR WORK_DIR OUT.json

@@ -1,6 +1,10 @@
 """Who samples the GRPO rollouts, and how its weights follow the trained model's
 (``rollout.engine``).
 
+One word, one meaning: a *rollout* is one sampled completion (srl) or one episode (rlvr /
+hybrid) with its reward; the *rollout engine* (:class:`RolloutEngine`, ``session.engine``)
+draws them; ``rollouts.jsonl`` logs which were drawn at each step, with their rewards.
+
 * ``hf``: the trained transformers model samples itself, so every sample comes from the
   current weights. The update's old log-probs are the trainer's own, detached: ratio exactly 1
   with the policy gradient. Nothing to push, nothing to check.
@@ -40,7 +44,7 @@ from typing import Any
 
 import torch
 
-from ..config import RolloutConfig, RolloutEngine, TrainConfig
+from ..config import EngineKind, RolloutConfig, TrainConfig
 from ..errors import ConfigError, InputError, StaleWeights
 from ..policy import PolicyConfig, load_policy
 
@@ -48,17 +52,17 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Rollout:
+class RolloutEngine:
     """The run's sampler and, for an engine with its own weights, their synchronisation."""
 
-    engine: RolloutEngine
+    engine: EngineKind
     sampler: Any  # a Policy; with ``vllm``, one with ``update_weights`` and ``weights_version``
     push_bucket_mb: int = 512
     sleep_level: int = 0
 
     @classmethod
     def start(cls, config: TrainConfig, policy: Any, model_dir: Path | None, *, device: torch.device,
-              seed: int, sampler: Any = None) -> Rollout:
+              seed: int, sampler: Any = None) -> RolloutEngine:
         """``hf``: ``sampler`` when given (a scripted policy in tests), else the trained
         ``policy``. ``vllm``: a new engine for ``model_dir`` (sft samples nothing: no engine)."""
         if config.rollout.engine == "hf" or config.method == "sft":

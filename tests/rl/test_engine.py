@@ -1,7 +1,7 @@
 """``rollout.engine``: an engine with weights of its own is sent the trained weights after every
 optimizer step, refused when it sampled with stale ones, and its log-probs are the old
 log-probs of the importance ratio. Here the engine is a second transformers model (exact
-pushes, no vLLM needed); the same runs against real vLLM: ``test_rollout_vllm.py``."""
+pushes, no vLLM needed); the same runs against real vLLM: ``test_engine_vllm.py``."""
 
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from swe_srl.config_loader import load_config  # noqa: E402
 from swe_srl.errors import ConfigError, InputError, StaleWeights  # noqa: E402
 from swe_srl.policy import PolicyConfig, Sample, load_policy  # noqa: E402
 from swe_srl.rl import checkpoint as ckpt  # noqa: E402
+from swe_srl.rl import engine as engine_mod  # noqa: E402
 from swe_srl.rl import grpo  # noqa: E402
-from swe_srl.rl import rollout as rollout_mod  # noqa: E402
-from swe_srl.rl.rollout import full_named_parameters, sampler_logprobs  # noqa: E402
+from swe_srl.rl.engine import full_named_parameters, sampler_logprobs  # noqa: E402
 from swe_srl.rl.run_log import read_jsonl  # noqa: E402
 from swe_srl.rl.trainer import train  # noqa: E402
 from tests.rl.test_trainer import (  # noqa: E402
@@ -83,7 +83,7 @@ def engines(monkeypatch) -> list[CopyEngine]:
         started.append(CopyEngine(model_dir))
         return started[-1]
 
-    monkeypatch.setattr(rollout_mod, "start_engine", start)
+    monkeypatch.setattr(engine_mod, "start_engine", start)
     return started
 
 
@@ -139,9 +139,9 @@ def test_the_engines_logprobs_are_the_old_logprobs_of_the_ratio(monkeypatch):
     trainer = torch.full((2, 3), -9.0)
     old = sampler_logprobs(samples, trainer)
     assert torch.equal(old, torch.tensor([[-0.5, -1.0, -2.0], [-0.25, 0.0, 0.0]]))
-    engine = rollout_mod.Rollout("vllm", object())
+    engine = engine_mod.RolloutEngine("vllm", object())
     assert torch.equal(engine.old_logprobs(samples, trainer), old)
-    assert rollout_mod.Rollout("hf", object()).old_logprobs(samples, trainer) is None  # ratio 1, as before
+    assert engine_mod.RolloutEngine("hf", object()).old_logprobs(samples, trainer) is None  # ratio 1, as before
     with pytest.raises(InputError, match="no sampler log-probs"):
         sampler_logprobs([replace(samples[0], logprobs=None)], trainer)
 
@@ -286,15 +286,15 @@ import torch
 import torch.distributed as dist
 from swe_srl.config import RewardConfig, TrainConfig
 from swe_srl.config_loader import load_config
-from swe_srl.rl import rollout
+from swe_srl.rl import engine
 from swe_srl.rl.trainer import train
-from tests.rl.test_rollout import CopyEngine, length_reward
+from tests.rl.test_engine import CopyEngine, length_reward
 from tests.rl.test_trainer import small_overrides
 
 data, model, out, extra = sys.argv[1:5]
 RewardConfig.step_reward = lambda self, syntax="xml": length_reward
 engines = []
-rollout.start_engine = lambda config, model_dir, **kw: engines.append(CopyEngine(model_dir)) or engines[-1]
+engine.start_engine = lambda config, model_dir, **kw: engines.append(CopyEngine(model_dir)) or engines[-1]
 cfg = load_config(TrainConfig, "tiny-cpu", ["method=srl"] + small_overrides(data, model, out, **json.loads(extra)))
 train(cfg)
 torch.save({"weights": engines[0].policy.model.state_dict(), "pushed": engines[0].pushed},
@@ -334,7 +334,7 @@ def test_sharded_training_pushes_whole_merged_weights(variant, tiny_model_dir, d
     ("GPU-a, GPU-b", 1, "GPU-b"),
 ])  # fmt: skip
 def test_each_ranks_engine_starts_on_the_ranks_gpu(visible, index, expect):
-    from swe_srl.rl.rollout import engine_device_env
+    from swe_srl.rl.engine import engine_device_env
 
     environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
     with engine_device_env(torch.device("cuda", index), 8, environ):
@@ -343,7 +343,7 @@ def test_each_ranks_engine_starts_on_the_ranks_gpu(visible, index, expect):
 
 
 def test_one_gpu_or_cpu_leaves_the_environment_alone():
-    from swe_srl.rl.rollout import engine_device_env
+    from swe_srl.rl.engine import engine_device_env
 
     for device, gpus in ((torch.device("cpu"), 0), (torch.device("cuda", 0), 1)):
         environ = {"CUDA_VISIBLE_DEVICES": "2"}
@@ -352,7 +352,7 @@ def test_one_gpu_or_cpu_leaves_the_environment_alone():
 
 
 def test_an_in_process_engine_core_on_many_gpus_is_refused():
-    from swe_srl.rl.rollout import engine_device_env
+    from swe_srl.rl.engine import engine_device_env
 
     with pytest.raises(ConfigError, match="VLLM_ENABLE_V1_MULTIPROCESSING"):
         with engine_device_env(torch.device("cuda", 1), 2, {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}):
@@ -368,12 +368,12 @@ def test_lora_with_a_low_precision_vllm_engine_is_refused_in_one_line(dtype, dev
     from swe_srl.config import TrainConfig
     from swe_srl.config_loader import load_config
     from swe_srl.errors import ConfigError
-    from swe_srl.rl.rollout import Rollout
+    from swe_srl.rl.engine import RolloutEngine
 
     cfg = load_config(TrainConfig, "tiny-cpu", ["rollout.engine=vllm", f"rollout.dtype={dtype}",
                                                 "model.lora={r: 4, alpha: 8}"])
     with pytest.raises(ConfigError, match="round away") as info:
-        Rollout.start(cfg, policy=None, model_dir=Path("unused"), device=torch.device(device), seed=0)
+        RolloutEngine.start(cfg, policy=None, model_dir=Path("unused"), device=torch.device(device), seed=0)
     assert "\n" not in str(info.value)
 
 
@@ -396,7 +396,7 @@ def test_engine_logprobs_reach_the_loss_as_tis_weights_or_as_old_logprobs(tiny_m
 
 
 def test_a_tensor_parallel_engine_starts_on_the_trainers_gpu_and_the_next_ones():
-    from swe_srl.rl.rollout import engine_device_env
+    from swe_srl.rl.engine import engine_device_env
 
     for visible, expect in ((None, "3,4"), ("4,5,6,7,8", "7,8")):
         environ = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
@@ -413,7 +413,7 @@ def test_a_tensor_parallel_engine_starts_on_the_trainers_gpu_and_the_next_ones()
 ])  # fmt: skip
 def test_engine_placements_that_cannot_work_are_refused_in_one_line(settings, device, gpus, world, message):
     from swe_srl.config import RolloutConfig
-    from swe_srl.rl.rollout import check_engine_placement
+    from swe_srl.rl.engine import check_engine_placement
 
     with pytest.raises(ConfigError, match=message) as info:
         check_engine_placement(RolloutConfig(engine="vllm", **settings), torch.device(device), gpus, world)
@@ -422,7 +422,7 @@ def test_engine_placements_that_cannot_work_are_refused_in_one_line(settings, de
 
 def test_engine_placements_that_work_pass():
     from swe_srl.config import RolloutConfig
-    from swe_srl.rl.rollout import check_engine_placement
+    from swe_srl.rl.engine import check_engine_placement
 
     check_engine_placement(RolloutConfig(engine="vllm"), torch.device("cpu"), 0, 2)
     check_engine_placement(RolloutConfig(engine="vllm", sleep_level=2), torch.device("cuda", 1), 8, 8)
@@ -431,11 +431,11 @@ def test_engine_placements_that_work_pass():
 
 
 def test_sleep_level_on_cpu_is_refused_before_an_engine_starts(tiny_model_dir, engines):
-    from swe_srl.rl.rollout import Rollout
+    from swe_srl.rl.engine import RolloutEngine
 
     cfg = load_config(TrainConfig, "tiny-cpu", ["rollout.engine=vllm", "rollout.sleep_level=1"])
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
-        Rollout.start(cfg, None, tiny_model_dir, device=torch.device("cpu"), seed=0)
+        RolloutEngine.start(cfg, None, tiny_model_dir, device=torch.device("cpu"), seed=0)
     assert engines == []
 
 
@@ -452,7 +452,7 @@ def test_the_push_names_come_without_gathering_and_match_the_stream(tiny_model_d
     import peft
     import transformers
 
-    from swe_srl.rl.rollout import pushed_names
+    from swe_srl.rl.engine import pushed_names
 
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     lora = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
