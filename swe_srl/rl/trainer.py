@@ -42,7 +42,9 @@ Source = StepTargetSource | EpisodeSource
 def train(config: TrainConfig, *, resume: bool = False, sampler: Any = None) -> TrainResult:
     """Run ``config.method`` to ``run.max_steps``; ``resume`` continues the run in
     ``run.out_dir`` from its latest checkpoint. ``sampler`` (a Policy) samples the rollouts
-    instead of the trained model (a scripted policy in tests); its samples count as on-policy."""
+    instead of the trained model (a scripted policy in tests); its samples count as on-policy.
+    Under torchrun, the process group is ended on return when this call started it (a caller
+    that needs it afterwards starts it first)."""
     owner = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     init_distributed(config.dist_timeout_s)  # started here with the run's timeout; the Session joins it
     try:

@@ -281,9 +281,8 @@ def test_episodes_sample_every_turn_through_the_engine(demo_ready, tiny_model_di
 
 # One fsdp run on two processes with a copy engine per rank: DATA MODEL OUT '{"dotted.key": value}'.
 FSDP_SCRIPT = """
-import json, sys
+import json, os, sys
 import torch
-import torch.distributed as dist
 from swe_srl.config import RewardConfig, TrainConfig
 from swe_srl.config_loader import load_config
 from swe_srl.rl import engine
@@ -298,7 +297,7 @@ engine.start_engine = lambda config, model_dir, **kw: engines.append(CopyEngine(
 cfg = load_config(TrainConfig, "tiny-cpu", ["method=srl"] + small_overrides(data, model, out, **json.loads(extra)))
 train(cfg)
 torch.save({"weights": engines[0].policy.model.state_dict(), "pushed": engines[0].pushed},
-           f"{out}/engine-{dist.get_rank()}.pt")
+           f"{out}/engine-{os.environ['RANK']}.pt")  # train() has ended the group it started
 """
 
 
