@@ -1,4 +1,4 @@
-"""RolloutEngine throughput: completion tokens/s of the in-process vLLM engine (``rollout.engine=vllm``)
+"""Rollout throughput: completion tokens/s of the in-process vLLM engine (``rollout.engine=vllm``)
 vs the trained transformers model sampling itself (``rollout.engine=hf``: ``HFPolicy.generate``).
 
 Same model (a random-init Qwen2-shaped model, built offline on the tiny model's tokenizer; big
