@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -164,3 +165,14 @@ def test_engine_stopped_mid_run_fails_its_episodes_and_resume_completes(engines,
     assert resumed["resolved"] == len(DEMO) and resumed["infrastructure_failures"] == 0
     assert resumed["resumed_from_previous_run"] == len(DEMO) - lost
     assert second.containers() == [] and _ray_run_containers() == []
+
+
+def test_the_actor_and_driver_halves_import_apart_and_without_ray():
+    """Ray ships HostWorker to a fresh worker by its import path; the package's names stay where
+    ``from swe_srl.hosts import ...`` finds them, and importing it starts no Ray."""
+    code = ("import json, sys\nimport swe_srl.hosts as h\n"
+            "print(json.dumps([h.HostWorker.__module__, h.HostPool.__module__, h.RemoteSandbox.__module__, "
+            "h.HostsConfig.__module__, 'ray' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [
+        "swe_srl.hosts.actor", "swe_srl.hosts.pool", "swe_srl.hosts.pool", "swe_srl.hosts.config", False]
