@@ -17,8 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from swe_srl.sandbox import SandboxConfig, open_sandbox  # noqa: E402
-from swe_srl.sandbox import docker as docker_sandbox  # noqa: E402
+from swe_srl.sandbox import SandboxConfig, exec_stream, open_sandbox  # noqa: E402
 from swe_srl.sandbox.images import ensure_image  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 
@@ -31,7 +30,7 @@ def main() -> None:
     image = ensure_image(load_tasks("demo")[0])
     counts = {"execs": 0, "read_ahead": 0, "commands": 0, "wrong_output": 0}  # execs: start scripts too
     lock = threading.Lock()
-    read_ahead = docker_sandbox._read_ahead
+    read_ahead = exec_stream._read_ahead
 
     def counted(sock, raw):  # the production reader, counted
         data = read_ahead(sock, raw)
@@ -40,7 +39,7 @@ def main() -> None:
             counts["read_ahead"] += bool(data)
         return data
 
-    docker_sandbox._read_ahead = counted
+    exec_stream._read_ahead = counted
 
     def worker() -> None:
         with open_sandbox(SandboxConfig(image=image)) as box:
