@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swe_srl.sandbox import SandboxConfig, open_sandbox  # noqa: E402
 from swe_srl.sandbox import docker as docker_sandbox  # noqa: E402
-from swe_srl.sandbox.images import ensure_image  # noqa: E402
+from swe_srl.sandbox.images.source import ensure_image  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 
 
