@@ -1,6 +1,6 @@
 """Task images under a disk budget: the engine's images as a cache that evicts the least
-recently used task image when the project's image bytes (:mod:`~swe_srl.sandbox.images.disk`) would
-pass the budget, and builds (or pulls) the images of the next tasks in the background.
+recently used task image when the project's image bytes (:mod:`~swe_srl.sandbox.images.disk`)
+would pass the budget, and builds (or pulls) the images of the next tasks in the background.
 
     cache = ImageCache.of(budget_gb=20, prefetch=2)
     cache.plan(tasks)                      # the order tasks will run in (eviction looks ahead)
