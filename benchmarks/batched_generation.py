@@ -127,7 +127,7 @@ def bench_eval(policy, counts: list[int], runs: int, tokens: int, steps: int) ->
     from swe_srl.agent import AgentConfig
     from swe_srl.evaluate import EvalConfig, evaluate_tasks
     from swe_srl.harness import HarnessConfig
-    from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.images.source import ensure_image
     from swe_srl.tasks import load_tasks
 
     tasks = load_tasks("demo")

@@ -79,7 +79,7 @@ def demo(tokenizer_dir: Path) -> dict:
     from swe_srl.experts import load_scripts
     from swe_srl.policy.scripted import ScriptedPolicy
     from swe_srl.sandbox import SandboxConfig, open_sandbox
-    from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.images.source import ensure_image
     from swe_srl.tasks import load_tasks
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from swe_srl.evaluate import EvalConfig, evaluate_tasks  # noqa: E402
 from swe_srl.experts import ExpertReplay, load_scripts  # noqa: E402
 from swe_srl.harness import HarnessConfig  # noqa: E402
-from swe_srl.sandbox.images import ensure_image  # noqa: E402
+from swe_srl.sandbox.images.source import ensure_image  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 
 

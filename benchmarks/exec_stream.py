@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from swe_srl.sandbox import SandboxConfig, exec_stream, open_sandbox  # noqa: E402
-from swe_srl.sandbox.images import ensure_image  # noqa: E402
+from swe_srl.sandbox.images.source import ensure_image  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 
 

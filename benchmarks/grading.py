@@ -106,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from swe_srl import tasks
-    from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.images.source import ensure_image
 
     task = tasks.load_tasks("demo", ids=[args.task])[0]
     task = replace(task, image=ensure_image(task))  # built once, outside the timings

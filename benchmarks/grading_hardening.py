@@ -50,7 +50,7 @@ for _fd in range(3, 64):
 
 def _demo_tasks():
     from swe_srl import tasks
-    from swe_srl.sandbox.images import build_task_image
+    from swe_srl.sandbox.images.build import build_task_image
 
     return [replace(t, image=build_task_image(t.metadata["task_dir"])) for t in tasks.load_local_tasks()]
 
@@ -60,7 +60,7 @@ def _synthetic_tasks(count: int, workdir: Path):
     gold patch passes when graded without the guard."""
     from swe_srl import tasks
     from swe_srl.sandbox.grading import GradingConfig, grade
-    from swe_srl.sandbox.images import build_task_image
+    from swe_srl.sandbox.images.build import build_task_image
 
     sys.path.insert(0, str(ROOT / "trajectories"))
     from synthgen.sandbox import git_diff

@@ -33,7 +33,7 @@ def main() -> None:
     from swe_srl.experts import ExpertReplay, load_scripts
     from swe_srl.harness import HarnessConfig
     from swe_srl.hosts import RESOURCE_PREFIX, HostPool, HostsConfig
-    from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.images.source import ensure_image
     from swe_srl.tasks import load_tasks
 
     tasks = load_tasks("demo")

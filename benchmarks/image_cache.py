@@ -38,10 +38,10 @@ from eval import load_average, machine, one_run  # noqa: E402
 
 from swe_srl.experts import load_scripts  # noqa: E402
 from swe_srl.harness import HarnessConfig  # noqa: E402
-from swe_srl.sandbox.cache import ImageCache  # noqa: E402
 from swe_srl.sandbox.client import docker_client  # noqa: E402
-from swe_srl.sandbox.image_usage import GB, human_bytes, take_snapshot  # noqa: E402
-from swe_srl.sandbox.images import ensure_image  # noqa: E402
+from swe_srl.sandbox.images.cache import ImageCache  # noqa: E402
+from swe_srl.sandbox.images.disk import GB, human_bytes, take_snapshot  # noqa: E402
+from swe_srl.sandbox.images.source import ensure_image  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 
 WORKERS = 2

@@ -122,7 +122,7 @@ def grade_cost(runs: int) -> dict:
     from dataclasses import replace
 
     from swe_srl.sandbox.grading import GradingConfig, grade
-    from swe_srl.sandbox.images import build_task_image
+    from swe_srl.sandbox.images.build import build_task_image
     from swe_srl.tasks import load_local_tasks
 
     tasks = [replace(t, image=build_task_image(t.metadata["task_dir"])) for t in load_local_tasks()]

@@ -32,7 +32,7 @@ from swe_srl.actions import make_action  # noqa: E402
 from swe_srl.paths import TASKS_DIR  # noqa: E402
 from swe_srl.sandbox import SandboxConfig, open_sandbox, run_tool  # noqa: E402
 from swe_srl.sandbox.client import docker_client  # noqa: E402
-from swe_srl.sandbox.images import build_task_image  # noqa: E402
+from swe_srl.sandbox.images.build import build_task_image  # noqa: E402
 from swe_srl.sandbox.reaper import list_sandboxes  # noqa: E402
 
 RUN_ID = f"bench-{os.getpid()}"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from swe_srl.paths import TASKS_DIR  # noqa: E402
 from swe_srl.sandbox import SandboxConfig, open_sandbox  # noqa: E402
 from swe_srl.sandbox.base import hygiene_script  # noqa: E402
-from swe_srl.sandbox.images import build_task_image  # noqa: E402
+from swe_srl.sandbox.images.build import build_task_image  # noqa: E402
 
 DANGLING = "git commit -q --allow-empty -m later && git reset -q --hard HEAD~1 && rm -rf .git/logs"
 

@@ -35,7 +35,7 @@ import swe_srl.sandbox.usage as usage  # noqa: E402
 from swe_srl.evaluate import EvalConfig, evaluate_tasks  # noqa: E402
 from swe_srl.experts import ExpertReplay, load_scripts  # noqa: E402
 from swe_srl.sandbox import SandboxConfig, open_sandbox  # noqa: E402
-from swe_srl.sandbox.images import ensure_image  # noqa: E402
+from swe_srl.sandbox.images.source import ensure_image  # noqa: E402
 from swe_srl.schemas import ResourceUsage  # noqa: E402
 from swe_srl.tasks import load_tasks  # noqa: E402
 

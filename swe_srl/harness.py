@@ -32,7 +32,7 @@ from .sandbox import SandboxConfig
 from .sandbox.base import Sandbox
 from .sandbox.config import Backend, check_size
 from .sandbox.grading import GradingConfig
-from .sandbox.images import ensure_image
+from .sandbox.images.source import ensure_image
 from .schemas import EpisodeResult, ResourceUsage, Task, TestReport
 
 EpisodeBackend = Literal["docker", "local", "ray"]
@@ -73,7 +73,7 @@ class HarnessConfig:
     image_budget_gb: float | None = None
     """Disk budget of the project's images on each Docker engine, in GB (10^9 bytes; None =
     no budget): task images are evicted least recently used to stay within it (never a base
-    image or one in use) and rebuilt when needed again. See :mod:`swe_srl.sandbox.cache`."""
+    image or one in use) and rebuilt when needed again. See :mod:`swe_srl.sandbox.images.cache`."""
     image_prefetch: int = 2
     """Images of the next N tasks made (built or pulled) in the background while the current
     ones run, within the budget (local engine; 0 = off)."""

@@ -50,8 +50,8 @@ from .policy.base import GenerationConfig, Policy
 from .policy.batching import shared_policy
 from .sandbox import open_sandbox
 from .sandbox.base import Sandbox
-from .sandbox.cache import ImageCache
 from .sandbox.grading import grade
+from .sandbox.images.cache import ImageCache
 from .schemas import Task, TestReport
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class EpisodeRunner:
 
 class DockerRunner(EpisodeRunner):
     """``docker``: this machine's engine; each episode leases its task's image from one
-    :class:`~swe_srl.sandbox.cache.ImageCache` (built once, evicted least recently used under
+    :class:`~swe_srl.sandbox.images.cache.ImageCache` (built once, evicted least recently used under
     ``harness.image_budget_gb``, the next tasks' images made ahead)."""
 
     name = "docker"

@@ -1,7 +1,7 @@
 """Load tasks: SWE-bench-style rows (jsonl / json / parquet / ``datasets``), the bundled demo
 tasks in ``environments/tasks/``, named subsets, and selection (ids, slice, regex, repo,
 difficulty, shuffle). Also: SWE-bench image names, test commands and log parsers per repo.
-(Making a task's image present in the engine is :func:`swe_srl.sandbox.images.ensure_image`.)
+(Making a task's image present in the engine is :func:`swe_srl.sandbox.images.source.ensure_image`.)
 """
 
 from __future__ import annotations
@@ -238,7 +238,7 @@ def load_local_task(task_dir: str | Path) -> Task:
 
 
 def _computed_base_commit(spec: Path, repo: Path) -> str:
-    from .sandbox.images import compute_base_commit  # host git only; no engine needed
+    from .sandbox.images.build import compute_base_commit  # host git only; no engine needed
 
     try:
         return compute_base_commit(repo)

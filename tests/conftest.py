@@ -74,7 +74,7 @@ def base_image(docker_client) -> str:
     """Tag of the sandbox base image, built (offline, ~1 min; seconds with the cached rootfs)
     when missing; skips where it cannot be built (not root, no debootstrap)."""
     from swe_srl.errors import InfrastructureError
-    from swe_srl.sandbox.images import build_base_image
+    from swe_srl.sandbox.images.build import build_base_image
 
     try:
         return build_base_image()
@@ -124,6 +124,6 @@ def sample_task_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def task_image(base_image, sample_task_dir) -> str:
     """Tag of the sample task's image (base + repo at /testbed, one deterministic commit)."""
-    from swe_srl.sandbox.images import build_task_image
+    from swe_srl.sandbox.images.build import build_task_image
 
     return build_task_image(sample_task_dir, base_tag=base_image)

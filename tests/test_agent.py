@@ -25,7 +25,7 @@ def _say(thought: str, tool: str, **arguments) -> str:
 
 @pytest.fixture(scope="module")
 def image(docker_client, base_image) -> str:
-    from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.images.source import ensure_image
 
     return ensure_image(TASK)
 

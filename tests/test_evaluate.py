@@ -112,7 +112,7 @@ def test_wrong_solutions_resolve_nothing(docker_client, base_image, tmp_path):
 
 @docker
 def test_killed_container_and_missing_image_are_infra_failures_not_misses(docker_client, base_image, tmp_path):
-    from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.images.source import ensure_image
     from swe_srl.sandbox.reaper import LABEL_PID
 
     killed, fine = BY_ID["swe-srl-demo__pagekit-1"], BY_ID["swe-srl-demo__durations-1"]

@@ -17,7 +17,7 @@ import pytest
 from swe_srl import tasks
 from swe_srl.rewards import testlog
 from swe_srl.sandbox.grading import apply_script
-from swe_srl.sandbox.images import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT, compute_base_commit
+from swe_srl.sandbox.images.build import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT, compute_base_commit
 
 DEMO = tasks.load_local_tasks()
 REQUIRED = {"instance_id", "repo", "base_commit", "problem_statement", "patch", "test_patch",

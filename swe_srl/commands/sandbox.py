@@ -14,10 +14,10 @@ from rich.table import Table
 
 from ..errors import ConfigError, InfrastructureError
 from ..paths import TASKS_DIR
-from ..sandbox.cache import ImageCache, budget_bytes
 from ..sandbox.doctor import run_checks
-from ..sandbox.image_usage import human_bytes
-from ..sandbox.images import MIRROR_ENV, build_all
+from ..sandbox.images.build import MIRROR_ENV, build_all
+from ..sandbox.images.cache import ImageCache, budget_bytes
+from ..sandbox.images.disk import human_bytes
 
 if TYPE_CHECKING:
     from ..hosts import HostsConfig

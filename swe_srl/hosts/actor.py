@@ -42,9 +42,9 @@ class HostWorker:
     def ping(self) -> dict:
         """Engine facts for ``doctor`` and health checks; raises InfrastructureError when the
         engine does not answer."""
-        from ..sandbox.cache import ImageCache
         from ..sandbox.client import docker_client
-        from ..sandbox.images import base_image_tag, image_exists
+        from ..sandbox.images.build import base_image_tag, image_exists
+        from ..sandbox.images.cache import ImageCache
         from ..sandbox.reaper import list_sandboxes
 
         client = docker_client()
@@ -67,7 +67,7 @@ class HostWorker:
     def ensure_image(self, task: Task, budget_gb: float | None = None) -> str:
         """Make ``task``'s image present on this engine (one build per image, whatever the
         concurrency; evicting under ``budget_gb``) and hold it until :meth:`release_image`."""
-        from ..sandbox.cache import ImageCache, budget_bytes
+        from ..sandbox.images.cache import ImageCache, budget_bytes
 
         with self.lock:
             if self.images is None:

@@ -18,7 +18,7 @@ from ..calibration import Calibration, TaskCalibration
 from ..errors import ConfigError, InfrastructureError, InputError
 from ..schemas import Task, TestReport
 from .grading import GradingConfig, grade
-from .images import ensure_image
+from .images.source import ensure_image
 
 OnTask = Callable[[TaskCalibration, bool], None]
 

@@ -17,10 +17,10 @@ from typing import Literal
 
 from ..errors import InfrastructureError
 from ..paths import TASKS_DIR
-from .cache import ImageCache
 from .client import docker_client
-from .image_usage import human_bytes
-from .images import base_image_tag, image_exists, task_dirs, task_image_tag
+from .images.build import base_image_tag, image_exists, task_dirs, task_image_tag
+from .images.cache import ImageCache
+from .images.disk import human_bytes
 from .reaper import LABEL_PID, owner_alive
 
 Status = Literal["ok", "warn", "fail"]

@@ -51,7 +51,7 @@ from ..tasks import task_test_command
 from . import open_sandbox
 from .base import SandboxFileTooLarge
 from .config import SandboxConfig, check_size
-from .images import ensure_image
+from .images.source import ensure_image
 from .patch_scan import read_base_texts, scan_in_container
 from .testcmd import PytestRun, Ungradable, find_pytest_run
 from .toxcmd import expand_tox, needs_tox_ini

@@ -33,7 +33,7 @@ from .base import (
     hygiene_script,
 )
 from .config import SandboxConfig
-from .images import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT
+from .images.build import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT
 from .tools import EDITOR_NAME, EDITOR_SCRIPT
 
 log = logging.getLogger(__name__)

@@ -47,9 +47,9 @@ def test_env_build_unknown_task_is_one_red_line(sample_task_dir, docker_client):
 
 @pytest.mark.docker
 def test_env_prune_evicts_down_to_the_budget_and_doctor_reports_usage(base_image, docker_client, tmp_path):
-    from swe_srl.sandbox.cache import ImageCache
-    from swe_srl.sandbox.image_usage import take_snapshot
-    from swe_srl.sandbox.images import build_task_image
+    from swe_srl.sandbox.images.build import build_task_image
+    from swe_srl.sandbox.images.cache import ImageCache
+    from swe_srl.sandbox.images.disk import take_snapshot
 
     from ..conftest import write_sample_task
 

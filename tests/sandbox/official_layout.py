@@ -25,7 +25,7 @@ import uuid
 from typing import Any
 
 from swe_srl.errors import InfrastructureError
-from swe_srl.sandbox.images import build_task_image
+from swe_srl.sandbox.images.build import build_task_image
 from swe_srl.schemas import Task
 
 # Bump when the recipe below changes in a way ACTIVATE / SETUP do not show.

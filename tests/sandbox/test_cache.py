@@ -17,9 +17,8 @@ from swe_srl.errors import ConfigError
 from swe_srl.evaluate import EvalConfig, evaluate_tasks
 from swe_srl.experts import ExpertReplay, load_scripts
 from swe_srl.harness import HarnessConfig
-from swe_srl.sandbox.cache import ImageCache, budget_bytes
-from swe_srl.sandbox.cache_index import ImageIndex, add_hold, holder_id
-from swe_srl.sandbox.image_usage import (
+from swe_srl.sandbox.images.cache import ImageCache, budget_bytes
+from swe_srl.sandbox.images.disk import (
     GB,
     ImageRecord,
     Snapshot,
@@ -28,6 +27,7 @@ from swe_srl.sandbox.image_usage import (
     pair_layers,
     take_snapshot,
 )
+from swe_srl.sandbox.images.index import ImageIndex, add_hold, holder_id
 from swe_srl.schemas import Task
 from swe_srl.tasks import load_tasks
 
@@ -190,7 +190,7 @@ class _Sampler(threading.Thread):
 @docker
 def test_eval_under_a_budget_smaller_than_the_demo_images_resolves_every_expert(docker_client, base_image,
                                                                                 tmp_path):
-    from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.images.source import ensure_image
 
     tags = {t.instance_id: ensure_image(t) for t in DEMO}
     demo_ids = {_image_id(docker_client, tag) for tag in tags.values()}

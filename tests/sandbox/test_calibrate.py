@@ -68,7 +68,7 @@ def _write_task(root: Path, name: str, gold_body: str, coin: bool) -> Path:
 def fixture_tasks(tmp_path_factory, base_image, docker_client):
     """A folder of three task folders (flaky, broken, a copy of a demo task); the fixtures'
     images are removed afterwards (the demo copy hashes to the demo image, which stays)."""
-    from swe_srl.sandbox.images import build_task_image, task_image_tag
+    from swe_srl.sandbox.images.build import build_task_image, task_image_tag
 
     root = tmp_path_factory.mktemp("calib-tasks")
     flaky = _write_task(root, "flaky-1", "2 * x", coin=True)

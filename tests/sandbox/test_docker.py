@@ -19,7 +19,7 @@ from swe_srl.actions import make_action
 from swe_srl.errors import InfrastructureError
 from swe_srl.sandbox import SandboxConfig, SandboxFileNotFound, open_sandbox, run_tool
 from swe_srl.sandbox.base import hygiene_script
-from swe_srl.sandbox.images import compute_base_commit
+from swe_srl.sandbox.images.build import compute_base_commit
 from swe_srl.sandbox.reaper import LABEL_RUN, list_sandboxes, reap
 from tests.sandbox.git_leaks import LEAK_SETUP, leak_check
 

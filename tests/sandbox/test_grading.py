@@ -11,7 +11,7 @@ import pytest
 
 from swe_srl import tasks
 from swe_srl.sandbox.grading import GradingConfig, grade
-from swe_srl.sandbox.images import ensure_image
+from swe_srl.sandbox.images.source import ensure_image
 
 pytestmark = pytest.mark.docker
 
@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def task_images() -> dict[str, str]:
     """Every demo task's image, built once (cached by content) through the sandbox layer."""
     from swe_srl.sandbox.client import engine_available
-    from swe_srl.sandbox.images import build_task_image
+    from swe_srl.sandbox.images.build import build_task_image
 
     if not engine_available():
         pytest.skip("no Docker engine answers")

@@ -32,7 +32,7 @@ _NO_SCAN = {"scan": False} if "scan" in GradingConfig.__dataclass_fields__ else 
 @pytest.fixture(scope="module")
 def task():
     from swe_srl.sandbox.client import engine_available
-    from swe_srl.sandbox.images import build_task_image
+    from swe_srl.sandbox.images.build import build_task_image
 
     if not engine_available():
         pytest.skip("no Docker engine answers")

@@ -18,8 +18,15 @@ from swe_srl.errors import InfrastructureError
 from swe_srl.leaks.fetch import CODE_HOSTS
 from swe_srl.paths import REPO_ROOT
 from swe_srl.sandbox import SandboxConfig, open_sandbox
-from swe_srl.sandbox.builder import BUILD_PREFIX, LABEL_KIND, build_container_name, host_id, is_leftover
-from swe_srl.sandbox.images import MIRROR_ENV, BaseSpec, build_all, build_task_image, debootstrap_argv, resolve_mirror
+from swe_srl.sandbox.images.build import (
+    MIRROR_ENV,
+    BaseSpec,
+    build_all,
+    build_task_image,
+    debootstrap_argv,
+    resolve_mirror,
+)
+from swe_srl.sandbox.images.commit import BUILD_PREFIX, LABEL_KIND, build_container_name, host_id, is_leftover
 from swe_srl.sandbox.reaper import LABEL_RUN
 
 # ------------------------------------------------------------------ no host names, no mirror
@@ -105,7 +112,7 @@ def test_mirror_comes_from_the_user_only(monkeypatch):
 
 def test_mirror_argument_reaches_the_rootfs_build(monkeypatch, tmp_path):
     # The user's mirror (flag or environment) is the last debootstrap argument; none means none.
-    from swe_srl.sandbox import images
+    from swe_srl.sandbox.images import build as images
 
     seen = []
 
@@ -237,7 +244,7 @@ def test_env_build_removes_build_containers_a_killed_build_left(docker_client, b
 @pytest.mark.docker
 def test_task_folder_without_base_commit_builds_and_grades(tmp_path):
     from swe_srl.sandbox.grading import grade
-    from swe_srl.sandbox.images import ensure_image
+    from swe_srl.sandbox.images.source import ensure_image
     from swe_srl.tasks import load_local_task
 
     source = REPO_ROOT / "environments" / "tasks" / "swe-srl-demo__datekit-1"
@@ -259,7 +266,7 @@ def test_task_folder_without_base_commit_builds_and_grades(tmp_path):
 def test_a_removed_task_image_named_by_its_tag_is_rebuilt_offline_not_pulled(base_image, docker_client, tmp_path):
     from dataclasses import replace
 
-    from swe_srl.sandbox.images import ensure_image, expected_image_tag
+    from swe_srl.sandbox.images.source import ensure_image, expected_image_tag
     from swe_srl.tasks import load_local_task
 
     folder = tmp_path / "evicted-datekit"  # a tag of its own: the demo task's image is not touched

@@ -14,7 +14,7 @@ from swe_srl.actions import make_action
 from swe_srl.errors import ConfigError, InfrastructureError
 from swe_srl.sandbox import SandboxConfig, open_sandbox, run_tool
 from swe_srl.sandbox.base import hygiene_script
-from swe_srl.sandbox.images import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT, compute_base_commit
+from swe_srl.sandbox.images.build import BASE_COMMIT_ENV, BASE_COMMIT_SCRIPT, compute_base_commit
 from tests.sandbox.git_leaks import LEAK_SETUP, leak_check
 
 

@@ -112,7 +112,7 @@ def tox_task():
     """The pagekit demo task on an image whose base commit carries a tox.ini, run as SWE-bench
     runs sphinx: ``tox --current-env -epy39 -v --`` (tox itself is not installed: never run)."""
     from swe_srl.sandbox.client import docker_client, engine_available
-    from swe_srl.sandbox.images import build_task_image
+    from swe_srl.sandbox.images.build import build_task_image
 
     if not engine_available():
         pytest.skip("no Docker engine answers")

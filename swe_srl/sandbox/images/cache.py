@@ -1,49 +1,41 @@
 """Task images under a disk budget: the engine's images as a cache that evicts the least
-recently used task image when the project's image bytes (:mod:`~swe_srl.sandbox.image_usage`) would
-pass the budget, and builds (or pulls) the images of the next tasks in the background.
+recently used task image when the project's image bytes (:mod:`~swe_srl.sandbox.images.disk`)
+would pass the budget, and builds (or pulls) the images of the next tasks in the background.
 
     cache = ImageCache.of(budget_gb=20, prefetch=2)
     cache.plan(tasks)                      # the order tasks will run in (eviction looks ahead)
     with cache.lease(task) as image:       # present (evicting, building) and held until the end
         ...                                # the episode and its grading (swe_srl.runner.DockerRunner)
 
-Never evicted: base images (every task image is built on one), an image a container was
-created from, an image another present image was built on, an image a live process holds (an
-episode in flight, here or in another run on the same engine: holds live in the cache index),
-an untagged image younger than two minutes (a commit not tagged yet).
-Among the rest, images no upcoming task needs go first, least recently used first (last use
-as recorded in the index, else creation time); then images of upcoming tasks, the one needed
-last first. An image is made only once room for it is free: its size is known from an earlier
-build (recorded in the index), else estimated; an image that turns out bigger than estimated
-is followed by further evictions. Evicted task images come back on demand (rebuilt offline).
+Which images may go, in which order, and what an image about to be made will add is the
+eviction policy (:mod:`~swe_srl.sandbox.images.eviction`): base images, images in use or held
+and images needed soonest stay. An image is made only once room for it is free; an image that
+turns out bigger than estimated is followed by further evictions. Evicted task images come back
+on demand (rebuilt offline).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, InfrastructureError
-from ..schemas import Task
-from .cache_index import ImageIndex, add_hold, image_entry, index_path, touch
-from .client import docker_client
-from .image_usage import ImageRecord, ImageStatus, Snapshot, Usage, budget_bytes, human_bytes, take_snapshot
-from .images import cache_dir, ensure_image, expected_image_tag, image_exists
+from ...errors import ConfigError, InfrastructureError
+from ...schemas import Task
+from ..client import docker_client
+from .build import cache_dir, image_exists
+from .disk import ImageRecord, ImageStatus, Snapshot, Usage, budget_bytes, human_bytes, take_snapshot
+from .eviction import estimate, last_used, pins, victims
+from .index import ImageIndex, add_hold, image_entry, index_path, touch
+from .source import ensure_image, expected_image_tag
 
 log = logging.getLogger(__name__)
 
 _WAIT_S = 5.0  # re-check for room at least this often while waiting for a held image
-_FIRST_BUILD_SLACK = 64 * 1024  # git's own files in a task image's layer (hooks, index, config)
-# An untagged image may be a commit (ours or another run's) between its creation and its tag:
-# removing it by id then would take the tag with it. Older untagged images are leftovers.
-_UNTAGGED_MIN_AGE_S = 120.0
 
 
 @dataclass
@@ -174,7 +166,7 @@ class ImageCache:
             snap = self._snapshot(data)
             pinned = self._pins(snap, data)
             rows = tuple(sorted((ImageStatus(i.ref, i.kind, i.size if i.kind == "base" else snap.own_bytes(i.id),
-                                             self._last_used(i, data), pinned.get(i.id, ""))
+                                             last_used(i, data), pinned.get(i.id, ""))
                                  for i in snap.images.values()), key=lambda s: (s.pinned == "", s.last_used)))
             return Usage(snap.total_bytes(), self.budget, rows)
 
@@ -245,29 +237,12 @@ class ImageCache:
                     image_entry(data, ref)["bytes"] = snap.own_bytes(image.id)
         return snap
 
-    @staticmethod
-    def _last_used(image: ImageRecord, data: dict) -> float:
-        uses = [data["images"].get(ref, {}).get("last_used", 0.0) for ref in (image.id, *image.tags)]
-        return max(uses) or image.created
-
     # ------------------------------------------------------------------ making room
 
     def _pins(self, snap: Snapshot, data: dict) -> dict[str, str]:
-        """Image id -> why it may not be evicted, for the pinned ones."""
-        held = set(data["holders"]) | set(self._reserved) | {ref for ref, _ in self._held}
-        pins = {}
-        for image in snap.images.values():
-            if image.kind == "base":
-                pins[image.id] = "base"
-            elif image.id in snap.in_use:
-                pins[image.id] = "container"
-            elif image.id in snap.parents:
-                pins[image.id] = "parent"
-            elif held.intersection((image.id, *image.tags)):
-                pins[image.id] = "held"
-            elif not image.tags and time.time() - image.created < _UNTAGGED_MIN_AGE_S:
-                pins[image.id] = "new"  # a commit in progress: the engine tags the image just after
-        return pins
+        """Image id -> why it may not be evicted, for the pinned ones: the holds of live
+        processes (the index's), of this cache and the builds it has in progress count."""
+        return pins(snap, set(data["holders"]) | set(self._reserved) | {ref for ref, _ in self._held})
 
     def _needed(self) -> dict[str, int]:
         """Tag -> plan position of the first task not yet started that needs it."""
@@ -280,31 +255,6 @@ class ImageCache:
                     continue
         return needed
 
-    def _victims(self, snap: Snapshot, data: dict, horizon: int | None) -> list[ImageRecord]:
-        """Evictable images, first to go first; with ``horizon``, none that a task at or
-        before that plan position needs."""
-        pins, needed = self._pins(snap, data), self._needed()
-        ranked = []
-        for image in snap.images.values():
-            if image.id in pins:
-                continue
-            pos = min((needed[r] for r in image.tags if r in needed), default=None)
-            if horizon is not None and pos is not None and pos <= horizon:
-                continue
-            ranked.append(((pos is not None, -(pos or 0), self._last_used(image, data)), image))
-        return [image for _, image in sorted(ranked, key=lambda r: r[0])]
-
-    def _estimate(self, task: Task, tag: str, data: dict) -> int:
-        """Bytes ``tag`` will add: as measured when it was last present, else guessed."""
-        known = data["images"].get(tag, {}).get("bytes")
-        if known is not None:
-            return int(known)
-        task_dir = task.metadata.get("task_dir") if isinstance(task.metadata, dict) else None
-        if task_dir and (Path(task_dir) / "repo").is_dir():  # files + their git objects
-            files = sum(p.stat().st_size for p in (Path(task_dir) / "repo").rglob("*") if p.is_file())
-            return 2 * files + _FIRST_BUILD_SLACK
-        return max((int(e.get("bytes", 0)) for e in data["images"].values()), default=0)
-
     def _fit(self, task: Task | None, tag: str | None, *, horizon: int | None, partial: bool = False,
              out: list[str] | None = None) -> bool:
         """Evict until ``tag`` (to be built for ``task``) fits beside the project's images and
@@ -314,9 +264,10 @@ class ImageCache:
             return True
         with self._lock, self.index.locked() as data:
             snap = self._snapshot(data)
-            need = self._estimate(task, tag, data) if task is not None and tag is not None else 0
+            need = estimate(task, tag, data) if task is not None and tag is not None else 0
             excess = snap.total_bytes() + sum(self._reserved.values()) + need - self.budget
-            chosen, freed = snap.covering(self._victims(snap, data, horizon), excess)
+            ranked = victims(snap, data, self._pins(snap, data), self._needed(), horizon)
+            chosen, freed = snap.covering(ranked, excess)
             fits = freed >= excess
             if fits or partial:
                 for image in chosen:

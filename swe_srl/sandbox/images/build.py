@@ -1,5 +1,6 @@
-"""Sandbox images: the base image (offline: debootstrap -> docker import; or the Dockerfile on
-machines with a registry) and one task image per demo task folder.
+"""How the project's images are defined and built: the base image (offline: debootstrap ->
+docker import; or the Dockerfile on machines with a registry) and one task image per demo task
+folder.
 
 Tags are content hashes of what defines the image, so a changed definition gives a new tag and
 an unchanged one is never rebuilt:
@@ -11,8 +12,7 @@ A task image is the base image with ``repo/`` copied to /testbed and committed o
 author, dates and message (:data:`BASE_COMMIT_ENV`), so the base commit hash depends only on
 the files: :func:`compute_base_commit` gives the same hash on the host.
 
-:func:`ensure_image` makes the image a task is graded in present: a bundled task's is built,
-any other (an official SWE-bench image) is pulled.
+Whether a task's image is built or pulled, and under which tag, is decided in :mod:`.source`.
 """
 
 from __future__ import annotations
@@ -35,11 +35,10 @@ from typing import Literal
 
 import tomllib
 
-from ..errors import ConfigError, InfrastructureError, InputError
-from ..paths import REPO_ROOT, TASKS_DIR
-from ..schemas import Task
-from .builder import LABEL_KIND, commit_image, remove_leftovers, root_owned
-from .client import docker_client, infra_error
+from ...errors import ConfigError, InfrastructureError, InputError
+from ...paths import REPO_ROOT, TASKS_DIR
+from ..client import docker_client, infra_error
+from .commit import LABEL_KIND, commit_image, remove_leftovers, root_owned
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +259,7 @@ def build_task_image(task_dir: Path | str, *, base_tag: str | None = None, force
     """Build the image of one task folder (``task.json`` + ``repo/``) unless it exists; return its tag.
 
     The base image is built first if it is missing. The build runs in a container of our own,
-    removed whatever happens (see :mod:`~swe_srl.sandbox.builder`)."""
+    removed whatever happens (see :mod:`~swe_srl.sandbox.images.commit`)."""
     task_dir = Path(task_dir)
     if not (task_dir / "repo").is_dir():
         raise InputError(f"{task_dir}: not a task folder (no repo/ directory)")
@@ -299,50 +298,6 @@ def build_all(tasks_dir: Path | str = TASKS_DIR, only: str | None = None, *,
     for folder in task_dirs(tasks_dir, only):
         tags[folder.name] = build_task_image(folder, base_tag=tags["base"], force=force, echo=echo)
     return tags
-
-
-def _local_task_dir(task: Task) -> str | None:
-    """The folder a bundled (local) task's image is built from, if it has one."""
-    task_dir = task.metadata.get("task_dir") if isinstance(task.metadata, dict) else None
-    return str(task_dir) if task.source == "local" and task_dir else None
-
-
-def expected_image_tag(task: Task) -> str:
-    """The tag :func:`ensure_image` gives ``task``, without building or pulling anything."""
-    task_dir = _local_task_dir(task)
-    if task_dir and not task.image:
-        return task_image_tag(Path(task_dir), base_image_tag())
-    if not task.image:
-        raise InfrastructureError(f"task {task.instance_id} names no image")
-    return task.image
-
-
-def ensure_image(task: Task) -> str:
-    """The image tag to grade ``task`` in, present in the local engine: a bundled task's image
-    is built (cached by content; also when its tag is given but was removed, e.g. evicted by
-    the image cache); another task's image is pulled where a registry answers.
-
-    Raises InfrastructureError ("image X is not present and cannot be pulled: ...")."""
-    client = docker_client()
-    task_dir = _local_task_dir(task)
-    if task_dir and not task.image:
-        return build_task_image(task_dir)
-    if not task.image:
-        raise InfrastructureError(f"task {task.instance_id} names no image")
-    try:
-        client.images.get(task.image)
-        return task.image
-    except Exception as exc:
-        if type(exc).__name__ != "ImageNotFound":
-            raise infra_error(f"cannot inspect image {task.image}", exc) from exc
-    if task_dir and task.image == task_image_tag(Path(task_dir), base_image_tag()):
-        return build_task_image(task_dir)  # our own image, gone: rebuilt offline, same tag
-    try:
-        client.images.pull(task.image)
-    except Exception as exc:
-        msg = " ".join(str(getattr(exc, "explanation", None) or exc).split())[:200]
-        raise InfrastructureError(f"image {task.image} is not present and cannot be pulled: {msg}") from exc
-    return task.image
 
 
 def compute_base_commit(repo_dir: Path | str) -> str:

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .reaper import LABEL_HOST, LABEL_PID, LABEL_START, owner_alive, process_start
+from ..reaper import LABEL_HOST, LABEL_PID, LABEL_START, owner_alive, process_start
 
 VERSION = 1
 _thread_lock = threading.Lock()

@@ -23,9 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConfigError
-from .builder import LABEL_KIND
-from .client import infra_error
+from ...errors import ConfigError
+from ..client import infra_error
+from .commit import LABEL_KIND
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..errors import InfrastructureError
-from .client import docker_client, infra_error
-from .reaper import LABEL_HOST, LABEL_PID, LABEL_RUN, LABEL_START, owner_alive, process_start, remove_containers
+from ...errors import InfrastructureError
+from ..client import docker_client, infra_error
+from ..reaper import LABEL_HOST, LABEL_PID, LABEL_RUN, LABEL_START, owner_alive, process_start, remove_containers
 
 log = logging.getLogger(__name__)
 
