@@ -5,8 +5,9 @@ checkpoints), the policy whose ``.model`` is trained, the optimizer, the data it
 resumable order (step targets, or tasks for the episode methods) and the step counter. It knows
 how to resume a killed run, log a step, save a checkpoint, and validate the policy on held-out
 step targets (greedy decoding, mean similarity reward, format errors). The loop itself is
-:func:`swe_srl.rl.trainer.train`. With ``run.parallel=fsdp`` the model is sharded over the
-processes (:mod:`.parallel`) and checkpoints are sharded too (:mod:`.sharded`).
+:func:`swe_srl.rl.trainer.train`. The policy and the KL reference are loaded by
+:class:`~swe_srl.rl.model_loader.ModelLoader`. With ``run.parallel=fsdp`` the model is sharded
+over the processes (:mod:`.parallel`) and checkpoints are sharded too (:mod:`.sharded`).
 """
 
 from __future__ import annotations
