@@ -35,7 +35,7 @@ import torch
 from ..errors import ConfigError, StaleWeights
 from ..policy.hf import HFPolicy
 from .data_order import DataOrder
-from .engine import RolloutEngine, sampler_logprobs, unwrap
+from .engine import Engine, sampler_logprobs, unwrap
 
 if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
     from .session import Session
@@ -67,9 +67,9 @@ class SnapshotPolicy(HFPolicy):
 
 class AheadEngine:
     """The session's :class:`~swe_srl.rl.engine.RolloutEngine` as seen by a run one step ahead:
-    same members (``sampler``, ``push``, ``check``, ``old_logprobs``, ``close``)."""
+    same members (``sampler``, ``push``, ``release``, ``check``, ``old_logprobs``, ``close``)."""
 
-    def __init__(self, inner: RolloutEngine, policy: Any, model: torch.nn.Module, version: int = 0) -> None:
+    def __init__(self, inner: Engine, policy: Any, model: torch.nn.Module, version: int = 0) -> None:
         """``version``: the trained model's now (the step a resumed run starts from)."""
         self.inner, self.engine = inner, inner.engine
         if inner.pushes:
@@ -87,6 +87,9 @@ class AheadEngine:
             self.sampler.update_weights(_named(model), version=version)
             return {"rollout/weights_version": float(version)}
         return self.inner.push(model, version)
+
+    def release(self) -> None:
+        """Nothing to release: the engine draws the next batch during the update."""
 
     def check(self, samples: Sequence[Any], version: int) -> float:
         """The batch's largest version gap to the trained model's ``version`` (0 or 1);

@@ -35,7 +35,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import InputError
 from ..paths import DEFAULT_MODEL_DIR
@@ -95,7 +95,8 @@ def capture_rng() -> dict[str, Any]:
     import numpy as np
     import torch
 
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    # The global RandomState is an MT19937: its state is the legacy tuple (the stub also allows a dict).
+    kind, keys, pos, has_gauss, cached = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state: dict[str, Any] = {
         "python": random.getstate(),
         "numpy": (kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached),

@@ -109,14 +109,16 @@ def sync_gradients(model: torch.nn.Module, d: Dist) -> None:
     if not d.distributed:
         return
     params = [p for p in model.parameters() if p.requires_grad]
+    grads: list[torch.Tensor] = []
     for p in params:
         if p.grad is None:  # every rank must contribute the same tensors, in the same order
             p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
     bucket: list[torch.Tensor] = []
     size = 0
-    for p in params:
-        bucket.append(p.grad)
-        size += p.grad.numel()
+    for grad in grads:
+        bucket.append(grad)
+        size += grad.numel()
         if size >= BUCKET_ELEMENTS:
             _all_reduce_bucket(bucket)
             bucket, size = [], 0

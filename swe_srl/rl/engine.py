@@ -40,15 +40,38 @@ from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 
 from ..config import EngineKind, RolloutConfig, TrainConfig
 from ..errors import ConfigError, InputError, StaleWeights
 from ..policy import PolicyConfig, load_policy
+from ..policy.base import DType
+from .hf_model import LoraLayer, base_model, lora_layers
 
 log = logging.getLogger(__name__)
+
+
+class Engine(Protocol):
+    """What the run asks of ``session.engine``: a :class:`RolloutEngine`, or the
+    :class:`~swe_srl.rl.ahead.AheadEngine` around one (``rollout.async_ahead``)."""
+
+    engine: EngineKind
+    sampler: Any
+
+    @property
+    def pushes(self) -> bool: ...
+
+    def push(self, model: torch.nn.Module, version: int) -> dict[str, float]: ...
+
+    def release(self) -> None: ...
+
+    def check(self, samples: Sequence[Any], version: int) -> float: ...
+
+    def old_logprobs(self, samples: Sequence[Any], logprobs: torch.Tensor) -> torch.Tensor | None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -112,11 +135,12 @@ class RolloutEngine:
         if self.pushes and self.sleep_level:
             self.sampler.sleep(self.sleep_level)
 
-    def check(self, samples: Sequence[Any], version: int) -> None:
+    def check(self, samples: Sequence[Any], version: int) -> float:
         """Raise :class:`StaleWeights` unless every sample was drawn with weights ``version``
-        (the trained model's, before its update). A no-op with ``hf``."""
+        (the trained model's, before its update). A no-op with ``hf``. Returns the batch's
+        version gap to ``version``: 0."""
         if not self.pushes:
-            return
+            return 0.0
         drawn = Counter(s.weights_version for s in samples)
         stale = {v: n for v, n in drawn.items() if v != version}
         if stale:
@@ -124,6 +148,7 @@ class RolloutEngine:
             raise StaleWeights(f"{sum(stale.values())} of {len(samples)} samples were drawn with other weights "
                                f"than the trained model's (version {version}): {found}. The weight push after "
                                "an optimizer step did not reach the rollout engine; refusing an off-policy update")
+        return 0.0
 
     def old_logprobs(self, samples: Sequence[Any], logprobs: torch.Tensor) -> torch.Tensor | None:
         """The importance ratio's old log-probs for ``samples``, shaped like the trainer's
@@ -137,7 +162,7 @@ class RolloutEngine:
             self.sampler.close()
 
 
-def engine_dtype(config: RolloutConfig, device: torch.device) -> str:
+def engine_dtype(config: RolloutConfig, device: torch.device) -> DType:
     """``rollout.dtype`` resolved: auto = bfloat16 on a GPU, float32 on CPU."""
     return config.dtype if config.dtype != "auto" else ("bfloat16" if device.type == "cuda" else "float32")
 
@@ -216,16 +241,15 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     while True:
         if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
+        elif isinstance(compiled := getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = compiled
         else:
             return model
 
 
 def pushed_names(model: torch.nn.Module) -> list[str]:
     """The names :func:`full_named_parameters` yields, in order, without gathering anything."""
-    model = unwrap(model)
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
+    inner = base_model(unwrap(model))  # peft
     names = [name for name, _ in inner.named_parameters() if ".lora_" not in name]
     return [".".join(name.split(".base_layer.", 1)) for name in names]
 
@@ -237,9 +261,8 @@ def full_named_parameters(model: torch.nn.Module) -> Iterator[tuple[str, torch.T
     only one full parameter at a time exists beyond the shards; gathering is a collective, so
     every rank must iterate. LoRA adapters (``model.lora``) are folded into their base weights
     (``W + scaling * B @ A``), under the base model's names: the engine runs the merged model."""
-    model = unwrap(model)
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft
-    lora = {name: m for name, m in inner.named_modules() if hasattr(m, "lora_A") and hasattr(m, "get_base_layer")}
+    inner = base_model(unwrap(model))  # peft
+    lora = lora_layers(inner)
     for name, param in inner.named_parameters():
         if ".lora_" in name:
             continue  # folded into the base weight of their layer
@@ -259,15 +282,15 @@ def _full(param: torch.Tensor) -> torch.Tensor:
     except ImportError:  # torch built without distributed
         return param.detach()
     tensor = param.detach()
-    if isinstance(tensor, DTensor):
-        mesh_device = tensor.device_mesh.device_type
-        if tensor.device.type != mesh_device:  # run.cpu_offload: shards on the CPU, collectives on the GPU
-            tensor = tensor.to(mesh_device)
-        tensor = tensor.full_tensor()
-    return tensor
+    if not isinstance(tensor, DTensor):
+        return tensor
+    mesh_device = tensor.device_mesh.device_type
+    if tensor.device.type != mesh_device:  # run.cpu_offload: shards on the CPU, collectives on the GPU
+        tensor = tensor.to(mesh_device)  # still a DTensor (torch's stub says Tensor)
+    return cast(DTensor, tensor).full_tensor()
 
 
-def _lora_delta(layer: torch.nn.Module, base: torch.Tensor) -> torch.Tensor:
+def _lora_delta(layer: LoraLayer, base: torch.Tensor) -> torch.Tensor:
     """What a peft LoRA Linear adds to its (gathered) ``base`` weight: the sum over its active
     adapters, in float32."""
     if getattr(layer, "merged", False):

@@ -104,7 +104,7 @@ def pack_turns(samples: Sequence[Any], *, pack: bool = True, max_tokens: int = 0
                     joinable = True
             else:
                 stats.breaks += 1
-        if joinable:
+        if joinable and row is not None:
             gap = tuple(s.prompt_ids[len(row["ids"]):])
             row["ids"] += gap + completion
             row["mask"] += (0,) * len(gap) + (1,) * len(completion)

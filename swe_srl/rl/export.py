@@ -35,14 +35,14 @@ def find_checkpoint(source: str | os.PathLike, step: int | None = None) -> ckpt.
             raise InputError(f"{source} is the checkpoint of step {found.step}, not {step}")
         return found
     if step is None:
-        found = ckpt.latest_checkpoint(source) if source.is_dir() else None
+        chosen = ckpt.latest_checkpoint(source) if source.is_dir() else None
     else:
-        found = next((c for c in ckpt.list_checkpoints(source) if c.step == step), None)
-    if found is None:
+        chosen = next((c for c in ckpt.list_checkpoints(source) if c.step == step), None)
+    if chosen is None:
         steps = [c.step for c in ckpt.list_checkpoints(source)] if source.is_dir() else []
         have = f"its checkpoints: steps {', '.join(map(str, steps))}" if steps else "it holds no complete checkpoint"
         raise InputError(f"no checkpoint{'' if step is None else f' of step {step}'} in {source} ({have})")
-    return found
+    return chosen
 
 
 def _sharded_dtype(found: ckpt.Checkpoint) -> torch.dtype:
@@ -66,14 +66,15 @@ def load_checkpoint_model(found: ckpt.Checkpoint) -> tuple[Any, Any]:
         model, tokenizer = sharded.build_model(found, dtype=_sharded_dtype(found), lora=lora)
         sharded.load_model_weights(found, model)
     elif lora is not None:
-        from ..policy import PolicyConfig, load_policy
+        from ..policy import PolicyConfig
+        from ..policy.hf import HFPolicy
 
         start = found.state.get("start_model")
         if not start or not (Path(start) / "config.json").is_file():
             raise InputError(f"checkpoint {found.path} holds a LoRA adapter, and the model it was trained on "
                              f"({start or 'not recorded'}) is not there to merge it into")
-        policy = load_policy(PolicyConfig(backend="hf", model=start, dtype="float32", device="cpu",
-                                          lora=replace(lora, adapter_path=str(found.model_dir))))
+        policy = HFPolicy.from_config(PolicyConfig(backend="hf", model=start, dtype="float32", device="cpu",
+                                                   lora=replace(lora, adapter_path=str(found.model_dir))))
         model, tokenizer = policy.model, policy.tokenizer
     else:
         model = AutoModelForCausalLM.from_pretrained(found.model_dir)

@@ -16,6 +16,7 @@ tree, not importing it): this module pulls no sandbox, Docker or Ray module
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -260,17 +261,17 @@ def grpo_loss(logprobs: Tensor, old_logprobs: Tensor | None, advantages: Tensor,
     terms = clipped_surrogate(logprobs, old_logprobs, advantages, mask,
                               clip_low=config.clip_eps_low, clip_high=config.clip_eps_high,
                               dual_clip=config.dual_clip)
-    agg = dict(mode=config.loss_aggregation, max_tokens=max_tokens,
-               num_sequences=num_sequences, num_tokens=num_tokens, unit_weights=unit_weights)
+    agg = functools.partial(aggregate, mode=config.loss_aggregation, max_tokens=max_tokens,
+                            num_sequences=num_sequences, num_tokens=num_tokens, unit_weights=unit_weights)
     per_token = terms.loss
     tis = None
     if engine_logprobs is not None:
         tis = truncated_is_weights(old_logprobs, engine_logprobs, mask, cap=config.tis_cap,
                                    veto=config.is_veto, veto_level=config.is_veto_level)
         per_token = per_token * tis.weight
-    policy_loss = aggregate(per_token, mask, **agg)
+    policy_loss = agg(per_token, mask)
     kl_tokens = k3_kl(logprobs, ref_logprobs, mask) if ref_logprobs is not None else None
-    kl_loss = aggregate(kl_tokens, mask, **agg) if kl_tokens is not None else torch.zeros(())
+    kl_loss = agg(kl_tokens, mask) if kl_tokens is not None else torch.zeros(())
     loss = policy_loss + config.beta * kl_loss if config.beta > 0 else policy_loss
 
     with torch.no_grad():

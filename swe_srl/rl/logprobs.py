@@ -14,6 +14,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..errors import ConfigError
+from .hf_model import base_model, decoder, output_embeddings
 from .settings import Precision
 
 
@@ -142,13 +143,12 @@ def final_hidden_states(model: torch.nn.Module, batch: TokenBatch) -> torch.Tens
     decoder called alone would meet sharded embeddings."""
     from torch.distributed.fsdp import FSDPModule
 
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if isinstance(inner, FSDPModule):
+    if isinstance(base_model(model), FSDPModule):
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
                     logits_to_keep=1, output_hidden_states=True, use_cache=False)
         return out.hidden_states[-1]
-    return model.get_decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                               position_ids=batch.position_ids, use_cache=False).last_hidden_state
+    return decoder(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                          position_ids=batch.position_ids, use_cache=False).last_hidden_state
 
 
 # Config fields of models whose logits are more than lm_head(hidden states).
@@ -160,7 +160,7 @@ def output_head(model: torch.nn.Module) -> torch.nn.Module:
     decoder's final hidden states (what chunked log-probs recompute)."""
     config = getattr(model, "config", None)
     transforms = [name for name in _LOGIT_TRANSFORMS if getattr(config, name, None) not in (None, 1, 1.0)]
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    head = output_embeddings(model)
     if transforms or head is None or not hasattr(model, "get_decoder"):
         what = f"its logits also apply {', '.join(transforms)}" if transforms else "it has no separate output head"
         raise ConfigError(f"optim.logprob_chunk_tokens cannot chunk {type(model).__name__}: {what}; "

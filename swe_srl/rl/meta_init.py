@@ -46,10 +46,10 @@ def parameters_on_meta() -> Iterator[None]:
     to meta at once and the initialisation is a no-op on meta.)"""
     original = torch.nn.Module.register_parameter
 
-    def register(module: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
+    def register(self: torch.nn.Module, name: str, param: torch.nn.Parameter | None) -> None:
         if param is not None and param.device.type != "meta":
             param = torch.nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
-        original(module, name, param)
+        original(self, name, param)
 
     torch.nn.Module.register_parameter = register  # type: ignore[method-assign]
     try:
@@ -178,8 +178,8 @@ def _read_into(f: Any, base: int, entry: Mapping[str, Any], rows: tuple[int, int
     direct = target.device.type == "cpu" and target.dtype == dtype and target.is_contiguous() and nbytes
     buffer = target if direct else torch.empty(target.shape, dtype=dtype)
     if nbytes:
-        view = memoryview(buffer.view(torch.uint8).reshape(-1).numpy()) if buffer.dim() else \
-            memoryview(buffer.reshape(1).view(torch.uint8).numpy())
+        view = buffer.view(torch.uint8).reshape(-1).numpy().data if buffer.dim() else \
+            buffer.reshape(1).view(torch.uint8).numpy().data  # writable memoryviews of the bytes
         if f.readinto(view) != nbytes:
             raise InputError(f"meta-device loading: {f.name} ends inside its tensor data")
     if not direct:

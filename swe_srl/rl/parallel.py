@@ -22,7 +22,7 @@ Two consequences for the loop:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
@@ -31,6 +31,7 @@ import torch.distributed as dist
 from ..config import RunConfig
 from ..errors import ConfigError
 from .distributed import Dist
+from .hf_model import base_model, checkpointable
 from .logprobs import TokenBatch, autocast, completion_logprobs
 
 if TYPE_CHECKING:  # the run's state, handed down (imported for types only: no cycle)
@@ -43,7 +44,7 @@ def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a peft wrapper (or the model itself): the FSDP root, since
     training calls it through the wrapper and ``generate`` calls it directly, and FSDP makes
     the root of whatever unit runs forward first."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base_model(model)
 
 
 def fsdp_root(model: torch.nn.Module) -> Any:
@@ -85,9 +86,9 @@ def enable_activation_checkpointing(model: torch.nn.Module) -> None:
         raise ConfigError(f"run.activation_checkpointing: {type(model).__name__} does not support it")
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x's name
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        checkpointable(model).activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
     else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        checkpointable(model).gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def ensure_process_group(d: Dist) -> None:
@@ -99,7 +100,7 @@ def ensure_process_group(d: Dist) -> None:
 
 
 def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: bool,
-                load: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
+                load: Callable[[torch.nn.Module], object] | None = None) -> torch.nn.Module:
     """``fully_shard`` each decoder layer, then the root (embeddings, final norm, head: tied
     weights stay in one unit). In place; returns ``model``.
 
@@ -115,7 +116,9 @@ def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: boo
     for layer in decoder_layers(model):
         fully_shard(layer, mp_policy=mp, offload_policy=offload, reshard_after_forward=True)
     # The root's weights are the first needed in the backward pass: kept after the forward.
-    root = fully_shard(transformers_model(model), mp_policy=mp, offload_policy=offload, reshard_after_forward=False)
+    # (fully_shard shards in place: ``root`` stays the module, now an FSDPModule too.)
+    root = transformers_model(model)
+    fully_shard(root, mp_policy=mp, offload_policy=offload, reshard_after_forward=False)
     if any(p.device.type == "meta" for p in model.parameters()):
         from .meta_init import check_loaded, materialize
 
@@ -140,7 +143,7 @@ def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: boo
 
 
 def prepare_model(model: torch.nn.Module, run: RunConfig, d: Dist, *, bf16: bool,
-                  load: Callable[[torch.nn.Module], None] | None = None) -> torch.nn.Module:
+                  load: Callable[[torch.nn.Module], object] | None = None) -> torch.nn.Module:
     """Activation checkpointing (ddp and fsdp) and, for fsdp, sharding; before the optimizer
     is built (it must hold the sharded parameters). ``load``: see :func:`shard_model`."""
     if run.activation_checkpointing:
@@ -230,13 +233,13 @@ def padding_pass(session: Session, ref_model: torch.nn.Module | None = None) -> 
         forget_forwards(ref_model)
 
 
-def clip_sharded_grad_norm_(params: list[torch.Tensor], max_norm: float, d: Dist) -> float:
+def clip_sharded_grad_norm_(params: Sequence[torch.Tensor], max_norm: float, d: Dist) -> float:
     """``clip_grad_norm_`` for sharded gradients; returns the global norm before clipping.
 
     Computed on each rank's shards, with the one collective on the communication device:
     under ``run.cpu_offload`` the shards live in CPU memory, and torch's DTensor path would
     all-reduce CPU tensors over NCCL, which has no CPU backend."""
-    local = [p.grad.to_local() if hasattr(p.grad, "to_local") else p.grad for p in params]
+    local = [_local(p.grad) for p in params if p.grad is not None]  # the caller passes those with one
     if not local:
         return 0.0
     squares = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float32) for g in local]).square().sum()
@@ -251,10 +254,15 @@ def clip_sharded_grad_norm_(params: list[torch.Tensor], max_norm: float, d: Dist
     return float(norm)
 
 
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor (``to_local``), or the tensor itself."""
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
 def _local_bytes(t: torch.Tensor | None) -> int:
     if t is None or not isinstance(t, torch.Tensor):
         return 0
-    local = t.to_local() if hasattr(t, "to_local") else t
+    local = _local(t)
     return local.numel() * local.element_size()
 
 

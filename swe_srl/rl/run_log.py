@@ -31,7 +31,7 @@ ROLLOUTS_FILE = "rollouts.jsonl"
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a torn last line (a killed writer) is skipped."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     p = Path(path)
     if not p.exists():
         return rows

@@ -5,14 +5,14 @@ checkpoints), the policy whose ``.model`` is trained, the optimizer, the data it
 resumable order (step targets, or tasks for the episode methods) and the step counter. It knows
 how to resume a killed run, log a step, save a checkpoint, and validate the policy on held-out
 step targets (greedy decoding, mean similarity reward, format errors). The loop itself is
-:func:`swe_srl.rl.trainer.train`. With ``run.parallel=fsdp`` the model is sharded over the
-processes (:mod:`.parallel`) and checkpoints are sharded too (:mod:`.sharded`).
+:func:`swe_srl.rl.trainer.train`. The policy and the KL reference are loaded by
+:class:`~swe_srl.rl.model_loader.ModelLoader`. With ``run.parallel=fsdp`` the model is sharded
+over the processes (:mod:`.parallel`) and checkpoints are sharded too (:mod:`.sharded`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -26,9 +26,8 @@ from ..calibration import resolve_calibration
 from ..config import TrainConfig
 from ..config_loader import save_config, to_mapping
 from ..dataset import load_step_targets
-from ..errors import ConfigError, InputError, SweSrlError
+from ..errors import ConfigError, InputError
 from ..jsonio import write_json_atomic
-from ..policy import PolicyConfig, load_policy
 from ..prompts import messages_for_target
 from ..provenance import PROVENANCE_FILE, run_provenance, task_entries
 from ..rewards.similarity import StepScores
@@ -39,9 +38,9 @@ from . import checkpoint as ckpt
 from . import parallel, sharded
 from .data_order import DataOrder
 from .distributed import init_distributed, seed_everything, shard
-from .engine import RolloutEngine
-from .integrity import CorruptCheckpoint, brief
+from .engine import Engine, RolloutEngine
 from .logprobs import resolve_precision
+from .model_loader import ModelLoader
 from .optim import build_optimizer
 from .records import DrawLog
 from .run_log import METRICS_FILE, ROLLOUTS_FILE, ProgressView, RunLogger
@@ -98,14 +97,6 @@ def load_items(config: TrainConfig) -> tuple[list[StepTarget] | list[Task], list
     return items, (val[: config.data.val_limit] if config.data.val_limit else val)
 
 
-def frozen(model: torch.nn.Module) -> torch.nn.Module:
-    """``model`` in eval mode with every parameter frozen (a KL reference)."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
-
-
 def _quiet_transformers() -> None:
     """No tqdm bars for every checkpoint load/save in the training log."""
     from transformers.utils import logging as hf_logging  # a train dependency, loaded with the model
@@ -144,30 +135,33 @@ class Session:
             torch.set_num_threads(config.run.threads)
         self.items, self.val_targets = load_items(config)
         self.resumed_from = found
+        self._models = ModelLoader(config, self.dist)
         # The model the run started from: the KL reference, on every resume too.
-        self.start_model: Path | None = self._start_model() if found is None else (
-            Path(found.state["start_model"]) if found.state.get("start_model") else None)
-        # fsdp: the model's shards are filled after sharding (meta_init), never the whole model.
-        self._shard_loader: Any = None
-        if (found is not None and self.start_model is not None and self._reads_start_model_on_resume()
-                and not (self.start_model / "config.json").is_file()):
-            raise InputError(f"--resume: the model this run started from, {self.start_model}, is gone (a resume "
-                             "reads it for LoRA, the KL reference or the vLLM engine); put it back there")
-        self.policy = (self._load_policy(self.start_model, meta=True) if found is None
-                       else self._load_checkpoint_policy(found))
+        self.start_model: Path | None
+        if found is None:
+            self.start_model = start = self._start_model()
+            self.policy = self._models.policy(start, meta=True)
+        else:
+            self.start_model = Path(found.state["start_model"]) if found.state.get("start_model") else None
+            if (self.start_model is not None and self._reads_start_model_on_resume()
+                    and not (self.start_model / "config.json").is_file()):
+                raise InputError(f"--resume: the model this run started from, {self.start_model}, is gone (a "
+                                 "resume reads it for LoRA, the KL reference or the vLLM engine); put it back there")
+            self.policy = self._models.checkpoint_policy(found, lambda: self.start_model or self._start_model())
         self.bf16 = resolve_precision(config.run.precision, self.dist.device)
         if hasattr(self.policy, "autocast_bf16"):  # sampling and validation in the update's numerics
             self.policy.autocast_bf16 = self.bf16
         # Activation checkpointing; fsdp: sharded in place, before the optimizer sees the weights.
         self.model = parallel.prepare_model(self.policy.model, config.run, self.dist, bf16=self.bf16,
-                                            load=self._shard_loader)
+                                            load=self._models.shard_loader)
         # Who samples rollouts (rollout.engine): the trained policy itself, a given Policy (a
         # scripted one in tests), or a vLLM engine whose weights follow the model's. The engine
         # starts from the run's start model (a sharded or LoRA checkpoint folder holds no whole
         # model) and is sent the restored weights below; started before the RNG state is
         # restored, in case starting it draws random numbers.
-        self.engine = RolloutEngine.start(config, self.policy, self.start_model or (found.model_dir if found else None),
-                                     device=self.dist.device, seed=config.run.seed + self.dist.rank, sampler=sampler)
+        self.engine: Engine = RolloutEngine.start(
+            config, self.policy, self.start_model or (found.model_dir if found else None),
+            device=self.dist.device, seed=config.run.seed + self.dist.rank, sampler=sampler)
         self.sampler = self.engine.sampler
         try:
             self._set_up(found)
@@ -237,85 +231,9 @@ class Session:
         after a resume (not the resumed weights)."""
         if self.config.grpo.beta <= 0:
             return None
-        wanted = self.config.grpo.reference_dtype
-        dtype = torch.bfloat16 if wanted == "bfloat16" or (wanted == "auto" and self.bf16) else None
-        if self.resumed_from is None and not parallel.is_sharded(self.model):
-            return frozen(copy.deepcopy(self.model).to(dtype=dtype) if dtype else copy.deepcopy(self.model))
-        start = self.start_model or self._start_model()  # checkpoints from before it was recorded
-        if parallel.is_sharded(self.model):  # sharded like the policy: its forwards are collective too
-            built = self._meta_model(start, dtype=dtype)
-            if built is not None:
-                ref, load = built[0], built[2]
-            else:
-                ref, load = self._load_policy(start, lora=False).model, None
-                ref = ref.to(dtype=dtype) if dtype else ref
-            parallel.shard_model(ref, self.dist, bf16=self.bf16, cpu_offload=self.config.run.cpu_offload, load=load)
-            return frozen(ref)
-        ref = self._load_policy(start, lora=False).model
-        return frozen(ref.to(dtype=dtype) if dtype else ref)
-
-    def _meta_model(self, model_path: Path, dtype: torch.dtype | None = None
-                    ) -> tuple[torch.nn.Module, Any, Any] | None:
-        """(model with meta parameters, tokenizer, the loader that fills each rank's shards
-        after sharding) when the folder's safetensors cover the model (:mod:`.meta_init`);
-        None when they do not (the caller loads the whole model, as before)."""
-        from transformers import AutoTokenizer, GenerationConfig
-
-        from ..policy.hf import resolve_dtype
-        from . import meta_init
-
-        cfg = self.config.model
-        dtype = dtype or resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
-        model = meta_init.build_on_meta(model_path, dtype=dtype, attn_implementation=cfg.attn_implementation)
-        if not meta_init.covers(model, model_path):
-            log.info("%s: safetensors do not name every parameter; loading the whole model on each rank", model_path)
-            return None
-        if (Path(model_path) / "generation_config.json").is_file():  # eos ids, as from_pretrained reads them
-            model.generation_config = GenerationConfig.from_pretrained(model_path)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(model_path)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot load the tokenizer of {model_path}: {brief(exc)}") from exc
-        return model, tokenizer, lambda m: meta_init.load_local_shards(m, model_path)
-
-    def _load_policy(self, model_path: Path, *, lora: bool = True, adapter: Path | None = None,
-                     meta: bool = False) -> Any:
-        """The policy from a model folder, with ``model.lora`` adapters when ``lora`` (fresh, or
-        the saved ``adapter``). ``meta`` (fsdp without LoRA): parameters on the meta device,
-        filled per rank after sharding by ``self._shard_loader`` (:meth:`_meta_model`)."""
-        cfg = self.config.model
-        if meta and self.config.run.parallel == "fsdp" and (cfg.lora is None or not lora):
-            from ..policy.hf import HFPolicy
-
-            built = self._meta_model(model_path)
-            if built is not None:
-                model, tokenizer, self._shard_loader = built
-                return HFPolicy(model, tokenizer)
-        dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
-        options = cfg.lora if lora else None
-        if options is not None and adapter is not None:
-            options = replace(options, adapter_path=str(adapter))
-        # Fresh LoRA weights are random: the same on every rank (the run's seed, not the rank's),
-        # and drawn without moving this rank's random stream.
-        with torch.random.fork_rng(devices=[self.dist.device] if self.dist.device.type == "cuda" else []):
-            torch.manual_seed(self.config.run.seed)
-            policy = load_policy(PolicyConfig(backend="hf", model=str(model_path), dtype=dtype,
-                                              device=str(self.dist.device), lora=options))
-        if cfg.attn_implementation:
-            policy.model.set_attn_implementation(cfg.attn_implementation)
-        return policy
-
-    def _load_sharded_policy(self, found: ckpt.Checkpoint) -> Any:
-        """The architecture and tokenizer of a sharded checkpoint (weights: :meth:`_restore`)."""
-        from ..policy.hf import HFPolicy, resolve_dtype
-
-        cfg = self.config.model
-        dtype = resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
-        model, tokenizer = sharded.build_model(found, dtype=dtype, lora=cfg.lora, meta=cfg.lora is None,
-                                               attn_implementation=cfg.attn_implementation)
-        if cfg.lora is not None:  # built whole (meta parameters are allocated when sharded)
-            model = model.to(self.dist.device)
-        return HFPolicy(model, tokenizer)
+        return self._models.reference(self.model, bf16=self.bf16, resumed=self.resumed_from is not None,
+                                      # checkpoints from before the start model was recorded: found again
+                                      start_model=lambda: self.start_model or self._start_model())
 
     def _resume_point(self) -> ckpt.Checkpoint | None:
         """The newest checkpoint whose files verify (rank 0 checks them, every rank gets its
@@ -331,25 +249,6 @@ class Session:
         for name, reason in choice.skipped if self.dist.is_main else ():
             log.warning("--resume: skipping checkpoint %s: %s", name, reason)
         return choice.checkpoint
-
-    def _load_checkpoint_policy(self, found: ckpt.Checkpoint) -> Any:
-        """The policy from a checkpoint's model folder; a file damaged after it was verified is
-        a one-line error naming the checkpoint, not a traceback from deep inside the loader."""
-        wanted = self.config.run.parallel
-        if found.sharded != (wanted == "fsdp"):
-            written = "fsdp" if found.sharded else "ddp"
-            raise InputError(f"--resume: checkpoint {found.path} was written with run.parallel={written}, this run "
-                             f"has {wanted}; resume with --set run.parallel={written}")
-        try:
-            if found.sharded:
-                return self._load_sharded_policy(found)
-            if self.config.model.lora is not None:  # the checkpoint holds the adapter only
-                return self._load_policy(self.start_model or self._start_model(), adapter=found.model_dir)
-            return self._load_policy(found.model_dir)
-        except Exception as exc:  # a damaged file raises whatever its reader raises (SafetensorError, ...)
-            if isinstance(exc, (SweSrlError, MemoryError, torch.cuda.OutOfMemoryError)):
-                raise
-            raise CorruptCheckpoint(f"checkpoint {found.path}: its model cannot be loaded ({brief(exc)})") from exc
 
     def _restore(self, found: ckpt.Checkpoint) -> None:
         if found.sharded:  # the weights too: the model was built without them

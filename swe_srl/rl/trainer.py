@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..config import TrainConfig
-from ..schemas import Task
+from ..schemas import StepTarget, Task
 from . import grpo, parallel
 from .ahead import AheadEngine, Prefetch, check_ahead, data_position
 from .distributed import init_distributed, shutdown_distributed
@@ -123,7 +123,8 @@ def make_source(session: Session) -> Source:
     """Step targets for srl; tasks run as Docker episodes for rlvr / hybrid."""
     if session.config.on_episodes:
         return EpisodeSource(session.config, session.sampler, [t for t in session.items if isinstance(t, Task)])
-    return StepTargetSource(session.config, session.sampler, session.items, tokenizer=session.tokenizer)
+    return StepTargetSource(session.config, session.sampler, [t for t in session.items if isinstance(t, StepTarget)],
+                            tokenizer=session.tokenizer)
 
 
 def collect_batch(session: Session, source: Source) -> SampledBatch:
@@ -202,6 +203,5 @@ def group_advantages(session: Session, rewards: torch.Tensor) -> tuple[torch.Ten
             [finite.numel(), float(finite.sum()), float((finite * finite).sum())]))
     if rewards.numel() == 0:
         return rewards, rewards
-    kw = dict(scale=g.advantage_scale, batch_std=batch_std)
-    return (grpo.group_advantages(rewards, g.num_generations, **kw),
-            grpo.advantage_divisors(rewards, g.num_generations, **kw))
+    return (grpo.group_advantages(rewards, g.num_generations, scale=g.advantage_scale, batch_std=batch_std),
+            grpo.advantage_divisors(rewards, g.num_generations, scale=g.advantage_scale, batch_std=batch_std))
