@@ -7,6 +7,10 @@ hook is reachable only through the interpreter's hook list, which Python code ca
 and frame introspection, the other ways to a closure, are denied to the repository's code.
 The hook never looks a name up in a module or in builtins at run time (the code under test can
 rebind those): every function it calls was captured into the closure at install time.
+
+One file by design (~530 lines, over the project's ~400): it is copied into the container beside
+run_pytest.py, imports nothing of swe-srl's, and what it keeps must sit in one closure; split in two,
+the halves would meet through a module attribute the code under test could rebind.
 """
 
 import os

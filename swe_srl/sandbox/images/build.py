@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import tomllib
 
@@ -107,6 +107,7 @@ class BaseSpec:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
     def digest(self, method: BuildMethod) -> str:
+        payload: dict[str, Any]
         if method == "dockerfile":
             payload = {"dockerfile": (BASE_DIR / "Dockerfile").read_text(), "gitconfig": self.gitconfig}
         else:

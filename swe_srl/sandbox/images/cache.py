@@ -302,7 +302,7 @@ class ImageCache:
                 others = {ref for ref, thread in self._held if thread != me and ref != tag}
                 if not self._reserved and not any(image_exists(ref) for ref in others):
                     raise InfrastructureError(
-                        f"the image budget ({human_bytes(self.budget)}) cannot hold {tag} beside the images "
+                        f"the image budget ({human_bytes(self.budget or 0)}) cannot hold {tag} beside the images "
                         "that may not be evicted (base images, images in use or held): raise the budget "
                         "(harness.image_budget_gb) or free images (swe-srl env prune)")
                 self.stats.waits += 1
