@@ -108,15 +108,13 @@ def sync_gradients(model: torch.nn.Module, d: Dist) -> None:
     """Sum gradients over ranks (losses are already divided by the global count)."""
     if not d.distributed:
         return
-    params = [p for p in model.parameters() if p.requires_grad]
-    grads: list[torch.Tensor] = []
-    for p in params:
-        if p.grad is None:  # every rank must contribute the same tensors, in the same order
-            p.grad = torch.zeros_like(p)
-        grads.append(p.grad)
     bucket: list[torch.Tensor] = []
     size = 0
-    for grad in grads:
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        p.grad = grad  # every rank must contribute the same tensors, in the same order
         bucket.append(grad)
         size += grad.numel()
         if size >= BUCKET_ELEMENTS:

@@ -18,6 +18,7 @@ import torch
 from ..config import TrainConfig
 from ..errors import InputError, SweSrlError
 from ..policy import PolicyConfig
+from ..policy.base import DType
 from . import checkpoint as ckpt
 from . import parallel, sharded
 from .distributed import Dist
@@ -49,6 +50,10 @@ class ModelLoader:
         # fsdp: the policy's shards are filled after sharding (meta_init), never the whole model.
         self.shard_loader: ShardLoader | None = None
 
+    def _dtype_name(self) -> DType:
+        """The trained weights' dtype, ``model.dtype`` with ``auto`` read as float32."""
+        return "float32" if self.config.model.dtype == "auto" else self.config.model.dtype
+
     def meta_model(self, model_path: Path, dtype: torch.dtype | None = None
                    ) -> tuple[torch.nn.Module, Any, ShardLoader] | None:
         """(model with meta parameters, tokenizer, the loader that fills each rank's shards
@@ -60,7 +65,7 @@ class ModelLoader:
         from . import meta_init
 
         cfg = self.config.model
-        dtype = dtype or resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
+        dtype = dtype or resolve_dtype(self._dtype_name(), self.dist.device)
         model = meta_init.build_on_meta(model_path, dtype=dtype, attn_implementation=cfg.attn_implementation)
         if not meta_init.covers(model, model_path):
             log.info("%s: safetensors do not name every parameter; loading the whole model on each rank", model_path)
@@ -86,7 +91,7 @@ class ModelLoader:
             if built is not None:
                 model, tokenizer, self.shard_loader = built
                 return HFPolicy(model, tokenizer)
-        dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
+        dtype = self._dtype_name()
         options = cfg.lora if lora else None
         if options is not None and adapter is not None:
             options = replace(options, adapter_path=str(adapter))
@@ -106,7 +111,7 @@ class ModelLoader:
         from ..policy.hf import HFPolicy, resolve_dtype
 
         cfg = self.config.model
-        dtype = resolve_dtype("float32" if cfg.dtype == "auto" else cfg.dtype, self.dist.device)
+        dtype = resolve_dtype(self._dtype_name(), self.dist.device)
         model, tokenizer = sharded.build_model(found, dtype=dtype, lora=cfg.lora, meta=cfg.lora is None,
                                                attn_implementation=cfg.attn_implementation)
         if cfg.lora is not None:  # built whole (meta parameters are allocated when sharded)

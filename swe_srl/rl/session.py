@@ -147,7 +147,7 @@ class Session:
                     and not (self.start_model / "config.json").is_file()):
                 raise InputError(f"--resume: the model this run started from, {self.start_model}, is gone (a "
                                  "resume reads it for LoRA, the KL reference or the vLLM engine); put it back there")
-            self.policy = self._models.checkpoint_policy(found, lambda: self.start_model or self._start_model())
+            self.policy = self._models.checkpoint_policy(found, self._initial_model)
         self.bf16 = resolve_precision(config.run.precision, self.dist.device)
         if hasattr(self.policy, "autocast_bf16"):  # sampling and validation in the update's numerics
             self.policy.autocast_bf16 = self.bf16
@@ -232,8 +232,12 @@ class Session:
         if self.config.grpo.beta <= 0:
             return None
         return self._models.reference(self.model, bf16=self.bf16, resumed=self.resumed_from is not None,
-                                      # checkpoints from before the start model was recorded: found again
-                                      start_model=lambda: self.start_model or self._start_model())
+                                      start_model=self._initial_model)
+
+    def _initial_model(self) -> Path:
+        """The model this run started from: as recorded, else found again (checkpoints from
+        before the start model was recorded)."""
+        return self.start_model or self._start_model()
 
     def _resume_point(self) -> ckpt.Checkpoint | None:
         """The newest checkpoint whose files verify (rank 0 checks them, every rank gets its
