@@ -378,17 +378,10 @@ def test_lora_with_a_low_precision_vllm_engine_is_refused_in_one_line(dtype, dev
 
 @pytest.mark.parametrize("correction, as_engine", [("auto", True), ("tis", True), ("bypass", False)])
 def test_engine_logprobs_reach_the_loss_as_tis_weights_or_as_old_logprobs(tiny_model_dir, dataset, tmp_path, engines,
-                                                                          monkeypatch, correction, as_engine):
+                                                                          grpo_loss_calls, correction, as_engine):
     """With vllm the engine's log-probs weigh each token (TIS, the default) or, bypassed, are
     the ratio's old log-probs; never both."""
-    calls: list[tuple[bool, bool]] = []
-    real = grpo.grpo_loss
-
-    def spy(logprobs, old_logprobs, *args, **kwargs):
-        calls.append((old_logprobs is not None, kwargs.get("engine_logprobs") is not None))
-        return real(logprobs, old_logprobs, *args, **kwargs)
-
-    monkeypatch.setattr(grpo, "grpo_loss", spy)
+    calls = grpo_loss_calls
     result = run(dataset, tiny_model_dir, tmp_path / "run", "srl", **VLLM, **{"grpo.rollout_correction": correction})
     assert calls and set(calls) == {(not as_engine, as_engine)}
     assert all(r >= 1.0 for r in metric_rows(result.run_dir, "train/is_weight_max"))

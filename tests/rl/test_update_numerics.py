@@ -77,21 +77,12 @@ def test_kl_reference_is_kept_in_bf16_when_the_run_trains_in_bf16(tiny_model_dir
 
 
 @pytest.mark.parametrize("precision,corrected", [("bf16", True), ("fp32", False)])
-def test_hf_sampling_in_bf16_is_corrected_by_tis_with_the_samplers_log_probs(tiny_model_dir, tmp_path, monkeypatch,
+def test_hf_sampling_in_bf16_is_corrected_by_tis_with_the_samplers_log_probs(tiny_model_dir, tmp_path, grpo_loss_calls,
                                                                              precision, corrected):
     """The trained model samples with a KV cache and is scored on whole sequences; under bf16 the
     two differ per token, so the sampler's own log-probs weigh each token (TIS) instead of a ratio
     forced to 1. In float32 they agree: nothing to correct."""
-    from swe_srl.rl import grpo
-
-    calls: list[tuple[bool, bool]] = []
-    real = grpo.grpo_loss
-
-    def spy(logprobs, old_logprobs, *args, **kwargs):
-        calls.append((old_logprobs is not None, kwargs.get("engine_logprobs") is not None))
-        return real(logprobs, old_logprobs, *args, **kwargs)
-
-    monkeypatch.setattr(grpo, "grpo_loss", spy)
+    calls = grpo_loss_calls
     data = write_dataset(tmp_path / "data", n_train=8, n_val=2)
     out = tmp_path / "run"
     # No scripted sampler: the trained model samples (rollout.engine hf); every group kept.
