@@ -47,14 +47,15 @@ def _run(args: list[str], out: Path, nproc: int = 1) -> list[dict]:
     out.mkdir()
     args = [*args, str(out)]
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONFAULTHANDLER": "1"}
     if nproc == 1:
         cmd = [sys.executable, str(DRIVER), *args]
     else:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}",
                f"--master-port={free_port()}", str(DRIVER), *args]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    written = sorted(p.name for p in out.glob("rank*.json"))
+    assert done.returncode == 0, f"written: {written}\n{done.stderr[-3000:]}"
     return [json.loads(path.read_text()) for path in sorted(out.glob("rank*.json"))]
 
 
