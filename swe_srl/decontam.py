@@ -204,20 +204,28 @@ class Decontaminator:
                 if inst.problem_statement.strip():
                     key = f"{eval_set.name}\0{inst.instance_id}"
                     self.texts[key] = (shingles(inst.problem_statement), inst.instance_id, eval_set.name)
+        # Every eval shingle: a text can reach Jaccard >= t with an eval text only if at least
+        # t of its own shingles are among them (|A & B| >= t |A | B| >= t |A|). Texts that fail
+        # this exact, necessary test skip MinHash and LSH; the index (and datasketch, which
+        # imports scipy) is built at the first text that passes.
+        self._eval_shingles: set[str] = set().union(*(items for items, _, _ in self.texts.values()))
         self.lsh = self._probe = None
         self._seen: dict[bytes, Match | None] = {}
-        if self.texts:
+
+    def _index(self):
+        if self.lsh is None:
             from datasketch import MinHashLSH
 
             # Candidates at a lower Jaccard than the threshold, then the exact Jaccard decides:
             # LSH misses nothing above the threshold that way, and never decides alone.
-            self.lsh = MinHashLSH(threshold=max(0.05, threshold * 0.8), num_perm=NUM_PERM)
+            self.lsh = MinHashLSH(threshold=max(0.05, self.threshold * 0.8), num_perm=NUM_PERM)
             # One MinHash reused for every insert and query (the index keeps band hashes, not the
             # object): drawing its permutations costs as much as hashing a whole issue.
             self._probe = _minhash(set())
             for key, (items, _, _) in self.texts.items():
                 if items:
                     self.lsh.insert(key, _minhash(items, self._probe))
+        return self.lsh
 
     @property
     def active(self) -> bool:
@@ -236,7 +244,7 @@ class Decontaminator:
             for base, instance_id, name in self.by_repo.get(repo, ()):
                 if base.startswith(commit) or commit.startswith(base):
                     return Match("repo_commit", instance_id, name)
-        if self.lsh is not None:
+        if self.texts:
             # Datasets hold many trajectories of one issue (SWE-Gym, nebius: several runs per
             # task): each distinct text is matched once.
             key = hashlib.blake2b(traj.problem_statement.encode("utf-8"), digest_size=16).digest()
@@ -247,10 +255,10 @@ class Decontaminator:
 
     def _text_match(self, text: str) -> Match | None:
         items = shingles(text)
-        if not items:
+        if not items or len(items & self._eval_shingles) < self.threshold * len(items):
             return None
         best: Match | None = None
-        for key in self.lsh.query(_minhash(items, self._probe)):
+        for key in self._index().query(_minhash(items, self._probe)):
             other, instance_id, name = self.texts[key]
             jaccard = len(items & other) / len(items | other)
             if jaccard >= self.threshold and (best is None or jaccard > (best.similarity or 0)):

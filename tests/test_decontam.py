@@ -143,11 +143,42 @@ def test_planted_verified_instances_are_dropped_and_unrelated_kept(tmp_path):
 
 def test_near_duplicate_needs_the_text_not_the_topic():
     finder = Decontaminator([load_eval_set(str(VERIFIED_FILE))])
-    assert finder.lsh is None  # the bundled list has no issue texts: text matching needs eval rows with them
+    assert not finder.texts  # the bundled list has no issue texts: text matching needs eval rows with them
     a, b = shingles(ISSUE), shingles(EDITED)
     assert len(a & b) / len(a | b) > 0.6
     other = shingles("Paginator.page_range is slow for large querysets because count() runs twice; cache it.")
     assert len(a & other) / len(a | other) < 0.05
+
+
+def test_the_shingle_prefilter_changes_no_verdict_and_skips_the_index_for_unrelated_texts():
+    """Texts whose shingles are mostly not eval shingles skip MinHash/LSH (a necessary condition
+    of Jaccard >= t); every verdict equals the exact Jaccard over all eval texts."""
+    import dataclasses
+    import random
+
+    from swe_srl.decontam import EvalInstance, EvalSet
+
+    rng = random.Random(0)
+    words = ISSUE.split()
+    evals = [ISSUE] + [" ".join(rng.sample(words, len(words))) for _ in range(20)]
+    finder = Decontaminator([EvalSet("rows", "", tuple(EvalInstance(f"e-{i}", problem_statement=t)
+                                                       for i, t in enumerate(evals)))], threshold=0.5)
+    unrelated = make_traj("x-1")
+    assert finder.match(unrelated) is None and finder.lsh is None  # no index built for it
+    texts = [EDITED, ISSUE]
+    for keep in (0.3, 0.45, 0.5, 0.55, 0.6, 0.7, 0.8, 0.9):  # ISSUE with words dropped: around the threshold
+        for _ in range(5):
+            texts.append(" ".join(w for w in words if rng.random() < keep))
+    exact_hits = 0
+    for i, text in enumerate(texts):
+        items = shingles(text)
+        best = max(len(items & shingles(e)) / len(items | shingles(e)) for e in evals)
+        hit = finder.match(dataclasses.replace(make_traj(f"t-{i}"), problem_statement=text))
+        assert (hit is not None) == (best >= 0.5), (keep, best, hit)
+        exact_hits += hit is not None
+        if hit is not None:
+            assert hit.similarity == round(best, 4)
+    assert 0 < exact_hits < len(texts) and finder.lsh is not None
 
 
 def test_cli_prints_what_was_dropped_and_refuses_bad_eval_sets(tmp_path, capsys):
