@@ -91,6 +91,10 @@ def main() -> None:
     if args.worker:
         out, parallel, data, model = args.worker
         worker(Path(out), parallel, Path(data), Path(model), args.precision)
+        from swe_srl.rl.distributed import exit_process, shutdown_distributed
+
+        shutdown_distributed()
+        exit_process(0)  # the group FSDP2 keeps alive can abort a rank at interpreter exit
         return
     from swe_srl.tiny_model import make_tiny_model
 

@@ -70,7 +70,7 @@ def worker(mode: str, model_dir: str, out: str) -> None:
     import torch
 
     from swe_srl.rl import meta_init, parallel
-    from swe_srl.rl.distributed import init_distributed
+    from swe_srl.rl.distributed import exit_process, init_distributed, shutdown_distributed
 
     torch.set_num_threads(1)
     meta_init.build_on_meta(model_dir, dtype=torch.float32)  # imports the model's code
@@ -97,6 +97,8 @@ def worker(mode: str, model_dir: str, out: str) -> None:
     peak, done = marks[0]
     with open(f"{out}/rank{d.rank}.json", "w") as f:
         json.dump({"added_mib": (peak - before) / 1024, "load_s": done - started}, f)
+    shutdown_distributed()
+    exit_process(0)  # the group FSDP2 keeps alive can abort a rank at interpreter exit
 
 
 def free_port() -> int:

@@ -36,11 +36,17 @@ def _register_all() -> None:
         module.register(app)
 
 
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.")) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         typer.echo(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    # Eager: ``swe-srl --version`` needs no command (it used to stop at "Missing command").
+    return None
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -66,5 +72,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(3)
 
 
+def entry() -> None:
+    """The ``swe-srl`` command (and ``python -m swe_srl.cli``): :func:`main`, then, in a
+    process that started a process group (torchrun, fsdp), the exit without interpreter
+    finalization that :func:`swe_srl.rl.distributed.exit_process` explains. Kept out of
+    :func:`main`, which tests call in their own process."""
+    try:
+        main()
+    except SystemExit as exc:
+        group = sys.modules.get("swe_srl.rl.distributed")  # loaded only if a run started
+        if group is not None and group.group_started():
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if not isinstance(exc.code, (int, type(None))):
+                print(exc.code, file=sys.stderr)
+            group.exit_process(code)
+        raise
+
+
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    entry()

@@ -12,8 +12,10 @@ process on the whole batch.
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 import random
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+
+_group_started = False  # a process group was started in this process (see exit_process)
 
 # Gradients are all-reduced in flat buckets of this many elements: few collective calls,
 # bounded extra memory.
@@ -84,12 +88,45 @@ def init_distributed(timeout_s: float | None = None) -> Dist:
     if world > 1 and not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+        mark_group_started()
     return Dist(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
 def shutdown_distributed() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def mark_group_started() -> None:
+    global _group_started
+    _group_started = True
+
+
+def group_started() -> bool:
+    """Whether this process started a process group (it may have ended it since)."""
+    return _group_started
+
+
+def exit_process(code: int = 0) -> None:
+    """End a process that started a process group, skipping the interpreter's finalization;
+    returns (does nothing) in a process that never started one.
+
+    FSDP2's functional collectives keep the group's backend alive past
+    ``destroy_process_group`` (gloo's worker and transport threads still run after it, on torch
+    2.13), so the C++ destructors tear it down at exit, and that aborted a rank now and then
+    ("terminate called without an active exception", SIGABRT: torchrun then reports the run
+    failed after it finished). Everything a run writes is closed by then; this flushes the
+    standard streams and the log handlers, then leaves with ``os._exit(code)``. The CLI calls
+    it; a script of one's own that calls ``train()`` under torchrun ends with it too."""
+    if not _group_started:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken stream: nothing left to save
+            pass
+    logging.shutdown()
+    os._exit(code)
 
 
 def seed_everything(seed: int) -> None:

@@ -10,7 +10,6 @@ Each rank writes OUT/rank<R>.json.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 
@@ -43,7 +42,7 @@ def main() -> None:
         rank = 0
     else:
         from swe_srl.rl import meta_init, parallel
-        from swe_srl.rl.distributed import init_distributed, shutdown_distributed
+        from swe_srl.rl.distributed import exit_process, init_distributed, shutdown_distributed
 
         d = init_distributed()
         parallel.ensure_process_group(d)
@@ -64,15 +63,13 @@ def main() -> None:
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump({"rank": rank, "added_mib": (peak - before) / 1024, "sums": sums}, f)
     if mode == "meta":
-        # End the group, then leave without the interpreter's finalization: the sharded model's
-        # device mesh still holds the gloo group, and tearing it down from the C++ destructors at
-        # exit aborted rank 0 in CI ("terminate called without an active exception", SIGABRT)
-        # even after destroy_process_group. What this driver measures is written above.
+        # End the group, then leave as the CLI does (swe_srl.rl.distributed.exit_process):
+        # left to the interpreter's finalization, the group FSDP2 keeps alive aborted rank 0 in
+        # CI ("terminate called without an active exception", SIGABRT). What this driver
+        # measures is written above.
         d.barrier()
         shutdown_distributed()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        exit_process(0)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ SCRIPT = textwrap.dedent("""
     from transformers import AutoTokenizer
     from swe_srl.config import TrainConfig
     from swe_srl.config_loader import load_config
+    from swe_srl.rl.distributed import exit_process
     from swe_srl.rl.trainer import train
     from tests.rl.test_trainer import _scripted, _signal_then_none, small_overrides
 
@@ -44,6 +45,7 @@ SCRIPT = textwrap.dedent("""
                       "run.save_every": 1, "optim.weight_decay": 0.1})
     cfg = load_config(TrainConfig, "tiny-cpu", [f"method={method}"] + small_overrides(data, model, out, **extra))
     train(cfg, sampler=sampler)
+    exit_process(0)  # as the CLI ends: see swe_srl.rl.distributed.exit_process
 """)
 
 
@@ -162,3 +164,46 @@ def test_train_starts_the_process_group_with_the_methods_timeout(method, setting
     with pytest.raises(Started) as info:
         trainer.train(cfg)
     assert info.value.args[0] == expected
+
+
+EXIT_SCRIPT = textwrap.dedent("""
+    import sys
+    import torch
+    from torch.distributed.fsdp import fully_shard
+    from swe_srl.rl import distributed, parallel
+
+    d = distributed.init_distributed()
+    distributed.exit_process(5)  # no group started yet: returns
+    print("returned")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    parallel.ensure_process_group(d)  # fsdp in one process: a group of one
+    fully_shard(model)
+    model(torch.ones(2, 4)).sum().backward()
+    distributed.shutdown_distributed()
+    print("buffered, not yet flushed")  # stdout is a pipe: block-buffered
+    if sys.argv[1] == "cli":
+        from swe_srl import cli
+        sys.argv = ["swe-srl", *sys.argv[2:]]
+        cli.entry()
+    distributed.exit_process(3)
+    print("never printed")
+""")
+
+
+@pytest.mark.parametrize("how, args, code, out", [
+    ("direct", [], 3, ""),
+    ("cli", ["--version"], 0, "."),  # the version line
+    ("cli", ["train", "--config", "no-such-preset"], 2, ""),
+])
+def test_a_process_that_started_a_group_exits_with_its_code_and_its_output(how, args, code, out, tmp_path):
+    """exit_process (the CLI's end after a run that started a group): a no-op before any group;
+    after one, the code is the exit status, buffered output is flushed and nothing after runs."""
+    done = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, how, *args], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == code, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[:2] == ["returned", "buffered, not yet flushed"] and "never printed" not in done.stdout
+    assert out in "".join(lines[2:])
+    if code == 2:
+        assert "error:" in done.stderr and "Traceback" not in done.stderr

@@ -286,6 +286,7 @@ import torch
 from swe_srl.config import RewardConfig, TrainConfig
 from swe_srl.config_loader import load_config
 from swe_srl.rl import engine
+from swe_srl.rl.distributed import exit_process
 from swe_srl.rl.trainer import train
 from tests.rl.test_engine import CopyEngine, length_reward
 from tests.rl.test_trainer import small_overrides
@@ -298,6 +299,7 @@ cfg = load_config(TrainConfig, "tiny-cpu", ["method=srl"] + small_overrides(data
 train(cfg)
 torch.save({"weights": engines[0].policy.model.state_dict(), "pushed": engines[0].pushed},
            f"{out}/engine-{os.environ['RANK']}.pt")  # train() has ended the group it started
+exit_process(0)  # as the CLI ends: see swe_srl.rl.distributed.exit_process
 """
 
 

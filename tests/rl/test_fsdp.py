@@ -49,6 +49,7 @@ SCRIPT = textwrap.dedent("""
     from transformers import AutoTokenizer
     from swe_srl.config import TrainConfig
     from swe_srl.config_loader import load_config
+    from swe_srl.rl.distributed import exit_process
     from swe_srl.rl.trainer import train
     from tests.rl.test_fsdp import make_sampler
     from tests.rl.test_trainer import small_overrides
@@ -57,6 +58,7 @@ SCRIPT = textwrap.dedent("""
     cfg = load_config(TrainConfig, "tiny-cpu",
                       [f"method={method}"] + small_overrides(data, model, out, **json.loads(extra)))
     train(cfg, sampler=make_sampler(sampler, AutoTokenizer.from_pretrained(model)))
+    exit_process(0)  # as the CLI ends: see swe_srl.rl.distributed.exit_process
 """)
 
 # Per-rank bytes of weights, gradients and AdamW states after one step, ddp then fsdp: OUT DATA MODEL.
@@ -65,6 +67,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from swe_srl.config import TrainConfig
     from swe_srl.config_loader import load_config
+    from swe_srl.rl.distributed import exit_process, shutdown_distributed
     from swe_srl.rl.logprobs import TokenBatch, completion_logprobs
     from swe_srl.rl.parallel import state_bytes
     from swe_srl.rl.session import Session
@@ -84,6 +87,8 @@ MEMORY_SCRIPT = textwrap.dedent("""
             sizes = state_bytes(s.model, s.optimizer)
             sizes["param_dtypes"] = sorted({str(p.dtype) for p in s.model.parameters()})
             Path(out, f"{parallel}-{s.dist.rank}.json").write_text(json.dumps(sizes))
+    shutdown_distributed()
+    exit_process(0)  # as the CLI ends: see swe_srl.rl.distributed.exit_process
 """)
 
 
