@@ -9,10 +9,19 @@ commit, 10 whose issue text is an eval issue lightly edited (a few words changed
 Eval sets, each a run of build_dataset (jsonl output) in its own subprocess, interleaved:
   off       --decontaminate off (the baseline)
   verified  the bundled 500 Verified ids + repos + commits (id and repo+commit checks only)
-  +texts    the same 500 with an issue text each (generated like the corpus's, 600-2,500
-            characters), so every trajectory is also shingled, MinHashed and queried (LSH)
+  +texts    the same 500 with an issue text each (600-2,500 characters), so every
+            trajectory's issue text is also shingled and matched
 
-Usage: python benchmarks/decontam.py [--trajectories 5000] [--repeats 3] [--keep DIR]
+Issue texts (--issue-texts), of the corpus and of the eval rows alike:
+  template    build_dataset.py's generator: words drawn from 22, so every word 3-gram of a
+              text is also an eval text's and each one goes through MinHash and LSH (the
+              worst case of the shingle prefilter, not what issues look like)
+  docstrings  paragraphs of natural technical English: the docstrings (600-2,500 characters)
+              of the packages installed beside this script, read at run time, eval rows and
+              corpus drawn apart (nothing is stored in the project)
+
+Usage: python benchmarks/decontam.py [--trajectories 5000] [--repeats 3] [--issue-texts template|docstrings]
+                                     [--keep DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -39,10 +49,54 @@ from swe_srl.decontam import VERIFIED_FILE  # noqa: E402
 PLANTED = 10  # per reason
 
 
-def eval_rows(seed: int = 1) -> list[dict]:
+def docstrings(limit: int = 20000) -> list[str]:
+    """Distinct docstrings of 600-2,500 characters (over 80 words) of the installed packages,
+    in a fixed order."""
+    import sysconfig
+
+    found: set[str] = set()
+    for path in sorted(Path(sysconfig.get_paths()["purelib"]).rglob("*.py"))[:limit]:
+        try:
+            source = path.read_text(encoding="utf-8", errors="ignore")
+        except OSError:
+            continue
+        for text in re.findall(r'"""(.*?)"""', source, re.S):
+            if 600 <= len(text) <= 2500 and len(re.findall(r"[a-z]+", text)) > 80:
+                found.add(text.strip())
+    return sorted(found)
+
+
+def issue_texts(kind: str, count: int, seed: int) -> list[str]:
+    """``count`` issue texts; ``seed`` 1 draws the eval rows', 3 the corpus's (disjoint)."""
     rng = random.Random(seed)
+    if kind == "template":
+        return [_text(rng, rng.randint(600, 2500)) for _ in range(count)]
+    pool = docstrings()
+    random.Random(0).shuffle(pool)
+    evals, rest = pool[:500], pool[500:]
+    if len(rest) < 1000:
+        raise SystemExit(f"only {len(pool)} docstrings found: too few for --issue-texts docstrings")
+    source = evals if seed == 1 else rest
+    return [source[i % len(source)] for i in range(count)]
+
+
+def eval_rows(seed: int = 1, kind: str = "template") -> list[dict]:
     rows = [json.loads(line) for line in VERIFIED_FILE.read_text().splitlines()]
-    return [row | {"problem_statement": _text(rng, rng.randint(600, 2500))} for row in rows]
+    return [row | {"problem_statement": text} for row, text in zip(rows, issue_texts(kind, len(rows), seed))]
+
+
+def retext(corpus: Path, kind: str) -> None:
+    """Give every corpus row an issue text of ``kind`` (the template corpus keeps its own)."""
+    if kind == "template":
+        return
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    texts = issue_texts(kind, len(lines), seed=3)
+    with corpus.open("w", encoding="utf-8") as fh:
+        for line, text in zip(lines, texts):
+            row = json.loads(line)
+            row["messages"][1]["content"] = (f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n"
+                                             f"{text}\n</pr_description>\nMake the changes.")
+            fh.write(json.dumps(row) + "\n")
 
 
 def _edit(text: str, rng: random.Random) -> str:
@@ -50,6 +104,31 @@ def _edit(text: str, rng: random.Random) -> str:
     for _ in range(4):
         words[rng.randrange(len(words))] = rng.choice(("quickly", "maybe", "also", "now"))
     return " ".join(words) + "\nThanks for looking!"
+
+
+def exact_near_duplicates(corpus: Path, rows: list[dict], threshold: float = 0.5) -> int:
+    """Corpus rows whose issue text has an exact word-3-gram Jaccard >= ``threshold`` with an
+    eval row's (an inverted index of the eval shingles): what a scan with full recall finds."""
+    from collections import defaultdict
+
+    from swe_srl.decontam import shingles
+
+    evals = [shingles(r["problem_statement"]) for r in rows]
+    postings: dict[str, list[int]] = defaultdict(list)
+    for i, items in enumerate(evals):
+        for item in items:
+            postings[item].append(i)
+    found = 0
+    with corpus.open(encoding="utf-8") as fh:
+        for line in fh:
+            content = json.loads(line)["messages"][1]["content"]
+            items = shingles(content.split("<pr_description>\n", 1)[-1].split("\n</pr_description>", 1)[0])
+            shared: dict[int, int] = defaultdict(int)
+            for item in items:
+                for i in postings.get(item, ()):
+                    shared[i] += 1
+            found += any(c / (len(items) + len(evals[i]) - c) >= threshold for i, c in shared.items())
+    return found
 
 
 def plant(corpus: Path, rows: list[dict], seed: int = 2) -> None:
@@ -131,6 +210,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trajectories", type=int, default=5000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--issue-texts", choices=("template", "docstrings"), default="template")
     ap.add_argument("--keep", type=Path, default=None)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -140,13 +220,16 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="swe-srl-decontam-"))
     work.mkdir(parents=True, exist_ok=True)
     corpus, texts = work / "corpus.jsonl", work / "verified_with_texts.jsonl"
-    rows = eval_rows()
+    rows = eval_rows(kind=args.issue_texts)
     steps = make_corpus(corpus, args.trajectories)
+    retext(corpus, args.issue_texts)
     plant(corpus, rows)
     texts.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}")
     print(f"corpus: {args.trajectories} trajectories ({steps} steps) + {3 * PLANTED} planted, "
-          f"{corpus.stat().st_size / 1e6:.0f} MB")
+          f"{corpus.stat().st_size / 1e6:.0f} MB, issue texts: {args.issue_texts}")
+    print(f"corpus rows whose issue text is at exact Jaccard >= 0.5 with an eval text: "
+          f"{exact_near_duplicates(corpus, rows)}")
     modes = {"off": "off", "verified": "verified", "+texts": str(texts)}
     results: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(args.repeats):
