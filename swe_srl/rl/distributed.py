@@ -111,9 +111,10 @@ def exit_process(code: int = 0) -> None:
     """End a process that started a process group, skipping the interpreter's finalization;
     returns (does nothing) in a process that never started one.
 
-    FSDP2's functional collectives keep the group's backend alive past
-    ``destroy_process_group`` (gloo's worker and transport threads still run after it, on torch
-    2.13), so the C++ destructors tear it down at exit, and that aborted a rank now and then
+    The group's backend outlives ``destroy_process_group`` (on torch 2.13 gloo's worker and
+    transport threads still run after it: one functional collective, as FSDP2 issues, is enough,
+    and they were also running after a ddp ``train()``), so C++ destructors tear it down at
+    exit, and that aborted a rank now and then
     ("terminate called without an active exception", SIGABRT: torchrun then reports the run
     failed after it finished). Everything a run writes is closed by then; this flushes the
     standard streams and the log handlers, then leaves with ``os._exit(code)``. The CLI calls
