@@ -87,8 +87,7 @@ def init_distributed(timeout_s: float | None = None) -> Dist:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         timeout = datetime.timedelta(seconds=timeout_s) if timeout_s else None
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout)
-        mark_group_started()
+        start_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return Dist(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
@@ -97,8 +96,10 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
-def mark_group_started() -> None:
+def start_group(backend: str, **kwargs: Any) -> None:
+    """``dist.init_process_group``, remembered: the one place this package starts a group."""
     global _group_started
+    dist.init_process_group(backend, **kwargs)
     _group_started = True
 
 

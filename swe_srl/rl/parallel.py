@@ -30,7 +30,7 @@ import torch.distributed as dist
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from .distributed import Dist, mark_group_started
+from .distributed import Dist, start_group
 from .hf_model import base_model, checkpointable
 from .logprobs import TokenBatch, autocast, completion_logprobs
 
@@ -96,8 +96,7 @@ def ensure_process_group(d: Dist) -> None:
     torchrun): a private one-rank group then."""
     if not dist.is_initialized():
         backend = "nccl" if d.device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-        mark_group_started()
+        start_group(backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
 def shard_model(model: torch.nn.Module, d: Dist, *, bf16: bool, cpu_offload: bool,
