@@ -20,13 +20,18 @@ Issue texts (--issue-texts), of the corpus and of the eval rows alike:
               of the packages installed beside this script, read at run time, eval rows and
               corpus drawn apart (nothing is stored in the project)
 
+It also prints, from an exact inverted index, how many corpus rows have an issue text at
+Jaccard >= 0.5 with an eval text (what full recall finds), and how many the scan matches with
+LSH candidates from each of --candidate-factors x the threshold (0.8 and 0.6: recall and cost).
+
 Usage: python benchmarks/decontam.py [--trajectories 5000] [--repeats 3] [--issue-texts template|docstrings]
-                                     [--keep DIR]
+                                     [--candidate-factors 0.8 0.6] [--keep DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -49,7 +54,8 @@ from swe_srl.decontam import VERIFIED_FILE  # noqa: E402
 PLANTED = 10  # per reason
 
 
-def docstrings(limit: int = 20000) -> list[str]:
+@functools.lru_cache(maxsize=1)
+def docstrings(limit: int = 20000) -> tuple[str, ...]:
     """Distinct docstrings of 600-2,500 characters (over 80 words) of the installed packages,
     in a fixed order."""
     import sysconfig
@@ -63,7 +69,7 @@ def docstrings(limit: int = 20000) -> list[str]:
         for text in re.findall(r'"""(.*?)"""', source, re.S):
             if 600 <= len(text) <= 2500 and len(re.findall(r"[a-z]+", text)) > 80:
                 found.add(text.strip())
-    return sorted(found)
+    return tuple(sorted(found))
 
 
 def issue_texts(kind: str, count: int, seed: int) -> list[str]:
@@ -71,7 +77,7 @@ def issue_texts(kind: str, count: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     if kind == "template":
         return [_text(rng, rng.randint(600, 2500)) for _ in range(count)]
-    pool = docstrings()
+    pool = list(docstrings())
     random.Random(0).shuffle(pool)
     evals, rest = pool[:500], pool[500:]
     if len(rest) < 1000:
@@ -85,6 +91,19 @@ def eval_rows(seed: int = 1, kind: str = "template") -> list[dict]:
     return [row | {"problem_statement": text} for row, text in zip(rows, issue_texts(kind, len(rows), seed))]
 
 
+def _issue_message(text: str) -> str:
+    """The user message of a SWE-smith row (build_dataset.py's) carrying issue ``text``."""
+    return (f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n"
+            f"{text}\n</pr_description>\nMake the changes.")
+
+
+def corpus_issues(corpus: Path) -> list[str]:
+    """Every corpus row's issue text (planted rows included), as :func:`_issue_message` wrote it."""
+    with corpus.open(encoding="utf-8") as fh:
+        return [json.loads(line)["messages"][1]["content"].split("<pr_description>\n", 1)[-1]
+                .split("\n</pr_description>", 1)[0] for line in fh]
+
+
 def retext(corpus: Path, kind: str) -> None:
     """Give every corpus row an issue text of ``kind`` (the template corpus keeps its own)."""
     if kind == "template":
@@ -94,8 +113,7 @@ def retext(corpus: Path, kind: str) -> None:
     with corpus.open("w", encoding="utf-8") as fh:
         for line, text in zip(lines, texts):
             row = json.loads(line)
-            row["messages"][1]["content"] = (f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n"
-                                             f"{text}\n</pr_description>\nMake the changes.")
+            row["messages"][1]["content"] = _issue_message(text)
             fh.write(json.dumps(row) + "\n")
 
 
@@ -106,9 +124,9 @@ def _edit(text: str, rng: random.Random) -> str:
     return " ".join(words) + "\nThanks for looking!"
 
 
-def exact_near_duplicates(corpus: Path, rows: list[dict], threshold: float = 0.5) -> int:
-    """Corpus rows whose issue text has an exact word-3-gram Jaccard >= ``threshold`` with an
-    eval row's (an inverted index of the eval shingles): what a scan with full recall finds."""
+def exact_near_duplicates(issues: list[str], rows: list[dict], threshold: float = 0.5) -> int:
+    """Issue texts with an exact word-3-gram Jaccard >= ``threshold`` with an eval row's (an
+    inverted index of the eval shingles): what a scan with full recall finds."""
     from collections import defaultdict
 
     from swe_srl.decontam import shingles
@@ -119,16 +137,25 @@ def exact_near_duplicates(corpus: Path, rows: list[dict], threshold: float = 0.5
         for item in items:
             postings[item].append(i)
     found = 0
-    with corpus.open(encoding="utf-8") as fh:
-        for line in fh:
-            content = json.loads(line)["messages"][1]["content"]
-            items = shingles(content.split("<pr_description>\n", 1)[-1].split("\n</pr_description>", 1)[0])
-            shared: dict[int, int] = defaultdict(int)
-            for item in items:
-                for i in postings.get(item, ()):
-                    shared[i] += 1
-            found += any(c / (len(items) + len(evals[i]) - c) >= threshold for i, c in shared.items())
+    for text in issues:
+        items = shingles(text)
+        shared: dict[int, int] = defaultdict(int)
+        for item in items:
+            for i in postings.get(item, ()):
+                shared[i] += 1
+        found += any(c / (len(items) + len(evals[i]) - c) >= threshold for i, c in shared.items())
     return found
+
+
+def text_matches(issues: list[str], eval_file: Path, factor: float) -> tuple[int, float]:
+    """Issue texts the scan matches with LSH candidates from ``factor`` x the threshold, and the
+    CPU seconds it took (eval set loaded, index built, every text matched, in this process)."""
+    from swe_srl.decontam import Decontaminator, load_eval_set
+
+    start = time.process_time()
+    finder = Decontaminator([load_eval_set(str(eval_file))], candidate_factor=factor)
+    found = sum(finder._text_match(text) is not None for text in issues)
+    return found, time.process_time() - start
 
 
 def plant(corpus: Path, rows: list[dict], seed: int = 2) -> None:
@@ -148,8 +175,7 @@ def plant(corpus: Path, rows: list[dict], seed: int = 2) -> None:
             else:
                 row["instance_id"] = f"other__task-{k}"
                 issue = _edit(target["problem_statement"], rng)
-                row["messages"][1]["content"] = (f"<uploaded_files>\n/testbed\n</uploaded_files>\n<pr_description>\n"
-                                                 f"{issue}\n</pr_description>\nMake the changes.")
+                row["messages"][1]["content"] = _issue_message(issue)
             row["traj_id"] = f"{row['instance_id']}.planted{k}"
             fh.write(json.dumps(row) + "\n")
 
@@ -211,6 +237,8 @@ def main() -> None:
     ap.add_argument("--trajectories", type=int, default=5000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--issue-texts", choices=("template", "docstrings"), default="template")
+    ap.add_argument("--candidate-factors", type=float, nargs="*", default=[0.8, 0.6],
+                    help="LSH candidate thresholds (x the match threshold) to count text matches with")
     ap.add_argument("--keep", type=Path, default=None)
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -228,8 +256,14 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, python {sys.version.split()[0]}, load {os.getloadavg()[0]:.1f}")
     print(f"corpus: {args.trajectories} trajectories ({steps} steps) + {3 * PLANTED} planted, "
           f"{corpus.stat().st_size / 1e6:.0f} MB, issue texts: {args.issue_texts}")
+    issues = corpus_issues(corpus)
     print(f"corpus rows whose issue text is at exact Jaccard >= 0.5 with an eval text: "
-          f"{exact_near_duplicates(corpus, rows)}")
+          f"{exact_near_duplicates(issues, rows)}")
+    import datasketch  # noqa: F401  (imported before timing: neither factor pays the import)
+
+    for factor in args.candidate_factors:  # recall and cost of the LSH candidate threshold, in this process
+        found, cpu = text_matches(issues, texts, factor)
+        print(f"LSH candidates from {factor} x the threshold: {found} issue texts matched, {cpu:.2f} CPU s")
     modes = {"off": "off", "verified": "verified", "+texts": str(texts)}
     results: dict[str, list[dict]] = {m: [] for m in modes}
     for _ in range(args.repeats):

@@ -41,6 +41,10 @@ REASONS = ("instance_id", "repo_commit", "issue_text")
 SHINGLE_WORDS = 3
 NUM_PERM = 128
 EXAMPLES_PER_REASON = 3
+# LSH proposes candidates from this share of the threshold; the exact Jaccard decides. Lower
+# finds more of the pairs just above the threshold and costs only candidates (recall per factor:
+# benchmarks/decontam.py --issue-texts docstrings).
+CANDIDATE_FACTOR = 0.6
 _WORD_RE = re.compile(r"\w+")
 
 
@@ -187,11 +191,12 @@ class Match:
 class Decontaminator:
     """Matches trajectories against eval sets; build once, call :meth:`match` per trajectory."""
 
-    def __init__(self, sets: Sequence[EvalSet], threshold: float = 0.5) -> None:
+    def __init__(self, sets: Sequence[EvalSet], threshold: float = 0.5,
+                 candidate_factor: float = CANDIDATE_FACTOR) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ConfigError("near_duplicate_threshold must be in (0, 1]")
         self.sets = list(sets)
-        self.threshold = threshold
+        self.threshold, self.candidate_factor = threshold, candidate_factor
         self.by_id: dict[str, tuple[str, str]] = {}
         self.by_repo: dict[str, list[tuple[str, str, str]]] = {}
         self.texts: dict[str, tuple[set[str], str, str]] = {}
@@ -216,11 +221,9 @@ class Decontaminator:
         if self.lsh is None:
             from datasketch import MinHashLSH
 
-            # Candidates from a Jaccard well below the threshold, then the exact Jaccard decides
-            # (LSH never decides alone). At 0.8 x the threshold LSH missed 3 of the 83 pairs at or
-            # above it among natural texts (benchmarks/decontam.py --issue-texts docstrings); at
-            # 0.6 x none, at the same cost.
-            self.lsh = MinHashLSH(threshold=max(0.05, self.threshold * 0.6), num_perm=NUM_PERM)
+            # Candidates from a Jaccard well below the threshold (CANDIDATE_FACTOR), then the
+            # exact Jaccard decides: LSH never decides alone.
+            self.lsh = MinHashLSH(threshold=max(0.05, self.threshold * self.candidate_factor), num_perm=NUM_PERM)
             # One MinHash reused for every insert and query (the index keeps band hashes, not the
             # object): drawing its permutations costs as much as hashing a whole issue.
             self._probe = _minhash(set())
